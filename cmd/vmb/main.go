@@ -1,0 +1,100 @@
+// Command vmb builds virtual-machine images from CUE definitions, incrementally.
+//
+// This package wires flags to the library packages; it holds no build logic.
+// Each subcommand lives in its own file.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // a job or an operation failed
+	exitInvalid = 2 // bad usage or invalid definitions
+)
+
+// env is what a subcommand may touch of the outside world.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+type command struct {
+	usage string // one line: arguments after the command name
+	short string
+	run   func(e *env, args []string) int
+}
+
+// commands is the table of subcommands; each is defined in its own file.
+func commands() map[string]command {
+	return map[string]command{
+		// subcommands are added here, one file each
+	}
+}
+
+func main() {
+	os.Exit(Main(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}))
+}
+
+// Main runs vmb with args and returns its exit code.
+func Main(args []string, e *env) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(e.stderr, cmds)
+		if len(args) == 0 {
+			return exitInvalid
+		}
+		return exitOK
+	}
+	c, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "vmb: unknown command %q\n", args[0])
+		usage(e.stderr, cmds)
+		return exitInvalid
+	}
+	return c.run(e, args[1:])
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "usage: vmb <command> [flags] [args]")
+	fmt.Fprintln(w, "\ncommands:")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].short)
+	}
+	fmt.Fprintln(w, "\nSee BUILD.md for the reference of every command and flag.")
+}
+
+// newFlags returns a flag set that reports errors on e.stderr and does not exit.
+func newFlags(e *env, name, args string) *flag.FlagSet {
+	fs := flag.NewFlagSet("vmb "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: vmb %s %s\n", name, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args into fs and returns the exit code to use if it failed, or -1.
+func parse(fs *flag.FlagSet, args []string) int {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitInvalid
+	}
+	return -1
+}
