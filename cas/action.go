@@ -1,0 +1,164 @@
+package cas
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// ActionID is the key of a job: the hash of everything that can change its result
+// (graph.Key). It names an action record, never a blob: the two cannot be mixed up.
+type ActionID [Size]byte
+
+func (a ActionID) String() string { return Digest(a).String() }
+
+// MarshalText encodes a as hex.
+func (a ActionID) MarshalText() ([]byte, error) { return Digest(a).MarshalText() }
+
+// UnmarshalText parses a hex action ID.
+func (a *ActionID) UnmarshalText(b []byte) error { return (*Digest)(a).UnmarshalText(b) }
+
+// ParseActionID parses the 64 hex digits of an ActionID.
+func ParseActionID(s string) (ActionID, error) {
+	d, err := ParseDigest(s)
+	return ActionID(d), err
+}
+
+// OutputKind says how to follow an output's digest.
+type OutputKind string
+
+const (
+	KindBlob     OutputKind = "blob"     // a file
+	KindSnapshot OutputKind = "snapshot" // a disk snapshot manifest, which names chunks
+)
+
+// Output is one result of a job.
+type Output struct {
+	Name   string     `json:"name"`
+	Kind   OutputKind `json:"kind"`
+	Digest Digest     `json:"digest"`
+}
+
+// Result is an action record: what a job with a given key produced.
+type Result struct {
+	Outputs  []Output      `json:"outputs"`
+	Log      Digest        `json:"log,omitzero"` // the job's console log, a blob
+	Duration time.Duration `json:"duration"`
+	Executor string        `json:"executor"` // the executor identity that ran it
+	Created  time.Time     `json:"created"`
+}
+
+// Output returns the output called name.
+func (r *Result) Output(name string) (Output, bool) {
+	for _, o := range r.Outputs {
+		if o.Name == name {
+			return o, true
+		}
+	}
+	return Output{}, false
+}
+
+// ErrIncomplete is returned (wrapped) by GetAction when the record names a blob the
+// store does not have: the record cannot be used, and the job must run again.
+var ErrIncomplete = errors.New("record names a missing blob")
+
+func (s *Store) actionPath(a ActionID) string {
+	h := a.String()
+	return filepath.Join(s.dir, actionsDir, h[:2], h)
+}
+
+// PutAction records r as the result of action a. Every blob r names must already be
+// in the store: the record is the commit point of a job, written last.
+func (s *Store) PutAction(a ActionID, r *Result) error {
+	if err := s.checkNames(r); err != nil {
+		return fmt.Errorf("record action %s: %w", a, err)
+	}
+	b, err := json.MarshalIndent(r, "", "\t")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	return s.writeFile(s.actionPath(a), func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// GetAction returns the result recorded for action a. It fails with ErrNotFound if
+// there is none, with ErrIncomplete if a blob the record names is missing, and with
+// a *CorruptError if the record cannot be read.
+//
+// The store keeps this invariant: while a record is present, so is every blob it
+// reaches (gc and verify remove records before or with their blobs), so GetAction
+// checks the blobs the record names and not the chunks of its snapshots.
+func (s *Store) GetAction(a ActionID) (*Result, error) {
+	p := s.actionPath(a)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("action %s: %w", a, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read action %s: %w", a, err)
+	}
+	r, err := decodeResult(b)
+	if err != nil {
+		return nil, &CorruptError{What: "action record", Digest: Digest(a), Path: p, Err: err}
+	}
+	if err := s.checkNames(r); err != nil {
+		return nil, fmt.Errorf("action %s: %w", a, err)
+	}
+	s.used(p)
+	return r, nil
+}
+
+func decodeResult(b []byte) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	for _, o := range r.Outputs {
+		if o.Kind != KindBlob && o.Kind != KindSnapshot {
+			return nil, fmt.Errorf("output %q has unknown kind %q", o.Name, o.Kind)
+		}
+	}
+	return &r, nil
+}
+
+// checkNames checks that every blob r names is present.
+func (s *Store) checkNames(r *Result) error {
+	for _, o := range r.Outputs {
+		if !s.Has(o.Digest) {
+			return fmt.Errorf("output %q: blob %s: %w", o.Name, o.Digest, ErrIncomplete)
+		}
+	}
+	if !r.Log.IsZero() && !s.Has(r.Log) {
+		return fmt.Errorf("log: blob %s: %w", r.Log, ErrIncomplete)
+	}
+	return nil
+}
+
+// reach calls fn for every blob r reaches: its outputs, their snapshots' chunks, its
+// log. It reads snapshot manifests, verifying them.
+func (s *Store) reach(r *Result, fn func(Digest)) error {
+	for _, o := range r.Outputs {
+		fn(o.Digest)
+		if o.Kind == KindSnapshot {
+			m, err := s.Manifest(o.Digest)
+			if err != nil {
+				return fmt.Errorf("output %q: %w", o.Name, err)
+			}
+			for _, c := range m.Chunks {
+				fn(c.Digest)
+			}
+		}
+	}
+	if !r.Log.IsZero() {
+		fn(r.Log)
+	}
+	return nil
+}

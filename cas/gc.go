@@ -1,0 +1,166 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+)
+
+// DefaultGrace is how long gc leaves a file that nothing reaches alone after its last
+// write or use: long enough for any writer to finish the job that wrote it and commit
+// the job's action record.
+const DefaultGrace = time.Hour
+
+// GCOptions tunes GC.
+type GCOptions struct {
+	// MaxSize is the budget of stored bytes for objects that action records reach;
+	// 0 means no budget: only unreachable files are removed.
+	MaxSize int64
+	// Grace protects recently written or used files; 0 means DefaultGrace.
+	Grace time.Duration
+	// DryRun reports what would be removed and removes nothing.
+	DryRun bool
+}
+
+// GCReport says what GC kept and removed.
+type GCReport struct {
+	KeptActions    int   `json:"kept_actions"`
+	RemovedActions int   `json:"removed_actions"`
+	KeptObjects    int   `json:"kept_objects"`
+	KeptBytes      int64 `json:"kept_bytes"`
+	RemovedObjects int   `json:"removed_objects"`
+	RemovedBytes   int64 `json:"removed_bytes"`
+	RemovedTemps   int   `json:"removed_temps"`
+}
+
+// GC trims the store. Action records are kept from the most recently used down, as
+// long as the objects they reach (counted once however many records share them) fit
+// in MaxSize; older records are removed, then every object no kept record reaches.
+// Files written or used within the grace period are never removed, so a concurrent
+// writer that has stored blobs but not yet its record loses nothing. Records go
+// before the blobs they reach, so a crash mid-gc leaves no record without its blobs.
+func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
+	grace := opt.Grace
+	if grace == 0 {
+		grace = DefaultGrace
+	}
+	now := s.now()
+	rep := &GCReport{}
+
+	objs, _, err := s.walk(objectsDir)
+	if err != nil {
+		return nil, fmt.Errorf("gc %s: %w", s.dir, err)
+	}
+	size := make(map[Digest]int64, len(objs))
+	for _, e := range objs {
+		size[e.digest] = e.size
+	}
+	acts, _, err := s.walk(actionsDir)
+	if err != nil {
+		return nil, fmt.Errorf("gc %s: %w", s.dir, err)
+	}
+	sort.Slice(acts, func(i, j int) bool { return acts[i].modTime.After(acts[j].modTime) })
+
+	keep := make(map[Digest]bool)
+	var kept int64
+	full := false
+	var evict []entry
+	for _, e := range acts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		reached, err := s.reachOf(ActionID(e.digest))
+		if err != nil { // an unusable record: nothing should keep it or be kept for it
+			evict = append(evict, e)
+			continue
+		}
+		var add int64
+		for d := range reached {
+			if !keep[d] {
+				add += size[d]
+			}
+		}
+		recent := now.Sub(e.modTime) < grace
+		if !recent && (full || (opt.MaxSize > 0 && kept+add > opt.MaxSize)) {
+			full = true // strictly least recently used: every older record goes too
+			evict = append(evict, e)
+			continue
+		}
+		for d := range reached {
+			keep[d] = true
+		}
+		kept += add
+		rep.KeptActions++
+	}
+	for _, e := range evict {
+		if !opt.DryRun {
+			if err := os.Remove(e.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("gc: %w", err)
+			}
+		}
+		rep.RemovedActions++
+	}
+	for _, e := range objs {
+		if keep[e.digest] {
+			rep.KeptObjects++
+			rep.KeptBytes += e.size
+			continue
+		}
+		if s.removeIfOld(e.path, now, grace, opt.DryRun) {
+			rep.RemovedObjects++
+			rep.RemovedBytes += e.size
+		} else {
+			rep.KeptObjects++
+			rep.KeptBytes += e.size
+		}
+	}
+	tmps, err := s.temps()
+	if err != nil {
+		return nil, fmt.Errorf("gc %s: %w", s.dir, err)
+	}
+	for _, e := range tmps {
+		if s.removeIfOld(e.path, now, grace, opt.DryRun) {
+			rep.RemovedTemps++
+		}
+	}
+	return rep, nil
+}
+
+// removeIfOld removes the file at p unless it was modified within grace, checking its
+// mtime again right before removing it, and reports whether it removed it.
+func (s *Store) removeIfOld(p string, now time.Time, grace time.Duration, dryRun bool) bool {
+	fi, err := os.Stat(p)
+	if err != nil || now.Sub(fi.ModTime()) < grace {
+		return false
+	}
+	if dryRun {
+		return true
+	}
+	return os.Remove(p) == nil
+}
+
+// reachOf returns the set of blobs record a reaches, failing if it is unusable.
+func (s *Store) reachOf(a ActionID) (map[Digest]bool, error) {
+	b, err := os.ReadFile(s.actionPath(a))
+	if err != nil {
+		return nil, err
+	}
+	r, err := decodeResult(b)
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[Digest]bool)
+	if err := s.reach(r, func(d Digest) { set[d] = true }); err != nil {
+		return nil, err
+	}
+	for d := range set {
+		if !s.Has(d) {
+			return nil, fmt.Errorf("blob %s: %w", d, ErrIncomplete)
+		}
+	}
+	return set, nil
+}

@@ -1,0 +1,171 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+)
+
+// SyncReport says what Sync copied.
+type SyncReport struct {
+	Actions       int   `json:"actions"`        // records copied
+	Objects       int   `json:"objects"`        // blobs copied
+	Bytes         int64 `json:"bytes"`          // stored bytes copied
+	SkippedAction int   `json:"skipped_action"` // records the destination had
+	SkippedObject int   `json:"skipped_object"` // blobs the destination had
+}
+
+// Sync copies to dst every action record in ids, and every blob they reach, from
+// src, skipping what dst has. Blobs are copied as stored (no recompression) and
+// verified on the way; each record is written after its blobs, so dst is consistent
+// at every moment. No ids means every record of src.
+func Sync(ctx context.Context, dst, src *Store, ids []ActionID) (*SyncReport, error) {
+	if ids == nil {
+		var err error
+		if ids, err = src.Actions(); err != nil {
+			return nil, fmt.Errorf("sync from %s: %w", src.dir, err)
+		}
+	}
+	rep := &SyncReport{}
+	var objects, bytes, skipped atomic.Int64
+	for _, a := range ids {
+		b, err := os.ReadFile(src.actionPath(a))
+		if errors.Is(err, fs.ErrNotExist) {
+			return rep, fmt.Errorf("sync action %s: %w", a, ErrNotFound)
+		}
+		if err != nil {
+			return rep, fmt.Errorf("sync action %s: %w", a, err)
+		}
+		r, err := decodeResult(b)
+		if err != nil {
+			return rep, &CorruptError{What: "action record", Digest: Digest(a), Path: src.actionPath(a), Err: err}
+		}
+		if dst.used(dst.actionPath(a)) {
+			rep.SkippedAction++
+			continue
+		}
+		var blobs []Digest
+		seen := map[Digest]bool{}
+		if err := src.reach(r, func(d Digest) {
+			if !seen[d] {
+				seen[d] = true
+				blobs = append(blobs, d)
+			}
+		}); err != nil {
+			return rep, fmt.Errorf("sync action %s: %w", a, err)
+		}
+		var next atomic.Int64
+		g, gctx := errgroup.WithContext(ctx)
+		for range runtime.GOMAXPROCS(0) {
+			g.Go(func() error {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(blobs) || gctx.Err() != nil {
+						return gctx.Err()
+					}
+					d := blobs[i]
+					if dst.used(dst.objectPath(d)) {
+						skipped.Add(1)
+						continue
+					}
+					n, err := copyBlob(dst, src, d)
+					if err != nil {
+						return err
+					}
+					objects.Add(1)
+					bytes.Add(n)
+				}
+			})
+		}
+		err = g.Wait()
+		rep.Objects, rep.Bytes, rep.SkippedObject = int(objects.Load()), bytes.Load(), int(skipped.Load())
+		if err != nil {
+			return rep, fmt.Errorf("sync action %s: %w", a, err)
+		}
+		if err := dst.writeFile(dst.actionPath(a), func(w io.Writer) error {
+			_, err := w.Write(b)
+			return err
+		}); err != nil {
+			return rep, fmt.Errorf("sync action %s: %w", a, err)
+		}
+		rep.Actions++
+	}
+	return rep, nil
+}
+
+// copyBlob copies the stored file of blob d from src to dst, verifying its content
+// as it goes, and returns the bytes copied.
+func copyBlob(dst, src *Store, d Digest) (int64, error) {
+	sp := src.objectPath(d)
+	in, err := os.Open(sp)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	out, err := os.CreateTemp(filepath.Join(dst.dir, tmpDir), "sync-*")
+	if err != nil {
+		return 0, fmt.Errorf("copy blob %s: %w", d, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			out.Close()
+			os.Remove(out.Name())
+		}
+	}()
+	cw := &countWriter{w: out}
+	zr, err := zstd.NewReader(io.TeeReader(in, cw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<34))
+	if err != nil {
+		return 0, err
+	}
+	h := NewHasher()
+	_, err = io.Copy(h, zr)
+	zr.Close()
+	if err != nil {
+		return 0, &CorruptError{What: "blob", Digest: d, Path: sp, Err: err}
+	}
+	if cw.err != nil {
+		return 0, fmt.Errorf("copy blob %s: %w", d, cw.err)
+	}
+	// The decoder may stop before the end of the file; copy what it did not read.
+	if _, err := io.Copy(cw, in); err != nil {
+		return 0, fmt.Errorf("copy blob %s: %w", d, err)
+	}
+	var got Digest
+	h.Sum(got[:0])
+	if got != d {
+		return 0, &CorruptError{What: "blob", Digest: d, Path: sp, Err: fmt.Errorf("content hashes to %s", got)}
+	}
+	if err := commitTemp(out, dst.objectPath(d)); err != nil {
+		return 0, fmt.Errorf("copy blob %s: %w", d, err)
+	}
+	ok = true
+	return cw.n, nil
+}
+
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,160 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Problem is something verify found wrong.
+type Problem struct {
+	Path        string `json:"path"`
+	Error       string `json:"error"`
+	Quarantined string `json:"quarantined,omitempty"` // where the file was moved
+}
+
+// VerifyReport says what Verify checked and found.
+type VerifyReport struct {
+	Objects  int       `json:"objects"`
+	Actions  int       `json:"actions"`
+	Problems []Problem `json:"problems"`
+}
+
+// OK reports whether verify found nothing wrong.
+func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
+
+// Verify re-hashes every blob and re-reads every action record. A blob whose content
+// does not match its name, and a record that cannot be read or reaches a blob that
+// is missing or corrupt, is moved to quarantine/ when quarantine is set, so that the
+// store is consistent again: a later build runs those jobs again.
+func (s *Store) Verify(ctx context.Context, quarantine bool) (*VerifyReport, error) {
+	rep := &VerifyReport{Problems: []Problem{}}
+	var mu sync.Mutex
+	problem := func(path string, err error) {
+		p := Problem{Path: path, Error: err.Error()}
+		if quarantine {
+			if q, qerr := s.quarantine(path); qerr == nil {
+				p.Quarantined = q
+			} else {
+				p.Error += fmt.Sprintf(" (quarantine failed: %v)", qerr)
+			}
+		}
+		mu.Lock()
+		rep.Problems = append(rep.Problems, p)
+		mu.Unlock()
+	}
+
+	objs, stray, err := s.walk(objectsDir)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", s.dir, err)
+	}
+	for _, p := range stray {
+		problem(p, errors.New("not a blob name"))
+	}
+	rep.Objects = len(objs)
+	bad := make(map[Digest]bool)
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range runtime.GOMAXPROCS(0) {
+		g.Go(func() error {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(objs) || gctx.Err() != nil {
+					return gctx.Err()
+				}
+				e := objs[i]
+				if err := s.verifyBlob(e.digest); err != nil {
+					if errors.Is(err, ErrNotFound) {
+						continue // removed by a concurrent gc since the walk
+					}
+					mu.Lock()
+					bad[e.digest] = true
+					mu.Unlock()
+					problem(e.path, err)
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("verify %s: %w", s.dir, err)
+	}
+
+	acts, stray, err := s.walk(actionsDir)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", s.dir, err)
+	}
+	for _, p := range stray {
+		problem(p, errors.New("not an action record name"))
+	}
+	rep.Actions = len(acts)
+	for _, e := range acts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := s.verifyAction(ActionID(e.digest), bad); err != nil {
+			problem(e.path, err)
+		}
+	}
+	return rep, nil
+}
+
+// verifyBlob reads all of blob d and checks its digest.
+func (s *Store) verifyBlob(d Digest) error {
+	r, err := s.Open(d)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = io.Copy(io.Discard, r)
+	return err
+}
+
+// verifyAction checks that record a is readable and that every blob it reaches is
+// present and not in bad.
+func (s *Store) verifyAction(a ActionID, bad map[Digest]bool) error {
+	b, err := os.ReadFile(s.actionPath(a))
+	if err != nil {
+		return err
+	}
+	r, err := decodeResult(b)
+	if err != nil {
+		return fmt.Errorf("action record: %w", err)
+	}
+	var missing error
+	err = s.reach(r, func(d Digest) {
+		if missing != nil {
+			return
+		}
+		if bad[d] {
+			missing = fmt.Errorf("reaches corrupt blob %s", d)
+		} else if !s.Has(d) {
+			missing = fmt.Errorf("reaches missing blob %s", d)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return missing
+}
+
+// quarantine moves a file of the store to quarantine/, out of every lookup's way.
+func (s *Store) quarantine(path string) (string, error) {
+	dir := filepath.Join(s.dir, quarantineDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(s.dir, path)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, filepath.Base(filepath.Dir(filepath.Dir(rel)))+"-"+filepath.Base(path))
+	return dst, os.Rename(path, dst)
+}
