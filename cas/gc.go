@@ -35,11 +35,15 @@ type GCReport struct {
 	RemovedObjects int   `json:"removed_objects"`
 	RemovedBytes   int64 `json:"removed_bytes"`
 	RemovedTemps   int   `json:"removed_temps"`
+	// Compacted counts the raw objects (ingested with DeferCompression) that gc
+	// compressed.
+	Compacted CompactStats `json:"compacted"`
 }
 
 // GC trims the store. Action records are kept from the most recently used down, as
 // long as the objects they reach (counted once however many records share them) fit
 // in MaxSize; older records are removed, then every object no kept record reaches.
+// Last, the objects it keeps that were stored uncompressed are compressed (Compact).
 // Files written or used within the grace period are never removed, so a concurrent
 // writer that has stored blobs but not yet its record loses nothing. Records go
 // before the blobs they reach, so a crash mid-gc leaves no record without its blobs.
@@ -104,10 +108,12 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		}
 		rep.RemovedActions++
 	}
+	var compact []Digest
 	for _, e := range objs {
 		if keep[e.digest] {
 			rep.KeptObjects++
 			rep.KeptBytes += e.size
+			compact = append(compact, e.digest)
 			continue
 		}
 		if s.removeIfOld(e.path, now, grace, opt.DryRun) {
@@ -116,7 +122,14 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		} else {
 			rep.KeptObjects++
 			rep.KeptBytes += e.size
+			compact = append(compact, e.digest)
 		}
+	}
+	if !opt.DryRun {
+		if rep.Compacted, err = s.compact(ctx, compact); err != nil {
+			return nil, fmt.Errorf("gc %s: %w", s.dir, err)
+		}
+		rep.KeptBytes -= rep.Compacted.BytesBefore - rep.Compacted.BytesAfter
 	}
 	tmps, err := s.temps()
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -178,6 +178,9 @@ type IngestOptions struct {
 	Changed []Extent
 	// Workers is the number of chunks hashed and compressed at once; 0 means GOMAXPROCS.
 	Workers int
+	// DeferCompression stores new chunks uncompressed (as raw zstd frames), for
+	// Compact to compress later, off the critical path of a build.
+	DeferCompression bool
 }
 
 // IngestStats says what an ingest read and wrote.
@@ -254,6 +257,8 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 	var readBytes, newChunks, newBytes, storedBytes atomic.Int64
 	var next atomic.Int64
 	var seen sync.Map // digests this ingest has stored or found
+	stage := &staging{s: s, raw: opt.DeferCompression}
+	defer stage.abort()
 	g, gctx := errgroup.WithContext(ctx)
 	for range workers {
 		g.Go(func() error {
@@ -278,7 +283,7 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 				if _, dup := seen.LoadOrStore(d, true); dup {
 					continue // the same content at another offset of this disk
 				}
-				wrote, stored, err := s.putChunk(d, b)
+				wrote, stored, err := stage.put(d, b)
 				if err != nil {
 					return fmt.Errorf("chunk at %#x: %w", off, err)
 				}
@@ -291,6 +296,9 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 		})
 	}
 	if err := g.Wait(); err != nil {
+		return fail(err)
+	}
+	if err := stage.commit(); err != nil {
 		return fail(err)
 	}
 
@@ -312,20 +320,96 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 	return d, st, nil
 }
 
-// putChunk stores b (hashing to d) and reports whether it wrote it and how many bytes.
-func (s *Store) putChunk(d Digest, b []byte) (bool, int64, error) {
-	p := s.objectPath(d)
-	if s.used(p) {
+// staging collects the chunks an ingest writes. They are written to tmp/ unsynced,
+// made durable together by one syncfs, and only then renamed to their names: a
+// crash leaves no object that is not whole, and the ingest pays one flush instead
+// of one fsync per chunk.
+type staging struct {
+	s     *Store
+	raw   bool // write raw frames, compress later
+	mu    sync.Mutex
+	files []stagedFile
+}
+
+type stagedFile struct{ tmp, dst string }
+
+// put stages b (hashing to d) unless the store has it, and reports whether it did and
+// how many bytes it wrote.
+func (g *staging) put(d Digest, b []byte) (bool, int64, error) {
+	p := g.s.objectPath(d)
+	if g.s.used(p) {
 		return false, 0, nil
 	}
 	buf := encBufs.Get().(*[]byte)
 	defer encBufs.Put(buf)
-	*buf = s.enc.EncodeAll(b, (*buf)[:0])
-	err := s.writeFile(p, func(w io.Writer) error {
-		_, err := w.Write(*buf)
-		return err
-	})
+	if g.raw {
+		*buf = appendRawFrame((*buf)[:0], b)
+	} else {
+		*buf = g.s.enc.EncodeAll(b, (*buf)[:0])
+	}
+	err := g.write(p, *buf)
 	return err == nil, int64(len(*buf)), err
+}
+
+// write stages data to become the file at p.
+func (g *staging) write(p string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Join(g.s.dir, tmpDir), "stage-*")
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.files = append(g.files, stagedFile{f.Name(), p})
+	g.mu.Unlock()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// commit makes the staged files durable and gives them their names.
+func (g *staging) commit() error {
+	if len(g.files) == 0 {
+		return nil
+	}
+	if err := syncfs(g.s.dir); err != nil {
+		return err
+	}
+	for i, sf := range g.files {
+		err := os.Rename(sf.tmp, sf.dst)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err = os.MkdirAll(filepath.Dir(sf.dst), 0o755); err == nil {
+				err = os.Rename(sf.tmp, sf.dst)
+			}
+		}
+		if err != nil {
+			g.files = g.files[i:]
+			return err
+		}
+	}
+	g.files = nil
+	return nil
+}
+
+// abort removes what was staged and not committed.
+func (g *staging) abort() {
+	for _, sf := range g.files {
+		os.Remove(sf.tmp)
+	}
+	g.files = nil
+}
+
+// syncfs flushes the filesystem holding dir to stable storage.
+func syncfs(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
 }
 
 // dataExtents lists the ranges of f that hold data, skipping holes.

@@ -333,3 +333,49 @@ func FuzzSnapshot(f *testing.F) {
 		roundTrip(t, s, p, want, IngestOptions{ChunkSize: 64 << 10})
 	})
 }
+
+// Chunks stored uncompressed for later read back the same, and Compact compresses them
+// in place without changing any name.
+func TestDeferredCompression(t *testing.T) {
+	s := newStore(t)
+	r := rand.New(rand.NewPCG(50, 51))
+	p := filepath.Join(t.TempDir(), "disk")
+	want := sparseImage(t, r, p, 16<<20, 20)
+	d, st := roundTrip(t, s, p, want, IngestOptions{DeferCompression: true})
+	before, _ := s.Stats()
+	cst, err := s.Compact(t.Context(), []Digest{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := s.Stats()
+	if cst.Objects == 0 || cst.BytesAfter >= cst.BytesBefore || after.ObjectBytes >= before.ObjectBytes {
+		t.Fatalf("compact of %d new chunks: %+v; store %d -> %d bytes", st.NewChunks, cst, before.ObjectBytes, after.ObjectBytes)
+	}
+	if after.Objects != before.Objects {
+		t.Fatalf("compact changed the object count from %d to %d", before.Objects, after.Objects)
+	}
+	out := p + ".2"
+	if err := s.Materialize(t.Context(), d, out); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, want) {
+		t.Fatal("snapshot differs after compaction")
+	}
+	if cst, _ := s.Compact(t.Context(), []Digest{d}); cst.Objects != 0 {
+		t.Fatalf("second compact compressed %d objects again", cst.Objects)
+	}
+	checkStore(t, s, -1)
+}
+
+func TestRawFrame(t *testing.T) {
+	s := newStore(t)
+	r := rand.New(rand.NewPCG(52, 53))
+	for _, n := range []int{0, 1, maxRawBlock - 1, maxRawBlock, maxRawBlock + 1, 5*maxRawBlock + 3} {
+		b := randBytes(r, n)
+		got, err := s.dec.DecodeAll(appendRawFrame(nil, b), nil)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("raw frame of %d bytes: decoded %d bytes, %v", n, len(got), err)
+		}
+	}
+}

@@ -35,7 +35,7 @@ type command struct {
 // commands is the table of subcommands; each is defined in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		// subcommands are added here, one file each
+		"cache": {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
 	}
 }
 

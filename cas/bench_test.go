@@ -1,0 +1,151 @@
+package cas
+
+import (
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// benchImage writes a 1 GiB sparse image at path: half of it data, in runs of
+// incompressible bytes, of text-like compressible bytes and of zeros, the rest holes.
+// It is made once per benchmark binary run.
+func benchImage(b *testing.B) string {
+	b.Helper()
+	p := filepath.Join(os.TempDir(), "vmb-bench-1g.img")
+	if fi, err := os.Stat(p); err == nil && fi.Size() == 1<<30 {
+		return p
+	}
+	f, err := os.Create(p + ".tmp")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.Truncate(1 << 30)
+	r := rand.New(rand.NewPCG(1, 1))
+	text := []byte("Lorem ipsum dolor sit amet, consectetur adipiscing elit; 0123456789 /usr/lib/x86_64\n")
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < 1<<30; off += 8 << 20 { // 4 MiB of data every 8 MiB
+		switch r.IntN(3) {
+		case 0:
+			for i := range buf {
+				buf[i] = byte(r.Uint32())
+			}
+		case 1:
+			for i := range buf {
+				buf[i] = text[(i*7+int(off>>20))%len(text)] ^ byte(r.IntN(2))
+			}
+		case 2:
+			clear(buf)
+		}
+		f.WriteAt(buf, off)
+	}
+	f.Close()
+	if err := os.Rename(p+".tmp", p); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func benchStore(b *testing.B) *Store {
+	b.Helper()
+	s, err := Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// BenchmarkIngest ingests the 1 GiB image into an empty store: every chunk is new.
+// MB/s is of the disk's logical size, as b3sum on the same file counts it.
+func BenchmarkIngest(b *testing.B) {
+	img := benchImage(b)
+	b.SetBytes(1 << 30)
+	for b.Loop() {
+		b.StopTimer()
+		s := benchStore(b)
+		b.StartTimer()
+		if _, _, err := s.IngestDisk(b.Context(), img, IngestOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(s.Dir())
+		b.StartTimer()
+	}
+}
+
+// BenchmarkIngestUnchanged re-ingests the image into a store that has it: the cost of
+// a job that left its disk as it found it, when nothing says which ranges it wrote.
+func BenchmarkIngestUnchanged(b *testing.B) {
+	img := benchImage(b)
+	s := benchStore(b)
+	if _, _, err := s.IngestDisk(b.Context(), img, IngestOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(1 << 30)
+	for b.Loop() {
+		if _, st, err := s.IngestDisk(b.Context(), img, IngestOptions{}); err != nil || st.NewChunks != 0 {
+			b.Fatal(err, st)
+		}
+	}
+}
+
+// BenchmarkMaterialize writes the image back from the store.
+func BenchmarkMaterialize(b *testing.B) {
+	img := benchImage(b)
+	s := benchStore(b)
+	d, _, err := s.IngestDisk(b.Context(), img, IngestOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(b.TempDir(), "out")
+	b.SetBytes(1 << 30)
+	for b.Loop() {
+		os.Remove(out)
+		if err := s.Materialize(b.Context(), d, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHash hashes the image's whole logical content on one core, as
+// `b3sum --num-threads 1` does: the bound ingest is measured against.
+func BenchmarkHash(b *testing.B) {
+	img := benchImage(b)
+	b.SetBytes(1 << 30)
+	buf := make([]byte, 1<<20)
+	for b.Loop() {
+		f, err := os.Open(img)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := NewHasher()
+		if _, err := io.CopyBuffer(h, f, buf); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
+// BenchmarkCompress compresses the image's data chunks on one core: with BenchmarkHash,
+// the BLAKE3 + zstd limit of this machine for new data.
+func BenchmarkCompress(b *testing.B) {
+	img := benchImage(b)
+	s := benchStore(b)
+	f, _ := os.Open(img)
+	defer f.Close()
+	ext, _ := dataExtents(f, 1<<30)
+	var data int64
+	for _, e := range ext {
+		data += e.Len
+	}
+	b.SetBytes(data)
+	buf := make([]byte, DefaultChunkSize)
+	var dst []byte
+	for b.Loop() {
+		for _, off := range chunksOf(ext, DefaultChunkSize, 1<<30) {
+			f.ReadAt(buf, off)
+			dst = s.enc.EncodeAll(buf, dst[:0])
+		}
+	}
+}
