@@ -185,12 +185,12 @@ type IngestOptions struct {
 
 // IngestStats says what an ingest read and wrote.
 type IngestStats struct {
-	Size        int64 // disk size
-	ReadBytes   int64 // bytes read from the disk (holes and unchanged ranges are not read)
-	Chunks      int   // non-zero chunks in the snapshot
-	NewChunks   int   // chunks that were not in the store
-	NewBytes    int64 // their uncompressed size
-	StoredBytes int64 // their compressed size: what the store grew by
+	Size        int64 `json:"size"`         // disk size
+	ReadBytes   int64 `json:"read_bytes"`   // bytes read from the disk (holes and unchanged ranges are not read)
+	Chunks      int   `json:"chunks"`       // non-zero chunks in the snapshot
+	NewChunks   int   `json:"new_chunks"`   // chunks that were not in the store
+	NewBytes    int64 `json:"new_bytes"`    // their uncompressed size
+	StoredBytes int64 `json:"stored_bytes"` // their stored size: what the store grew by
 }
 
 // IngestDisk stores the raw disk image at path as a snapshot and returns the digest of

@@ -1,0 +1,43 @@
+// Package cas is vmb's content-addressed store: blobs named by the BLAKE3-256 hash
+// of their content, disk snapshots made of such blobs, and action records that map
+// the key of a job to what it produced. The model is cmd/go's build cache (action
+// ID -> output ID); the difference is that outputs are whole disks, stored as chunks
+// so that what two disks share is stored once.
+//
+// # On disk
+//
+//	<dir>/objects/ab/ab12…   a blob: the zstd frame(s) of its content, named by the
+//	                         BLAKE3-256 of the uncompressed content (64 hex digits,
+//	                         fanned out by the first two)
+//	<dir>/actions/cd/cd34…   an action record: JSON {outputs, log, duration, executor,
+//	                         created}, named by the job's key (graph.Key)
+//	<dir>/tmp/               staging: files are written here and renamed into place
+//	<dir>/quarantine/        what verify found corrupt, moved out of the way
+//
+// A disk snapshot is a blob holding a manifest in text:
+//
+//	vmb-snapshot 1
+//	size 10737418240
+//	chunk-size 262144
+//	0 3f2a…                  one line per chunk that is not all zeros: its byte
+//	262144 91bc…             offset and the digest of its content, in offset order
+//
+// Chunks not listed are zero; each chunk is chunk-size long except the last of the
+// disk. The snapshot's digest is the digest of that text, so equal disks (at one
+// chunk size) have equal snapshot digests.
+//
+// # Guarantees
+//
+// A blob is verified on every read: content that does not hash to its name is an
+// error (*CorruptError) naming the digest and the file, never data. A file appears
+// under its name only whole: single writes go temp file, fsync, rename; an ingest
+// stages its chunks, flushes them with one syncfs, then renames them. An action
+// record is written last, after every blob it reaches, so while a record is present
+// its blobs are (gc removes records before blobs, verify quarantines a record with
+// its corrupt blob). Writers on many processes or machines may share a directory:
+// writing the same blob twice is harmless, and gc leaves files younger than its
+// grace period alone. Usage is tracked by mtimes, bumped at most every ten minutes
+// so that reads rarely write.
+//
+// cas imports nothing of vmb's.
+package cas
