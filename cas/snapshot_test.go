@@ -366,6 +366,23 @@ func TestDeferredCompression(t *testing.T) {
 		t.Fatalf("second compact compressed %d objects again", cst.Objects)
 	}
 	checkStore(t, s, -1)
+
+	// gc compresses what a deferred ingest left raw, and only that.
+	os.WriteFile(p, bytes.Repeat([]byte("compressible "), 100000), 0o644)
+	d2, st2, err := s.IngestDisk(t.Context(), p, IngestOptions{DeferCompression: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.GC(t.Context(), GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Compacted.Objects != st2.NewChunks { // the manifest was written compressed
+		t.Fatalf("gc compacted %d objects, want the %d raw chunks", rep.Compacted.Objects, st2.NewChunks)
+	}
+	if err := s.Materialize(t.Context(), d2, out); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestRawFrame(t *testing.T) {
