@@ -97,23 +97,33 @@ func (s *Store) PutAction(a ActionID, r *Result) error {
 // reaches (gc and verify remove records before or with their blobs), so GetAction
 // checks the blobs the record names and not the chunks of its snapshots.
 func (s *Store) GetAction(a ActionID) (*Result, error) {
-	p := s.actionPath(a)
-	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("action %s: %w", a, ErrNotFound)
-	}
+	r, _, err := s.readAction(a)
 	if err != nil {
-		return nil, fmt.Errorf("read action %s: %w", a, err)
-	}
-	r, err := decodeResult(b)
-	if err != nil {
-		return nil, &CorruptError{What: "action record", Digest: Digest(a), Path: p, Err: err}
+		return nil, err
 	}
 	if err := s.checkNames(r); err != nil {
 		return nil, fmt.Errorf("action %s: %w", a, err)
 	}
-	s.used(p)
+	s.used(s.actionPath(a))
 	return r, nil
+}
+
+// readAction reads and decodes record a, and returns its bytes too. It fails with
+// ErrNotFound if there is none and a *CorruptError if it cannot be decoded.
+func (s *Store) readAction(a ActionID) (*Result, []byte, error) {
+	p := s.actionPath(a)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("action %s: %w", a, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read action %s: %w", a, err)
+	}
+	r, err := decodeResult(b)
+	if err != nil {
+		return nil, nil, &CorruptError{What: "action record", Digest: Digest(a), Path: p, Err: err}
+	}
+	return r, b, nil
 }
 
 func decodeResult(b []byte) (*Result, error) {

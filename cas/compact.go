@@ -6,10 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
-	"runtime"
 	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Compression off the critical path. Compressing new chunks costs more CPU than
@@ -95,47 +92,36 @@ func (s *Store) Compact(ctx context.Context, ds []Digest) (CompactStats, error) 
 func (s *Store) compact(ctx context.Context, todo []Digest) (CompactStats, error) {
 	var st CompactStats
 	var objects, before, after atomic.Int64
-	var next atomic.Int64
 	stage := &staging{s: s}
 	defer stage.abort()
-	g, gctx := errgroup.WithContext(ctx)
-	for range runtime.GOMAXPROCS(0) {
-		g.Go(func() error {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(todo) || gctx.Err() != nil {
-					return gctx.Err()
-				}
-				d := todo[i]
-				p := s.objectPath(d)
-				raw, err := isRawFrame(p)
-				if errors.Is(err, os.ErrNotExist) || !raw {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				b, err := s.Get(d)
-				if err != nil {
-					return err
-				}
-				buf := encBufs.Get().(*[]byte)
-				*buf = s.enc.EncodeAll(b, (*buf)[:0])
-				fi, _ := os.Stat(p)
-				if fi != nil && int64(len(*buf)) < fi.Size() {
-					err = stage.write(p, *buf)
-					objects.Add(1)
-					before.Add(fi.Size())
-					after.Add(int64(len(*buf)))
-				}
-				encBufs.Put(buf)
-				if err != nil {
-					return err
-				}
+	err := forEach(ctx, 0, len(todo), func() func(int) error {
+		return func(i int) error {
+			d := todo[i]
+			p := s.objectPath(d)
+			raw, err := isRawFrame(p)
+			if errors.Is(err, os.ErrNotExist) || (err == nil && !raw) {
+				return nil
 			}
-		})
-	}
-	err := g.Wait()
+			if err != nil {
+				return err
+			}
+			b, err := s.Get(d)
+			if err != nil {
+				return err
+			}
+			buf := encBufs.Get().(*[]byte)
+			defer encBufs.Put(buf)
+			*buf = s.enc.EncodeAll(b, (*buf)[:0])
+			fi, err := os.Stat(p)
+			if err != nil || int64(len(*buf)) >= fi.Size() {
+				return nil // gone, or does not compress: leave it
+			}
+			objects.Add(1)
+			before.Add(fi.Size())
+			after.Add(int64(len(*buf)))
+			return stage.write(p, *buf)
+		}
+	})
 	if err == nil {
 		err = stage.commit()
 	}

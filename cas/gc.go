@@ -158,11 +158,7 @@ func (s *Store) removeIfOld(p string, now time.Time, grace time.Duration, dryRun
 
 // reachOf returns the set of blobs record a reaches, failing if it is unusable.
 func (s *Store) reachOf(a ActionID) (map[Digest]bool, error) {
-	b, err := os.ReadFile(s.actionPath(a))
-	if err != nil {
-		return nil, err
-	}
-	r, err := decodeResult(b)
+	r, _, err := s.readAction(a)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 
 	"sync/atomic"
 
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -248,54 +246,43 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 		read = chunksOf(data, cs, size)
 	}
 
-	workers := opt.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
 	digests := make([]Digest, len(read))
 	nonzero := make([]bool, len(read))
 	var readBytes, newChunks, newBytes, storedBytes atomic.Int64
-	var next atomic.Int64
 	var seen sync.Map // digests this ingest has stored or found
 	stage := &staging{s: s, raw: opt.DeferCompression}
 	defer stage.abort()
-	g, gctx := errgroup.WithContext(ctx)
-	for range workers {
-		g.Go(func() error {
-			buf := make([]byte, cs)
-			zero := make([]byte, cs)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(read) || gctx.Err() != nil {
-					return gctx.Err()
-				}
-				off := read[i]
-				b := buf[:min(cs, size-off)]
-				if _, err := f.ReadAt(b, off); err != nil {
-					return fmt.Errorf("read at %#x: %w", off, err)
-				}
-				readBytes.Add(int64(len(b)))
-				if bytes.Equal(b, zero[:len(b)]) {
-					continue
-				}
-				d := Sum(b)
-				digests[i], nonzero[i] = d, true
-				if _, dup := seen.LoadOrStore(d, true); dup {
-					continue // the same content at another offset of this disk
-				}
-				wrote, stored, err := stage.put(d, b)
-				if err != nil {
-					return fmt.Errorf("chunk at %#x: %w", off, err)
-				}
-				if wrote {
-					newChunks.Add(1)
-					newBytes.Add(int64(len(b)))
-					storedBytes.Add(stored)
-				}
+	err = forEach(ctx, opt.Workers, len(read), func() func(int) error {
+		buf := make([]byte, cs)
+		zero := make([]byte, cs)
+		return func(i int) error {
+			off := read[i]
+			b := buf[:min(cs, size-off)]
+			if _, err := f.ReadAt(b, off); err != nil {
+				return fmt.Errorf("read at %#x: %w", off, err)
 			}
-		})
-	}
-	if err := g.Wait(); err != nil {
+			readBytes.Add(int64(len(b)))
+			if bytes.Equal(b, zero[:len(b)]) {
+				return nil
+			}
+			d := Sum(b)
+			digests[i], nonzero[i] = d, true
+			if _, dup := seen.LoadOrStore(d, true); dup {
+				return nil // the same content at another offset of this disk
+			}
+			wrote, stored, err := stage.put(d, b)
+			if err != nil {
+				return fmt.Errorf("chunk at %#x: %w", off, err)
+			}
+			if wrote {
+				newChunks.Add(1)
+				newBytes.Add(int64(len(b)))
+				storedBytes.Add(stored)
+			}
+			return nil
+		}
+	})
+	if err != nil {
 		return fail(err)
 	}
 	if err := stage.commit(); err != nil {
@@ -573,30 +560,22 @@ func punch(f *os.File, off, n int64) error {
 
 // writeChunks writes the given chunks of m into f, in parallel.
 func (s *Store) writeChunks(ctx context.Context, f *os.File, m *Manifest, chunks []Chunk) error {
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for range runtime.GOMAXPROCS(0) {
-		g.Go(func() error {
-			var raw, dst []byte
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(chunks) || gctx.Err() != nil {
-					return gctx.Err()
-				}
-				c := chunks[i]
-				var err error
-				raw, dst, err = s.getInto(c.Digest, raw, dst)
-				if err != nil {
-					return fmt.Errorf("chunk at %#x: %w", c.Offset, err)
-				}
-				if want := m.chunkLen(c.Offset); int64(len(dst)) != want {
-					return fmt.Errorf("chunk at %#x: blob %s holds %d bytes, the manifest wants %d", c.Offset, c.Digest, len(dst), want)
-				}
-				if _, err := f.WriteAt(dst, c.Offset); err != nil {
-					return fmt.Errorf("chunk at %#x: %w", c.Offset, err)
-				}
+	return forEach(ctx, 0, len(chunks), func() func(int) error {
+		var raw, dst []byte
+		return func(i int) error {
+			c := chunks[i]
+			var err error
+			raw, dst, err = s.getInto(c.Digest, raw, dst)
+			if err != nil {
+				return fmt.Errorf("chunk at %#x: %w", c.Offset, err)
 			}
-		})
-	}
-	return g.Wait()
+			if want := m.chunkLen(c.Offset); int64(len(dst)) != want {
+				return fmt.Errorf("chunk at %#x: blob %s holds %d bytes, the manifest wants %d", c.Offset, c.Digest, len(dst), want)
+			}
+			if _, err := f.WriteAt(dst, c.Offset); err != nil {
+				return fmt.Errorf("chunk at %#x: %w", c.Offset, err)
+			}
+			return nil
+		}
+	})
 }

@@ -8,11 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sync/errgroup"
 )
 
 // SyncReport says what Sync copied.
@@ -38,16 +36,9 @@ func Sync(ctx context.Context, dst, src *Store, ids []ActionID) (*SyncReport, er
 	rep := &SyncReport{}
 	var objects, bytes, skipped atomic.Int64
 	for _, a := range ids {
-		b, err := os.ReadFile(src.actionPath(a))
-		if errors.Is(err, fs.ErrNotExist) {
-			return rep, fmt.Errorf("sync action %s: %w", a, ErrNotFound)
-		}
+		r, b, err := src.readAction(a)
 		if err != nil {
-			return rep, fmt.Errorf("sync action %s: %w", a, err)
-		}
-		r, err := decodeResult(b)
-		if err != nil {
-			return rep, &CorruptError{What: "action record", Digest: Digest(a), Path: src.actionPath(a), Err: err}
+			return rep, fmt.Errorf("sync: %w", err)
 		}
 		if dst.used(dst.actionPath(a)) {
 			rep.SkippedAction++
@@ -63,30 +54,22 @@ func Sync(ctx context.Context, dst, src *Store, ids []ActionID) (*SyncReport, er
 		}); err != nil {
 			return rep, fmt.Errorf("sync action %s: %w", a, err)
 		}
-		var next atomic.Int64
-		g, gctx := errgroup.WithContext(ctx)
-		for range runtime.GOMAXPROCS(0) {
-			g.Go(func() error {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(blobs) || gctx.Err() != nil {
-						return gctx.Err()
-					}
-					d := blobs[i]
-					if dst.used(dst.objectPath(d)) {
-						skipped.Add(1)
-						continue
-					}
-					n, err := copyBlob(dst, src, d)
-					if err != nil {
-						return err
-					}
-					objects.Add(1)
-					bytes.Add(n)
+		err = forEach(ctx, 0, len(blobs), func() func(int) error {
+			return func(i int) error {
+				d := blobs[i]
+				if dst.used(dst.objectPath(d)) {
+					skipped.Add(1)
+					return nil
 				}
-			})
-		}
-		err = g.Wait()
+				n, err := copyBlob(dst, src, d)
+				if err != nil {
+					return err
+				}
+				objects.Add(1)
+				bytes.Add(n)
+				return nil
+			}
+		})
 		rep.Objects, rep.Bytes, rep.SkippedObject = int(objects.Load()), bytes.Load(), int(skipped.Load())
 		if err != nil {
 			return rep, fmt.Errorf("sync action %s: %w", a, err)

@@ -7,11 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
-	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Problem is something verify found wrong.
@@ -61,29 +57,21 @@ func (s *Store) Verify(ctx context.Context, quarantine bool) (*VerifyReport, err
 	}
 	rep.Objects = len(objs)
 	bad := make(map[Digest]bool)
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for range runtime.GOMAXPROCS(0) {
-		g.Go(func() error {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(objs) || gctx.Err() != nil {
-					return gctx.Err()
-				}
-				e := objs[i]
-				if err := s.verifyBlob(e.digest); err != nil {
-					if errors.Is(err, ErrNotFound) {
-						continue // removed by a concurrent gc since the walk
-					}
-					mu.Lock()
-					bad[e.digest] = true
-					mu.Unlock()
-					problem(e.path, err)
-				}
+	err = forEach(ctx, 0, len(objs), func() func(int) error {
+		return func(i int) error {
+			e := objs[i]
+			err := s.verifyBlob(e.digest)
+			if err == nil || errors.Is(err, ErrNotFound) { // not found: removed by a concurrent gc
+				return nil
 			}
-		})
-	}
-	if err := g.Wait(); err != nil {
+			mu.Lock()
+			bad[e.digest] = true
+			mu.Unlock()
+			problem(e.path, err)
+			return nil
+		}
+	})
+	if err != nil {
 		return nil, fmt.Errorf("verify %s: %w", s.dir, err)
 	}
 
@@ -120,13 +108,9 @@ func (s *Store) verifyBlob(d Digest) error {
 // verifyAction checks that record a is readable and that every blob it reaches is
 // present and not in bad.
 func (s *Store) verifyAction(a ActionID, bad map[Digest]bool) error {
-	b, err := os.ReadFile(s.actionPath(a))
+	r, _, err := s.readAction(a)
 	if err != nil {
 		return err
-	}
-	r, err := decodeResult(b)
-	if err != nil {
-		return fmt.Errorf("action record: %w", err)
 	}
 	var missing error
 	err = s.reach(r, func(d Digest) {

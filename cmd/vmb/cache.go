@@ -139,20 +139,11 @@ func cacheVerify(e *env, args []string) int {
 func cacheGC(e *env, args []string) int {
 	var c cacheFlags
 	fs := c.register(e, "cache gc", "[--cache DIR] [--json] [--max-size SIZE] [--dry-run]")
-	maxSize := fs.String("max-size", "", "keep at most SIZE of objects (e.g. 20GiB); default: remove only what nothing reaches")
-	dryRun := fs.Bool("dry-run", false, "report what would be removed, remove nothing")
+	var opt cas.GCOptions
+	fs.Var((*sizeValue)(&opt.MaxSize), "max-size", "keep at most SIZE of objects (e.g. 20GiB); default: remove only what nothing reaches")
+	fs.BoolVar(&opt.DryRun, "dry-run", false, "report what would be removed, remove nothing")
 	if code := parse(fs, args); code >= 0 {
 		return code
-	}
-	var opt cas.GCOptions
-	opt.DryRun = *dryRun
-	if *maxSize != "" {
-		n, err := parseSize(*maxSize)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "vmb cache gc: --max-size: %v\n", err)
-			return exitInvalid
-		}
-		opt.MaxSize = n
 	}
 	s, ok := c.open(e)
 	if !ok {
@@ -185,23 +176,15 @@ func cacheGC(e *env, args []string) int {
 func cacheIngest(e *env, args []string) int {
 	var c cacheFlags
 	fs := c.register(e, "cache ingest", "[--cache DIR] [--json] [--chunk-size SIZE] [--defer-compression] DISK")
-	chunk := fs.String("chunk-size", "", "chunk size of the snapshot (a power of two; default 256KiB)")
-	deferred := fs.Bool("defer-compression", false, "store new chunks uncompressed; vmb cache gc compresses them later")
+	var opt cas.IngestOptions
+	fs.Var((*sizeValue)(&opt.ChunkSize), "chunk-size", "chunk size of the snapshot (a power of two; default 256KiB)")
+	fs.BoolVar(&opt.DeferCompression, "defer-compression", false, "store new chunks uncompressed; vmb cache gc compresses them later")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
 		return exitInvalid
-	}
-	opt := cas.IngestOptions{DeferCompression: *deferred}
-	if *chunk != "" {
-		n, err := parseSize(*chunk)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "vmb cache ingest: --chunk-size: %v\n", err)
-			return exitInvalid
-		}
-		opt.ChunkSize = n
 	}
 	s, ok := c.open(e)
 	if !ok {

@@ -52,3 +52,19 @@ func formatSize(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %s", v, unit)
 }
+
+// sizeValue is a flag.Value holding a byte count written as parseSize reads it.
+type sizeValue int64
+
+func (v *sizeValue) Set(s string) error {
+	n, err := parseSize(s)
+	*v = sizeValue(n)
+	return err
+}
+
+func (v *sizeValue) String() string {
+	if v == nil || *v == 0 {
+		return ""
+	}
+	return formatSize(int64(*v))
+}
