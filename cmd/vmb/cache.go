@@ -28,222 +28,184 @@ func runCache(e *env, args []string) int {
 	return subs[args[0]](e, args[1:])
 }
 
-// cacheFlags are the flags every cache subcommand takes.
-type cacheFlags struct {
+// cacheCmd is what every cache subcommand shares: its flags --cache and --json, and
+// how it opens the store and reports a failure.
+type cacheCmd struct {
+	e    *env
+	fs   *flag.FlagSet
 	dir  string
 	json bool
 }
 
-func (c *cacheFlags) register(e *env, name, usage string) *flag.FlagSet {
-	fs := newFlags(e, name, usage)
-	fs.StringVar(&c.dir, "cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
-	fs.BoolVar(&c.json, "json", false, "print a JSON object instead of text")
-	return fs
+func newCacheCmd(e *env, name, usage string) *cacheCmd {
+	c := &cacheCmd{e: e, fs: newFlags(e, name, usage)}
+	c.fs.StringVar(&c.dir, "cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
+	c.fs.BoolVar(&c.json, "json", false, "print a JSON object instead of text")
+	return c
+}
+
+// parse parses args and checks the number of arguments; it returns an exit code
+// to stop with, or -1.
+func (c *cacheCmd) parse(args []string, minArgs, maxArgs int) int {
+	if code := parse(c.fs, args); code >= 0 {
+		return code
+	}
+	if n := c.fs.NArg(); n < minArgs || (maxArgs >= 0 && n > maxArgs) {
+		c.fs.Usage()
+		return exitInvalid
+	}
+	return -1
 }
 
 // open opens the cache the flags name.
-func (c *cacheFlags) open(e *env) (*cas.Store, bool) {
+func (c *cacheCmd) open() (*cas.Store, error) {
 	dir := c.dir
 	if dir == "" {
 		var err error
-		if dir, err = cas.DefaultDir(e.getenv); err != nil {
-			fmt.Fprintln(e.stderr, "vmb:", err)
-			return nil, false
+		if dir, err = cas.DefaultDir(c.e.getenv); err != nil {
+			return nil, err
 		}
 	}
-	s, err := cas.Open(dir)
+	return cas.Open(dir)
+}
+
+// do opens the cache and runs fn with a context that Ctrl-C and SIGTERM cancel; it
+// prints fn's result as JSON or text, or its error.
+func (c *cacheCmd) do(fn func(context.Context, *cas.Store) (any, error), text func(any)) int {
+	s, err := c.open()
 	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return nil, false
-	}
-	return s, true
-}
-
-// printJSON writes v as indented JSON on stdout.
-func printJSON(e *env, v any) {
-	b, _ := json.MarshalIndent(v, "", "  ")
-	fmt.Fprintf(e.stdout, "%s\n", b)
-}
-
-// signalContext is cancelled by Ctrl-C or SIGTERM.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
-func cacheStats(e *env, args []string) int {
-	var c cacheFlags
-	fs := c.register(e, "cache stats", "[--cache DIR] [--json]")
-	if code := parse(fs, args); code >= 0 {
-		return code
-	}
-	s, ok := c.open(e)
-	if !ok {
+		fmt.Fprintln(c.e.stderr, "vmb:", err)
 		return exitFailed
 	}
-	st, err := s.Stats()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	v, err := fn(ctx, s)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
+		fmt.Fprintln(c.e.stderr, "vmb:", err)
 		return exitFailed
 	}
 	if c.json {
-		printJSON(e, st)
-		return exitOK
+		b, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintf(c.e.stdout, "%s\n", b)
+	} else if text != nil {
+		text(v)
 	}
-	fmt.Fprintf(e.stdout, "cache       %s\n", st.Dir)
-	fmt.Fprintf(e.stdout, "objects     %d (%s stored)\n", st.Objects, formatSize(st.ObjectBytes))
-	fmt.Fprintf(e.stdout, "actions     %d (%s)\n", st.Actions, formatSize(st.ActionBytes))
-	fmt.Fprintf(e.stdout, "staging     %d (%s)\n", st.Temps, formatSize(st.TempBytes))
-	fmt.Fprintf(e.stdout, "quarantined %d\n", st.Quarantined)
 	return exitOK
 }
 
-func cacheVerify(e *env, args []string) int {
-	var c cacheFlags
-	fs := c.register(e, "cache verify", "[--cache DIR] [--json] [--no-quarantine]")
-	noQuarantine := fs.Bool("no-quarantine", false, "report problems but move nothing")
-	if code := parse(fs, args); code >= 0 {
+func (c *cacheCmd) printf(format string, args ...any) { fmt.Fprintf(c.e.stdout, format, args...) }
+
+func cacheStats(e *env, args []string) int {
+	c := newCacheCmd(e, "cache stats", "[--cache DIR] [--json]")
+	if code := c.parse(args, 0, 0); code >= 0 {
 		return code
 	}
-	s, ok := c.open(e)
-	if !ok {
-		return exitFailed
+	return c.do(func(_ context.Context, s *cas.Store) (any, error) { return s.Stats() }, func(v any) {
+		st := v.(*cas.Stats)
+		c.printf("cache       %s\n", st.Dir)
+		c.printf("objects     %d (%s stored)\n", st.Objects, formatSize(st.ObjectBytes))
+		c.printf("actions     %d (%s)\n", st.Actions, formatSize(st.ActionBytes))
+		c.printf("staging     %d (%s)\n", st.Temps, formatSize(st.TempBytes))
+		c.printf("quarantined %d\n", st.Quarantined)
+	})
+}
+
+func cacheVerify(e *env, args []string) int {
+	c := newCacheCmd(e, "cache verify", "[--cache DIR] [--json] [--no-quarantine]")
+	noQuarantine := c.fs.Bool("no-quarantine", false, "report problems but move nothing")
+	if code := c.parse(args, 0, 0); code >= 0 {
+		return code
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	rep, err := s.Verify(ctx, !*noQuarantine)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	if c.json {
-		printJSON(e, rep)
-	} else {
+	var rep *cas.VerifyReport
+	code := c.do(func(ctx context.Context, s *cas.Store) (any, error) {
+		var err error
+		rep, err = s.Verify(ctx, !*noQuarantine)
+		return rep, err
+	}, func(any) {
 		for _, p := range rep.Problems {
-			fmt.Fprintf(e.stdout, "%s: %s\n", p.Path, p.Error)
+			c.printf("%s: %s\n", p.Path, p.Error)
 			if p.Quarantined != "" {
-				fmt.Fprintf(e.stdout, "\tmoved to %s\n", p.Quarantined)
+				c.printf("\tmoved to %s\n", p.Quarantined)
 			}
 		}
 		verdict := "ok"
 		if !rep.OK() {
 			verdict = fmt.Sprintf("%d problems", len(rep.Problems))
 		}
-		fmt.Fprintf(e.stdout, "verified %d blobs and %d action records: %s\n", rep.Objects, rep.Actions, verdict)
-	}
-	if !rep.OK() {
+		c.printf("verified %d blobs and %d action records: %s\n", rep.Objects, rep.Actions, verdict)
+	})
+	if code == exitOK && !rep.OK() {
 		return exitFailed
 	}
-	return exitOK
+	return code
 }
 
 func cacheGC(e *env, args []string) int {
-	var c cacheFlags
-	fs := c.register(e, "cache gc", "[--cache DIR] [--json] [--max-size SIZE] [--dry-run]")
+	c := newCacheCmd(e, "cache gc", "[--cache DIR] [--json] [--max-size SIZE] [--dry-run]")
 	var opt cas.GCOptions
-	fs.Var((*sizeValue)(&opt.MaxSize), "max-size", "keep at most SIZE of objects (e.g. 20GiB); default: remove only what nothing reaches")
-	fs.BoolVar(&opt.DryRun, "dry-run", false, "report what would be removed, remove nothing")
-	if code := parse(fs, args); code >= 0 {
+	c.fs.Var((*sizeValue)(&opt.MaxSize), "max-size", "keep at most SIZE of objects (e.g. 20GiB); default: remove only what nothing reaches")
+	c.fs.BoolVar(&opt.DryRun, "dry-run", false, "report what would be removed, remove nothing")
+	if code := c.parse(args, 0, 0); code >= 0 {
 		return code
 	}
-	s, ok := c.open(e)
-	if !ok {
-		return exitFailed
-	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	rep, err := s.GC(ctx, opt)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	if c.json {
-		printJSON(e, rep)
-		return exitOK
-	}
-	verb := "removed"
-	if opt.DryRun {
-		verb = "would remove"
-	}
-	fmt.Fprintf(e.stdout, "%s %d action records, %d objects (%s), %d staging files\n",
-		verb, rep.RemovedActions, rep.RemovedObjects, formatSize(rep.RemovedBytes), rep.RemovedTemps)
-	fmt.Fprintf(e.stdout, "kept %d action records, %d objects (%s)\n", rep.KeptActions, rep.KeptObjects, formatSize(rep.KeptBytes))
-	if c := rep.Compacted; c.Objects > 0 {
-		fmt.Fprintf(e.stdout, "compressed %d objects from %s to %s\n", c.Objects, formatSize(c.BytesBefore), formatSize(c.BytesAfter))
-	}
-	return exitOK
+	return c.do(func(ctx context.Context, s *cas.Store) (any, error) { return s.GC(ctx, opt) }, func(v any) {
+		rep := v.(*cas.GCReport)
+		verb := "removed"
+		if opt.DryRun {
+			verb = "would remove"
+		}
+		c.printf("%s %d action records, %d objects (%s), %d staging files\n",
+			verb, rep.RemovedActions, rep.RemovedObjects, formatSize(rep.RemovedBytes), rep.RemovedTemps)
+		c.printf("kept %d action records, %d objects (%s)\n", rep.KeptActions, rep.KeptObjects, formatSize(rep.KeptBytes))
+		if k := rep.Compacted; k.Objects > 0 {
+			c.printf("compressed %d objects from %s to %s\n", k.Objects, formatSize(k.BytesBefore), formatSize(k.BytesAfter))
+		}
+	})
 }
 
 func cacheIngest(e *env, args []string) int {
-	var c cacheFlags
-	fs := c.register(e, "cache ingest", "[--cache DIR] [--json] [--chunk-size SIZE] [--defer-compression] DISK")
+	c := newCacheCmd(e, "cache ingest", "[--cache DIR] [--json] [--chunk-size SIZE] [--defer-compression] DISK")
 	var opt cas.IngestOptions
-	fs.Var((*sizeValue)(&opt.ChunkSize), "chunk-size", "chunk size of the snapshot (a power of two; default 256KiB)")
-	fs.BoolVar(&opt.DeferCompression, "defer-compression", false, "store new chunks uncompressed; vmb cache gc compresses them later")
-	if code := parse(fs, args); code >= 0 {
+	c.fs.Var((*sizeValue)(&opt.ChunkSize), "chunk-size", "chunk size of the snapshot (a power of two; default 256KiB)")
+	c.fs.BoolVar(&opt.DeferCompression, "defer-compression", false, "store new chunks uncompressed; vmb cache gc compresses them later")
+	if code := c.parse(args, 1, 1); code >= 0 {
 		return code
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitInvalid
+	type result struct {
+		Snapshot cas.Digest `json:"snapshot"`
+		cas.IngestStats
 	}
-	s, ok := c.open(e)
-	if !ok {
-		return exitFailed
-	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	d, st, err := s.IngestDisk(ctx, fs.Arg(0), opt)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	if c.json {
-		printJSON(e, struct {
-			Snapshot cas.Digest `json:"snapshot"`
-			cas.IngestStats
-		}{d, st})
-		return exitOK
-	}
-	fmt.Fprintf(e.stdout, "%s\n", d)
-	fmt.Fprintf(e.stderr, "size %s, read %s, %d chunks, %d new (%s, %s stored)\n", formatSize(st.Size),
-		formatSize(st.ReadBytes), st.Chunks, st.NewChunks, formatSize(st.NewBytes), formatSize(st.StoredBytes))
-	return exitOK
+	return c.do(func(ctx context.Context, s *cas.Store) (any, error) {
+		d, st, err := s.IngestDisk(ctx, c.fs.Arg(0), opt)
+		return result{d, st}, err
+	}, func(v any) {
+		r := v.(result)
+		c.printf("%s\n", r.Snapshot)
+		fmt.Fprintf(e.stderr, "size %s, read %s, %d chunks, %d new (%s, %s stored)\n", formatSize(r.Size),
+			formatSize(r.ReadBytes), r.Chunks, r.NewChunks, formatSize(r.NewBytes), formatSize(r.StoredBytes))
+	})
 }
 
 func cacheMaterialize(e *env, args []string) int {
-	var c cacheFlags
-	fs := c.register(e, "cache materialize", "[--cache DIR] SNAPSHOT FILE")
-	if code := parse(fs, args); code >= 0 {
+	c := newCacheCmd(e, "cache materialize", "[--cache DIR] SNAPSHOT FILE")
+	if code := c.parse(args, 2, 2); code >= 0 {
 		return code
 	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return exitInvalid
-	}
-	d, err := cas.ParseDigest(fs.Arg(0))
+	d, err := cas.ParseDigest(c.fs.Arg(0))
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb cache materialize:", err)
 		return exitInvalid
 	}
-	s, ok := c.open(e)
-	if !ok {
-		return exitFailed
-	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	if err := s.Materialize(ctx, d, fs.Arg(1)); err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	return exitOK
+	return c.do(func(ctx context.Context, s *cas.Store) (any, error) {
+		return map[string]string{"path": c.fs.Arg(1)}, s.Materialize(ctx, d, c.fs.Arg(1))
+	}, nil)
 }
 
 func cacheSync(e *env, args []string) int {
-	var c cacheFlags
-	fs := c.register(e, "cache sync", "[--cache DIR] [--json] --to DIR | --from DIR [ACTION-KEY...]")
-	to := fs.String("to", "", "copy from the cache to this directory")
-	from := fs.String("from", "", "copy from this directory into the cache")
-	if code := parse(fs, args); code >= 0 {
+	c := newCacheCmd(e, "cache sync", "[--cache DIR] [--json] --to DIR | --from DIR [ACTION-KEY...]")
+	to := c.fs.String("to", "", "copy from the cache to this directory")
+	from := c.fs.String("from", "", "copy from this directory into the cache")
+	if code := c.parse(args, 0, -1); code >= 0 {
 		return code
 	}
 	if (*to == "") == (*from == "") {
@@ -251,7 +213,7 @@ func cacheSync(e *env, args []string) int {
 		return exitInvalid
 	}
 	var ids []cas.ActionID
-	for _, a := range fs.Args() {
+	for _, a := range c.fs.Args() {
 		id, err := cas.ParseActionID(a)
 		if err != nil {
 			fmt.Fprintln(e.stderr, "vmb cache sync:", err)
@@ -259,31 +221,18 @@ func cacheSync(e *env, args []string) int {
 		}
 		ids = append(ids, id)
 	}
-	local, ok := c.open(e)
-	if !ok {
-		return exitFailed
-	}
-	other, err := cas.Open(*to + *from)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	src, dst := local, other
-	if *from != "" {
-		src, dst = other, local
-	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	rep, err := cas.Sync(ctx, dst, src, ids)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	if c.json {
-		printJSON(e, rep)
-		return exitOK
-	}
-	fmt.Fprintf(e.stdout, "copied %d action records and %d objects (%s); %d records and %d objects were there\n",
-		rep.Actions, rep.Objects, formatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
-	return exitOK
+	return c.do(func(ctx context.Context, local *cas.Store) (any, error) {
+		other, err := cas.Open(*to + *from)
+		if err != nil {
+			return nil, err
+		}
+		if *from != "" {
+			return cas.Sync(ctx, local, other, ids)
+		}
+		return cas.Sync(ctx, other, local, ids)
+	}, func(v any) {
+		rep := v.(*cas.SyncReport)
+		c.printf("copied %d action records and %d objects (%s); %d records and %d objects were there\n",
+			rep.Actions, rep.Objects, formatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
+	})
 }
