@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
 )
 
 func runCache(e *env, args []string) int {
@@ -103,9 +104,9 @@ func cacheStats(e *env, args []string) int {
 	return c.do(func(_ context.Context, s *cas.Store) (any, error) { return s.Stats() }, func(v any) {
 		st := v.(*cas.Stats)
 		c.printf("cache       %s\n", st.Dir)
-		c.printf("objects     %d (%s stored)\n", st.Objects, formatSize(st.ObjectBytes))
-		c.printf("actions     %d (%s)\n", st.Actions, formatSize(st.ActionBytes))
-		c.printf("staging     %d (%s)\n", st.Temps, formatSize(st.TempBytes))
+		c.printf("objects     %d (%s stored)\n", st.Objects, graph.FormatSize(st.ObjectBytes))
+		c.printf("actions     %d (%s)\n", st.Actions, graph.FormatSize(st.ActionBytes))
+		c.printf("staging     %d (%s)\n", st.Temps, graph.FormatSize(st.TempBytes))
 		c.printf("quarantined %d\n", st.Quarantined)
 	})
 }
@@ -143,7 +144,7 @@ func cacheVerify(e *env, args []string) int {
 func cacheGC(e *env, args []string) int {
 	c := newCacheCmd(e, "cache gc", "[--cache DIR] [--json] [--max-size SIZE] [--dry-run]")
 	var opt cas.GCOptions
-	c.fs.Var((*sizeValue)(&opt.MaxSize), "max-size", "keep at most SIZE of objects (e.g. 20GiB); default: remove only what nothing reaches")
+	c.fs.Var((*graph.Size)(&opt.MaxSize), "max-size", "keep at most SIZE of objects (e.g. 20GiB); default: remove only what nothing reaches")
 	c.fs.BoolVar(&opt.DryRun, "dry-run", false, "report what would be removed, remove nothing")
 	if code := c.parse(args, 0, 0); code >= 0 {
 		return code
@@ -155,10 +156,10 @@ func cacheGC(e *env, args []string) int {
 			verb = "would remove"
 		}
 		c.printf("%s %d action records, %d objects (%s), %d staging files\n",
-			verb, rep.RemovedActions, rep.RemovedObjects, formatSize(rep.RemovedBytes), rep.RemovedTemps)
-		c.printf("kept %d action records, %d objects (%s)\n", rep.KeptActions, rep.KeptObjects, formatSize(rep.KeptBytes))
+			verb, rep.RemovedActions, rep.RemovedObjects, graph.FormatSize(rep.RemovedBytes), rep.RemovedTemps)
+		c.printf("kept %d action records, %d objects (%s)\n", rep.KeptActions, rep.KeptObjects, graph.FormatSize(rep.KeptBytes))
 		if k := rep.Compacted; k.Objects > 0 {
-			c.printf("compressed %d objects from %s to %s\n", k.Objects, formatSize(k.BytesBefore), formatSize(k.BytesAfter))
+			c.printf("compressed %d objects from %s to %s\n", k.Objects, graph.FormatSize(k.BytesBefore), graph.FormatSize(k.BytesAfter))
 		}
 	})
 }
@@ -166,7 +167,7 @@ func cacheGC(e *env, args []string) int {
 func cacheIngest(e *env, args []string) int {
 	c := newCacheCmd(e, "cache ingest", "[--cache DIR] [--json] [--chunk-size SIZE] [--defer-compression] DISK")
 	var opt cas.IngestOptions
-	c.fs.Var((*sizeValue)(&opt.ChunkSize), "chunk-size", "chunk size of the snapshot (a power of two; default 256KiB)")
+	c.fs.Var((*graph.Size)(&opt.ChunkSize), "chunk-size", "chunk size of the snapshot (a power of two; default 256KiB)")
 	c.fs.BoolVar(&opt.DeferCompression, "defer-compression", false, "store new chunks uncompressed; vmb cache gc compresses them later")
 	if code := c.parse(args, 1, 1); code >= 0 {
 		return code
@@ -181,8 +182,8 @@ func cacheIngest(e *env, args []string) int {
 	}, func(v any) {
 		r := v.(result)
 		c.printf("%s\n", r.Snapshot)
-		fmt.Fprintf(e.stderr, "size %s, read %s, %d chunks, %d new (%s, %s stored)\n", formatSize(r.Size),
-			formatSize(r.ReadBytes), r.Chunks, r.NewChunks, formatSize(r.NewBytes), formatSize(r.StoredBytes))
+		fmt.Fprintf(e.stderr, "size %s, read %s, %d chunks, %d new (%s, %s stored)\n", graph.FormatSize(r.Size),
+			graph.FormatSize(r.ReadBytes), r.Chunks, r.NewChunks, graph.FormatSize(r.NewBytes), graph.FormatSize(r.StoredBytes))
 	})
 }
 
@@ -233,6 +234,6 @@ func cacheSync(e *env, args []string) int {
 	}, func(v any) {
 		rep := v.(*cas.SyncReport)
 		c.printf("copied %d action records and %d objects (%s); %d records and %d objects were there\n",
-			rep.Actions, rep.Objects, formatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
+			rep.Actions, rep.Objects, graph.FormatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
 	})
 }

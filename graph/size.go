@@ -1,6 +1,7 @@
-package main
+package graph
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,9 +16,9 @@ var sizeUnits = []struct {
 	{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1},
 }
 
-// parseSize parses a byte count such as "512", "64KiB", "20GiB" or "1.5G" (single
+// ParseSize parses a byte count such as "512", "64KiB", "20GiB" or "1.5G" (single
 // letters are binary units).
-func parseSize(s string) (int64, error) {
+func ParseSize(s string) (int64, error) {
 	num, mult := strings.TrimSpace(s), int64(1)
 	for _, u := range sizeUnits {
 		if n, ok := strings.CutSuffix(num, u.suffix); ok {
@@ -38,8 +39,8 @@ func parseSize(s string) (int64, error) {
 	return int64(f * float64(mult)), nil
 }
 
-// formatSize renders n bytes for humans: "0 B", "512 B", "1.5 KiB", "20.0 GiB".
-func formatSize(n int64) string {
+// FormatSize renders n bytes for humans: "0 B", "512 B", "1.5 KiB", "20.0 GiB".
+func FormatSize(n int64) string {
 	if n < 1024 {
 		return fmt.Sprintf("%d B", n)
 	}
@@ -53,18 +54,36 @@ func formatSize(n int64) string {
 	return fmt.Sprintf("%.1f %s", v, unit)
 }
 
-// sizeValue is a flag.Value holding a byte count written as parseSize reads it.
-type sizeValue int64
+// Size is a byte count. In definitions it is written as ParseSize reads it; in
+// canonical form (and so in keys) it is a plain number of bytes.
+type Size int64
 
-func (v *sizeValue) Set(s string) error {
-	n, err := parseSize(s)
-	*v = sizeValue(n)
+// UnmarshalJSON accepts a number of bytes or a string ParseSize reads.
+func (z *Size) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err := json.Unmarshal(b, &n); err != nil || n < 0 {
+			return fmt.Errorf("size %s: want a number of bytes or a string such as \"2GiB\"", b)
+		}
+		*z = Size(n)
+		return nil
+	}
+	n, err := ParseSize(s)
+	*z = Size(n)
 	return err
 }
 
-func (v *sizeValue) String() string {
-	if v == nil || *v == 0 {
+// Set makes *Size a flag.Value.
+func (z *Size) Set(s string) error {
+	n, err := ParseSize(s)
+	*z = Size(n)
+	return err
+}
+
+func (z *Size) String() string {
+	if z == nil || *z == 0 {
 		return ""
 	}
-	return formatSize(int64(*v))
+	return FormatSize(int64(*z))
 }

@@ -1,0 +1,257 @@
+package graph
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Job is the typed parameters of one step. Each kind of the vm-builder seed has a
+// struct here; lang decodes definitions into them, the executor switches on them.
+// Every field is key material: its canonical form is the JSON of the struct (fields
+// in declaration order, no floats), so adding a field changes keys only where set.
+type Job interface {
+	Kind() string
+}
+
+// Kinds lists every job kind, in the order BUILD.md documents them.
+var Kinds = []string{
+	"create-disk", "resize-disk", "label", "partition", "format", "fetch", "tar-in",
+	"tar-out", "copy-in", "copy-out", "dd", "run", "hash", "diff", "remove", "export",
+}
+
+// NewJob returns a zero job of the given kind, or nil if there is no such kind.
+func NewJob(kind string) Job {
+	switch kind {
+	case "create-disk":
+		return &CreateDisk{}
+	case "resize-disk":
+		return &ResizeDisk{}
+	case "label":
+		return &Label{}
+	case "partition":
+		return &Partition{}
+	case "format":
+		return &Format{}
+	case "fetch":
+		return &Fetch{}
+	case "tar-in":
+		return &TarIn{}
+	case "tar-out":
+		return &TarOut{}
+	case "copy-in":
+		return &CopyIn{}
+	case "copy-out":
+		return &CopyOut{}
+	case "dd":
+		return &DD{}
+	case "run":
+		return &Run{}
+	case "hash":
+		return &Hash{}
+	case "diff":
+		return &Diff{}
+	case "remove":
+		return &Remove{}
+	case "export":
+		return &Export{}
+	}
+	return nil
+}
+
+// CreateDisk adds an empty (sparse, all-zero) disk to the image.
+type CreateDisk struct {
+	Disk string `json:"disk"`
+	Size Size   `json:"size"`
+}
+
+// ResizeDisk grows or shrinks a disk; growing adds zeros at the end.
+type ResizeDisk struct {
+	Disk string `json:"disk"`
+	Size Size   `json:"size"`
+}
+
+// Label writes an empty partition table.
+type Label struct {
+	Disk string `json:"disk"`
+	Type string `json:"type"` // msdos or gpt
+}
+
+// Partition creates partitions on a labelled disk, in order.
+type Partition struct {
+	Disk       string          `json:"disk"`
+	Partitions []PartitionSpec `json:"partitions"`
+}
+
+// PartitionSpec is one partition. Size 0 means the rest of the disk (or of the
+// extended partition, for a logical one).
+type PartitionSpec struct {
+	Type     string `json:"type"`           // msdos: primary, extended, logical; gpt: primary
+	Size     Size   `json:"size"`           // 0: the rest
+	Name     string `json:"name,omitempty"` // gpt partition name
+	GUID     string `json:"guid,omitempty"` // gpt type GUID (aliases resolved: linux, efi, swap, bios)
+	ID       string `json:"id,omitempty"`   // msdos type id, hex (83, ef, 82, 5, ...)
+	Bootable bool   `json:"bootable,omitempty"`
+}
+
+// Format makes a filesystem on a partition (or on a whole disk).
+type Format struct {
+	Place   Place    `json:"place"`
+	FS      string   `json:"fs"`
+	Label   string   `json:"label,omitempty"`
+	Options []string `json:"options,omitempty"` // extra mkfs arguments
+}
+
+// Fetch downloads a file on the host, checks it against Digest, and copies it in.
+type Fetch struct {
+	URL    string `json:"url"`
+	Digest string `json:"digest"` // "sha256:<hex>" or "blake3:<hex>"; the key uses it, not the URL's bytes
+	Dest   Place  `json:"dest"`
+	Mode   string `json:"mode,omitempty"`
+}
+
+// TarIn extracts a tar archive (a local file, compressed or not) into a directory.
+type TarIn struct {
+	Src  string `json:"src"` // relative to the repository
+	Dest Place  `json:"dest"`
+}
+
+// TarOut archives a directory of the disk into an output file, deterministically.
+type TarOut struct {
+	Src  Place  `json:"src"`
+	Dest string `json:"dest"` // output name, relative to the output directory
+}
+
+// CopyIn copies a local file or directory onto the disk.
+type CopyIn struct {
+	Src   string `json:"src"` // relative to the repository
+	Dest  Place  `json:"dest"`
+	Mode  string `json:"mode,omitempty"`  // octal, for a file; default: the source's
+	Owner string `json:"owner,omitempty"` // uid:gid; default 0:0
+}
+
+// CopyOut copies a file or directory of the disk to an output.
+type CopyOut struct {
+	Src  Place  `json:"src"`
+	Dest string `json:"dest"`
+}
+
+// DD writes a local file's bytes at an offset of a disk, e.g. a boot loader.
+type DD struct {
+	Src    string `json:"src"`
+	Disk   string `json:"disk"`
+	Offset Size   `json:"offset"`
+}
+
+// Run runs a command as the target: in chroot mode inside the build VM with the
+// target filesystem as root; in boot mode by booting the target itself.
+type Run struct {
+	Root    Place             `json:"root"` // the filesystem that is /
+	Command Command           `json:"command"`
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir"`
+	Mode    string            `json:"mode"` // chroot or boot
+	Network bool              `json:"network"`
+	Timeout int               `json:"timeout,omitempty"` // seconds; 0: the executor's default
+}
+
+// Hash writes the digest of a raw disk to an output.
+type Hash struct {
+	Disk      string `json:"disk"`
+	Algorithm string `json:"algorithm"` // blake3 or sha256
+	Dest      string `json:"dest"`
+}
+
+// Diff writes a file-level listing of a filesystem (paths, metadata, content
+// digests) to an output, to compare two builds.
+type Diff struct {
+	Place Place  `json:"place"`
+	Dest  string `json:"dest"`
+}
+
+// Remove deletes a file or directory tree from the disk.
+type Remove struct {
+	Path Place `json:"path"`
+}
+
+// Export converts a disk to an image format, deterministically, as an output.
+type Export struct {
+	Disk   string `json:"disk"`
+	Format string `json:"format"` // raw, qcow2, vmdk, vdi, vhdx
+	Dest   string `json:"dest"`
+}
+
+func (*CreateDisk) Kind() string { return "create-disk" }
+func (*ResizeDisk) Kind() string { return "resize-disk" }
+func (*Label) Kind() string      { return "label" }
+func (*Partition) Kind() string  { return "partition" }
+func (*Format) Kind() string     { return "format" }
+func (*Fetch) Kind() string      { return "fetch" }
+func (*TarIn) Kind() string      { return "tar-in" }
+func (*TarOut) Kind() string     { return "tar-out" }
+func (*CopyIn) Kind() string     { return "copy-in" }
+func (*CopyOut) Kind() string    { return "copy-out" }
+func (*DD) Kind() string         { return "dd" }
+func (*Run) Kind() string        { return "run" }
+func (*Hash) Kind() string       { return "hash" }
+func (*Diff) Kind() string       { return "diff" }
+func (*Remove) Kind() string     { return "remove" }
+func (*Export) Kind() string     { return "export" }
+
+// Output returns the name of the host output a job writes, or "".
+func Output(j Job) string {
+	switch j := j.(type) {
+	case *TarOut:
+		return j.Dest
+	case *CopyOut:
+		return j.Dest
+	case *Hash:
+		return j.Dest
+	case *Diff:
+		return j.Dest
+	case *Export:
+		return j.Dest
+	}
+	return ""
+}
+
+// Command is an argv. Written as a string in a definition, it runs under /bin/sh -c.
+type Command []string
+
+// UnmarshalJSON accepts an argv or a shell command line.
+func (c *Command) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*c = Command{"/bin/sh", "-c", s}
+		return nil
+	}
+	var argv []string
+	if err := json.Unmarshal(b, &argv); err != nil || len(argv) == 0 {
+		return fmt.Errorf("command: want a string or a non-empty list of strings")
+	}
+	*c = argv
+	return nil
+}
+
+// UnmarshalJSON reads a partition whose size may be "rest" (stored as 0).
+func (p *PartitionSpec) UnmarshalJSON(b []byte) error {
+	type plain PartitionSpec
+	var raw struct {
+		plain
+		Size json.RawMessage `json:"size"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*p = PartitionSpec(raw.plain)
+	if string(raw.Size) == `"rest"` {
+		p.Size = 0
+		return nil
+	}
+	if err := p.Size.UnmarshalJSON(raw.Size); err != nil {
+		return err
+	}
+	if p.Size == 0 {
+		return fmt.Errorf("partition size 0: write \"rest\" for the rest of the disk")
+	}
+	return nil
+}

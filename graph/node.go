@@ -1,0 +1,148 @@
+package graph
+
+import "fmt"
+
+// Node is one job of the build DAG. Its key is derived from its parent's key, its
+// job's parameters, its inputs and the executor; the rest is metadata.
+type Node struct {
+	Key      Key
+	Job      Job
+	Parent   *Node // the image state the job starts from; nil: nothing (empty image)
+	Inputs   []Input
+	Executor string
+	Preimage []byte
+
+	// Metadata, never key material: where the node was first defined.
+	Image string // image name
+	Step  int    // index in the image's steps; -1 for a disk the image declares
+	Name  string // the step's name, if it has one
+	Pos   string // file:line:col of the step
+}
+
+// NewNode makes a node and computes its key.
+func NewNode(executor string, parent *Node, job Job, inputs []Input) *Node {
+	n := &Node{Job: job, Parent: parent, Inputs: inputs, Executor: executor}
+	n.Preimage = preimage(executor, parent, job, inputs)
+	n.Key = hashPreimage(n.Preimage)
+	return n
+}
+
+// Label is a short human description: "hello[3] format root:1 ext4".
+func (n *Node) Label() string {
+	step := fmt.Sprint(n.Step)
+	if n.Step < 0 {
+		step = "disk"
+	}
+	return fmt.Sprintf("%s[%s] %s", n.Image, step, Describe(n.Job))
+}
+
+// Describe renders a job in a few words.
+func Describe(j Job) string {
+	switch j := j.(type) {
+	case *CreateDisk:
+		return fmt.Sprintf("create-disk %s %s", j.Disk, FormatSize(int64(j.Size)))
+	case *ResizeDisk:
+		return fmt.Sprintf("resize-disk %s %s", j.Disk, FormatSize(int64(j.Size)))
+	case *Label:
+		return fmt.Sprintf("label %s %s", j.Disk, j.Type)
+	case *Partition:
+		return fmt.Sprintf("partition %s (%d)", j.Disk, len(j.Partitions))
+	case *Format:
+		return fmt.Sprintf("format %s %s", j.Place, j.FS)
+	case *Fetch:
+		return fmt.Sprintf("fetch %s -> %s", j.URL, j.Dest)
+	case *TarIn:
+		return fmt.Sprintf("tar-in %s -> %s", j.Src, j.Dest)
+	case *TarOut:
+		return fmt.Sprintf("tar-out %s -> %s", j.Src, j.Dest)
+	case *CopyIn:
+		return fmt.Sprintf("copy-in %s -> %s", j.Src, j.Dest)
+	case *CopyOut:
+		return fmt.Sprintf("copy-out %s -> %s", j.Src, j.Dest)
+	case *DD:
+		return fmt.Sprintf("dd %s -> %s@%d", j.Src, j.Disk, j.Offset)
+	case *Run:
+		return fmt.Sprintf("run %q on %s", j.Command, j.Root)
+	case *Hash:
+		return fmt.Sprintf("hash %s -> %s", j.Disk, j.Dest)
+	case *Diff:
+		return fmt.Sprintf("diff %s -> %s", j.Place, j.Dest)
+	case *Remove:
+		return fmt.Sprintf("remove %s", j.Path)
+	case *Export:
+		return fmt.Sprintf("export %s %s -> %s", j.Disk, j.Format, j.Dest)
+	}
+	return j.Kind()
+}
+
+// Image is a compiled image: the chain of nodes that builds it.
+type Image struct {
+	Name  string
+	From  string  // the image it starts from, or ""
+	Disks []Disk  // its disks at the end, in the order they were created
+	Nodes []*Node // its own nodes, in order (the base's are reached through Parent)
+	Pos   string
+}
+
+// Disk is a disk of an image.
+type Disk struct {
+	Name string
+	Size Size
+}
+
+// Final returns the node whose result is the image, or nil for an empty image.
+func (im *Image) Final() *Node {
+	if len(im.Nodes) == 0 {
+		return nil
+	}
+	return im.Nodes[len(im.Nodes)-1]
+}
+
+// Graph is a compiled build: its images and their nodes, shared where keys agree.
+type Graph struct {
+	Images []*Image // sorted by name
+	Nodes  []*Node  // every distinct node, parents before children
+	byKey  map[Key]*Node
+}
+
+// Add adds n to the graph and returns the node with its key: n, or the node that
+// was there, which then stands for both. Parents must be added first.
+func (g *Graph) Add(n *Node) *Node {
+	if g.byKey == nil {
+		g.byKey = make(map[Key]*Node)
+	}
+	if old, ok := g.byKey[n.Key]; ok {
+		return old
+	}
+	g.byKey[n.Key] = n
+	g.Nodes = append(g.Nodes, n)
+	return n
+}
+
+// Node returns the node with key k.
+func (g *Graph) Node(k Key) (*Node, bool) {
+	n, ok := g.byKey[k]
+	return n, ok
+}
+
+// Image returns the image called name.
+func (g *Graph) Image(name string) (*Image, bool) {
+	for _, im := range g.Images {
+		if im.Name == name {
+			return im, true
+		}
+	}
+	return nil, false
+}
+
+// Chain returns the nodes that build n, from the first to n itself.
+func Chain(n *Node) []*Node {
+	var c []*Node
+	for ; n != nil; n = n.Parent {
+		c = append(c, n)
+	}
+	for i, j := 0, len(c)-1; i < j; i, j = i+1, j-1 {
+		c[i], c[j] = c[j], c[i]
+	}
+	return c
+}

@@ -1,0 +1,287 @@
+package lang
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/token"
+
+	"vmb.dev/vmb/graph"
+)
+
+// DefaultExecutor is the executor identity used when the caller gives none: keys
+// made with it are stable but name no appliance, so nothing built with the real
+// build VM will match them.
+const DefaultExecutor = "none"
+
+// Options configures Compile.
+type Options struct {
+	// Executor is the identity of the executor (appliance digest and agent protocol
+	// version); it enters every key.
+	Executor string
+	// StatCache is the file where digests of local inputs are cached by path, size,
+	// times and inode; "" keeps no cache.
+	StatCache string
+}
+
+// Compile loads the build repository in dir and compiles every image into a graph
+// of keyed nodes. It returns Errors listing every problem, each at file:line:col,
+// and no graph, if the definitions are invalid.
+func Compile(dir string, opt Options) (*graph.Graph, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("build repository %s: not a directory", dir)
+	}
+	if opt.Executor == "" {
+		opt.Executor = DefaultExecutor
+	}
+	errs := &errorList{dir: abs}
+	l, ok := loadRepo(abs, errs)
+	if !ok {
+		return nil, errs.err()
+	}
+	c := &compiler{
+		l: l, errs: errs, opt: opt, g: &graph.Graph{},
+		images: map[string]cue.Value{}, done: map[string]*compiled{}, busy: map[string]bool{},
+		hash:  newHasher(opt.StatCache),
+		image: l.schema.LookupPath(cue.ParsePath("#Image")),
+		jobs:  l.schema.LookupPath(cue.ParsePath("#Jobs")),
+	}
+	imgs := l.root.LookupPath(cue.ParsePath("images"))
+	if !imgs.Exists() {
+		errs.addf(token.NoPos, "no images: the package in %s must have an images field", dir)
+		return nil, errs.err()
+	}
+	it, err := imgs.Fields()
+	if err != nil {
+		errs.addCUE(err, imgs.Pos())
+		return nil, errs.err()
+	}
+	var names []string
+	for it.Next() {
+		names = append(names, it.Selector().Unquoted())
+		c.images[it.Selector().Unquoted()] = it.Value()
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c.compile(name, token.NoPos)
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	c.hash.save() // a cache that cannot be written only makes the next run slower
+	for _, name := range names {
+		c.g.Images = append(c.g.Images, c.done[name].im)
+	}
+	return c.g, nil
+}
+
+type compiler struct {
+	l      *loaded
+	errs   *errorList
+	opt    Options
+	g      *graph.Graph
+	images map[string]cue.Value
+	done   map[string]*compiled
+	busy   map[string]bool
+	hash   *hasher
+	image  cue.Value // #Image
+	jobs   cue.Value // #Jobs
+}
+
+type compiled struct {
+	im    *graph.Image
+	final *graph.Node
+	st    *state
+}
+
+// compile compiles image name (and, first, the image it is from). ref is where it
+// was referenced from, for errors.
+func (c *compiler) compile(name string, ref token.Pos) *compiled {
+	if r, ok := c.done[name]; ok {
+		return r
+	}
+	v, ok := c.images[name]
+	if !ok {
+		c.errs.addf(ref, "from: no image %q", name)
+		return nil
+	}
+	if c.busy[name] {
+		c.errs.addf(ref, "from: image %q is its own ancestor (a from cycle)", name)
+		return nil
+	}
+	c.busy[name] = true
+	defer delete(c.busy, name)
+
+	orig := v // positions in the user's file; the unified value may report the stdlib's
+	v = v.Unify(c.image)
+	if err := v.Validate(); err != nil {
+		c.errs.addCUE(err, orig.Pos())
+		c.done[name] = &compiled{im: &graph.Image{Name: name}, st: newState()}
+		return c.done[name]
+	}
+	im := &graph.Image{Name: name, Pos: c.errs.pos(orig.Pos())}
+	st := newState()
+	var parent *graph.Node
+	if from := v.LookupPath(cue.ParsePath("from")); from.Exists() {
+		base, err := from.String()
+		if err != nil {
+			c.errs.addCUE(err, from.Pos())
+		} else if b := c.compile(base, from.Pos()); b != nil {
+			im.From, parent, st = base, b.final, b.st.clone()
+		}
+	}
+
+	add := func(j graph.Job, inputs []graph.Input, step int, stepName string, pos token.Pos) {
+		n := graph.NewNode(c.opt.Executor, parent, j, inputs)
+		n.Image, n.Step, n.Name, n.Pos = name, step, stepName, c.errs.pos(pos)
+		parent = c.g.Add(n)
+		im.Nodes = append(im.Nodes, parent)
+	}
+
+	// Declared disks, sorted by name so that their order in the file is not key material.
+	disks := v.LookupPath(cue.ParsePath("disks"))
+	var dnames []string
+	dvals := map[string]cue.Value{}
+	if it, err := disks.Fields(); err == nil {
+		for it.Next() {
+			dnames = append(dnames, it.Selector().Unquoted())
+			dvals[it.Selector().Unquoted()] = it.Value()
+		}
+	}
+	sort.Strings(dnames)
+	for _, d := range dnames {
+		var size graph.Size
+		if err := dvals[d].Decode(&size); err != nil {
+			c.errs.addf(c.userPos(dvals[d], orig), "disks.%s: %v", d, err)
+			continue
+		}
+		j := &graph.CreateDisk{Disk: d, Size: size}
+		if err := st.apply(j); err != nil {
+			c.errs.addf(c.userPos(dvals[d], orig), "disks.%s: %v", d, err)
+			continue
+		}
+		add(j, nil, -1, "", dvals[d].Pos())
+	}
+
+	steps, err := v.LookupPath(cue.ParsePath("steps")).List()
+	if err != nil {
+		c.errs.addCUE(err, v.Pos())
+	}
+	for i := 0; err == nil && steps.Next(); i++ {
+		sv := steps.Value()
+		j, stepName, inputs, ok := c.step(sv, i, orig)
+		if !ok {
+			continue
+		}
+		if err := st.apply(j); err != nil {
+			c.errs.addf(c.userPos(sv, orig), "steps[%d] (%s): %v", i, j.Kind(), err)
+			continue
+		}
+		add(j, inputs, i, stepName, c.userPos(sv, orig))
+	}
+	im.Disks = st.diskList()
+	r := &compiled{im: im, final: parent, st: st}
+	c.done[name] = r
+	return r
+}
+
+// userPos returns v's position if it is in the user's files, else the image's.
+func (c *compiler) userPos(v, image cue.Value) token.Pos {
+	ps := []token.Pos{v.Pos()}
+	if op, args := v.Expr(); op == cue.AndOp {
+		for _, a := range args {
+			ps = append(ps, a.Pos())
+		}
+	}
+	return c.errs.userPos(ps, image.Pos())
+}
+
+// step checks step i against its job's schema and decodes it.
+func (c *compiler) step(sv cue.Value, i int, image cue.Value) (graph.Job, string, []graph.Input, bool) {
+	pos := c.userPos(sv, image)
+	kind, err := sv.LookupPath(cue.ParsePath("job")).String()
+	if err != nil {
+		c.errs.addf(pos, "steps[%d]: job: want one of %s", i, strings.Join(graph.Kinds, ", "))
+		return nil, "", nil, false
+	}
+	job := graph.NewJob(kind)
+	schema := c.jobs.LookupPath(cue.MakePath(cue.Str(kind)))
+	if job == nil || !schema.Exists() {
+		c.errs.addf(pos, "steps[%d]: unknown job %q (want one of %s)", i, kind, strings.Join(graph.Kinds, ", "))
+		return nil, "", nil, false
+	}
+	u := sv.Unify(schema)
+	if err := u.Validate(cue.Concrete(true)); err != nil {
+		before := len(c.errs.errs)
+		c.errs.addCUE(err, pos)
+		for k := before; k < len(c.errs.errs); k++ {
+			c.errs.errs[k].Msg = fmt.Sprintf("steps[%d] (%s): %s", i, kind, trimPath(c.errs.errs[k].Msg))
+		}
+		return nil, "", nil, false
+	}
+	if err := u.Decode(job); err != nil {
+		c.errs.addf(pos, "steps[%d] (%s): %v", i, kind, err)
+		return nil, "", nil, false
+	}
+	name, _ := u.LookupPath(cue.ParsePath("name")).String()
+	inputs, ok := c.inputs(job, u, i, pos)
+	return job, name, inputs, ok
+}
+
+// trimPath drops the CUE path prefix "images.x.steps.N." from a message.
+func trimPath(msg string) string {
+	if i := strings.Index(msg, ".steps."); i >= 0 {
+		rest := msg[i+len(".steps."):]
+		if j := strings.IndexByte(rest, '.'); j >= 0 {
+			return rest[j+1:]
+		}
+	}
+	return msg
+}
+
+// inputs hashes the local files a job reads.
+func (c *compiler) inputs(job graph.Job, u cue.Value, i int, pos token.Pos) ([]graph.Input, bool) {
+	var src string
+	switch j := job.(type) {
+	case *graph.CopyIn:
+		src = j.Src
+	case *graph.TarIn:
+		src = j.Src
+	case *graph.DD:
+		src = j.Src
+	case *graph.Fetch:
+		return []graph.Input{{Name: "fetch", Digest: j.Digest}}, true
+	default:
+		return nil, true
+	}
+	p := src
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.l.dir, filepath.FromSlash(src))
+	}
+	if fp := u.LookupPath(cue.ParsePath("src")).Pos(); fp.IsValid() && !strings.Contains(fp.Filename(), stdlibDir) {
+		pos = fp
+	}
+	if rel, err := filepath.Rel(c.l.dir, p); err != nil || strings.HasPrefix(rel, "..") || path.IsAbs(src) {
+		c.errs.addf(pos, "steps[%d] (%s): src %q is outside the build repository", i, job.Kind(), src)
+		return nil, false
+	}
+	d, err := c.hash.digest(p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			c.errs.addf(pos, "steps[%d] (%s): src %q: no such file or directory in the build repository", i, job.Kind(), src)
+		} else {
+			c.errs.addf(pos, "steps[%d] (%s): src %q: %v", i, job.Kind(), src, err)
+		}
+		return nil, false
+	}
+	return []graph.Input{{Name: "src", Digest: d}}, true
+}

@@ -1,0 +1,149 @@
+package lang
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"lukechampine.com/blake3"
+)
+
+// hasher digests local inputs by content: a file by its bytes and mode, a tree by
+// the sorted list of its entries (path, type, permission bits, content digest or
+// symlink target). Owners and times are not part of it. A stat cache maps a file's
+// path, size, mtime, ctime and inode to its digest, so that re-hashing an unchanged
+// tree reads no file.
+type hasher struct {
+	path  string // where the stat cache is kept; "" for none
+	mu    sync.Mutex
+	cache map[string]statEntry
+	dirty bool
+}
+
+type statEntry struct {
+	Size   int64  `json:"s"`
+	Mtime  int64  `json:"m"`
+	Ctime  int64  `json:"c"`
+	Inode  uint64 `json:"i"`
+	Digest string `json:"d"`
+}
+
+func newHasher(path string) *hasher {
+	h := &hasher{path: path, cache: map[string]statEntry{}}
+	if path != "" {
+		if b, err := os.ReadFile(path); err == nil {
+			json.Unmarshal(b, &h.cache) // a damaged cache is an empty one
+		}
+	}
+	return h
+}
+
+// save writes the stat cache back if it changed.
+func (h *hasher) save() error {
+	if h.path == "" || !h.dirty {
+		return nil
+	}
+	b, err := json.Marshal(h.cache)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(h.path), 0o755); err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", h.path, os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, h.path)
+}
+
+// digest returns "blake3:<hex>" of the file or tree at path.
+func (h *hasher) digest(path string) (string, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return "", err
+	}
+	var list strings.Builder
+	if fi.IsDir() {
+		err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(path, p)
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			line, err := h.entry(p, filepath.ToSlash(rel), info)
+			list.WriteString(line)
+			return err
+		})
+	} else {
+		var line string
+		line, err = h.entry(path, ".", fi)
+		list.WriteString(line)
+	}
+	if err != nil {
+		return "", err
+	}
+	sum := blake3.Sum256([]byte(list.String()))
+	return "blake3:" + hex.EncodeToString(sum[:]), nil
+}
+
+// entry renders one line of a tree listing. WalkDir visits in lexical order, so the
+// listing is sorted.
+func (h *hasher) entry(p, rel string, fi fs.FileInfo) (string, error) {
+	perm := fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+	switch {
+	case fi.Mode().IsRegular():
+		d, err := h.file(p, fi)
+		return fmt.Sprintf("file %04o %q %s\n", perm, rel, d), err
+	case fi.IsDir():
+		return fmt.Sprintf("dir %04o %q\n", perm, rel), nil
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(p)
+		return fmt.Sprintf("symlink %q %q\n", rel, target), err
+	}
+	return "", fmt.Errorf("%s: not a regular file, directory or symlink", p)
+}
+
+// file returns the hex BLAKE3 of a regular file's content, from the stat cache when
+// the file is unchanged.
+func (h *hasher) file(p string, fi fs.FileInfo) (string, error) {
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	var key statEntry
+	if st != nil {
+		key = statEntry{Size: fi.Size(), Mtime: fi.ModTime().UnixNano(), Ctime: st.Ctim.Nano(), Inode: st.Ino}
+		h.mu.Lock()
+		e, ok := h.cache[p]
+		h.mu.Unlock()
+		if ok && e.Size == key.Size && e.Mtime == key.Mtime && e.Ctime == key.Ctime && e.Inode == key.Inode {
+			return e.Digest, nil
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	hh := blake3.New(32, nil)
+	if _, err := io.Copy(hh, f); err != nil {
+		return "", err
+	}
+	d := hex.EncodeToString(hh.Sum(nil))
+	if st != nil {
+		key.Digest = d
+		h.mu.Lock()
+		h.cache[p] = key
+		h.dirty = true
+		h.mu.Unlock()
+	}
+	return d, nil
+}

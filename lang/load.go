@@ -1,0 +1,69 @@
+package lang
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/cuecontext"
+	"cuelang.org/go/cue/load"
+	"cuelang.org/go/cue/token"
+
+	"vmb.dev/vmb/stdlib"
+)
+
+// stdlibDir is where the stdlib appears to CUE, inside the repository's cue.mod.
+var stdlibDir = filepath.Join("cue.mod", "pkg", stdlib.ModulePath)
+
+// loaded is a repository evaluated by CUE, with the stdlib's schema beside it.
+type loaded struct {
+	dir    string
+	root   cue.Value // the user's package
+	schema cue.Value // the stdlib package vmb.dev/vmb
+}
+
+// loadRepo loads the CUE package in dir with the stdlib overlaid as an importable
+// package, and evaluates it.
+func loadRepo(dir string, errs *errorList) (*loaded, bool) {
+	overlay := map[string]load.Source{}
+	err := fs.WalkDir(stdlib.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := stdlib.FS.ReadFile(p)
+		overlay[filepath.Join(dir, stdlibDir, p)] = load.FromBytes(b)
+		return err
+	})
+	if err != nil {
+		errs.addf(token.NoPos, "stdlib: %v", err)
+		return nil, false
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cue.mod", "module.cue")); err != nil {
+		overlay[filepath.Join(dir, "cue.mod", "module.cue")] = load.FromString("module: \"vmb.local\"\nlanguage: version: \"v0.12.0\"\n")
+	}
+	cfg := &load.Config{Dir: dir, Overlay: overlay}
+	insts := load.Instances([]string{".", stdlib.ModulePath + "/vmb"}, cfg)
+	for _, inst := range insts {
+		if inst.Err != nil {
+			errs.addCUE(inst.Err, token.NoPos)
+			return nil, false
+		}
+	}
+	ctx := cuecontext.New()
+	vs, err := ctx.BuildInstances(insts)
+	if err != nil {
+		errs.addCUE(err, token.NoPos)
+		return nil, false
+	}
+	root, schema := vs[0], vs[1]
+	if err := root.Err(); err != nil {
+		errs.addCUE(err, token.NoPos)
+		return nil, false
+	}
+	if err := schema.Err(); err != nil {
+		panic(fmt.Sprintf("lang: the stdlib does not evaluate: %v", err))
+	}
+	return &loaded{dir: dir, root: root, schema: schema}, true
+}
