@@ -1,9 +1,13 @@
 package graph
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 
 	"lukechampine.com/blake3"
@@ -11,7 +15,7 @@ import (
 
 // KeyVersion is the first line of every preimage. Changing how keys are formed
 // changes it, so that no old key is ever taken for a new one.
-const KeyVersion = "vmb key 1"
+const KeyVersion = "vmb key v1"
 
 // Key is the BLAKE3-256 hash of a node's preimage: everything that can change the
 // node's result. It is the node's action ID in the cache.
@@ -32,6 +36,13 @@ func (k *Key) UnmarshalText(b []byte) error {
 	return err
 }
 
+// ParseKey parses the 64 hex digits of a key.
+func ParseKey(s string) (Key, error) {
+	var k Key
+	err := k.UnmarshalText([]byte(s))
+	return k, err
+}
+
 // Input is a digest a node depends on besides its parameters: a local file or
 // tree hashed by content, a fetched file's pinned digest.
 type Input struct {
@@ -39,33 +50,105 @@ type Input struct {
 	Digest string `json:"digest"` // "blake3:<hex>" or "sha256:<hex>"
 }
 
-// preimage returns the text whose hash is the key of a node with these parts:
+// Preimage returns the text whose BLAKE3-256 hash is the key of a node with these
+// parts, one fact a line:
 //
-//	vmb key 1
-//	executor <appliance digest and agent protocol>
-//	parent <key> | parent none
-//	job <kind>
-//	params <canonical JSON of the job>
-//	input <name> <digest>        one line per input, in the job's order
+//	vmb key v1
+//	executor <appliance digest and agent protocol version>
+//	parent <key hex> | parent none
+//	op <kind>
+//	param <path>=<JSON value>     one line per parameter (Params)
+//	input <name> <digest>         one line per input, in the job's order
 //
-// Names, descriptions and source positions are not in it.
-func preimage(executor string, parent *Node, job Job, inputs []Input) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s\nexecutor %s\n", KeyVersion, executor)
+// Parameters are the job's JSON fields flattened to leaves: "param fs=\"ext4\"",
+// "param partitions[0].size=268435456", "param env.LANG=\"C\"". Numbers are
+// integers; strings are JSON-quoted, so a value never spans lines. Names,
+// descriptions and source positions are not in it.
+func Preimage(executor string, parent *Key, job Job, inputs []Input) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s\nexecutor %s\n", KeyVersion, oneLine(executor))
 	if parent != nil {
-		fmt.Fprintf(&b, "parent %s\n", parent.Key)
+		fmt.Fprintf(&b, "parent %s\n", parent)
 	} else {
 		b.WriteString("parent none\n")
 	}
-	params, err := json.Marshal(job)
-	if err != nil {
-		panic(fmt.Sprintf("graph: job %T does not encode: %v", job, err)) // our types always do
+	fmt.Fprintf(&b, "op %s\n", job.Kind())
+	for _, p := range Params(job) {
+		fmt.Fprintf(&b, "param %s\n", p)
 	}
-	fmt.Fprintf(&b, "job %s\nparams %s\n", job.Kind(), params)
 	for _, in := range inputs {
-		fmt.Fprintf(&b, "input %s %s\n", in.Name, in.Digest)
+		fmt.Fprintf(&b, "input %s %s\n", oneLine(in.Name), oneLine(in.Digest))
 	}
-	return []byte(b.String())
+	return b.Bytes()
 }
 
-func hashPreimage(p []byte) Key { return Key(blake3.Sum256(p)) }
+// HashPreimage returns the key whose preimage is p.
+func HashPreimage(p []byte) Key { return Key(blake3.Sum256(p)) }
+
+func oneLine(s string) string {
+	if strings.ContainsAny(s, "\n\r") {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// Params returns the canonical parameter lines of a job, "path=value": object
+// fields in sorted order at every level, list elements in their order.
+// It panics if a job does not encode or holds a float: our types never do.
+func Params(job Job) []string {
+	raw, err := json.Marshal(job)
+	if err != nil {
+		panic(fmt.Sprintf("graph: job %T does not encode: %v", job, err))
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		panic(fmt.Sprintf("graph: job %T: %v", job, err))
+	}
+	var lines []string
+	flatten(&lines, "", v)
+	return lines
+}
+
+var plainField = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+func flatten(lines *[]string, path string, v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		if len(v) == 0 {
+			*lines = append(*lines, path+"={}")
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			e := v[k]
+			p := path + "[" + strconv.Quote(k) + "]"
+			if plainField.MatchString(k) {
+				p = path + "." + k
+				if path == "" {
+					p = k
+				}
+			}
+			flatten(lines, p, e)
+		}
+	case []any:
+		if len(v) == 0 {
+			*lines = append(*lines, path+"=[]")
+		}
+		for i, e := range v {
+			flatten(lines, fmt.Sprintf("%s[%d]", path, i), e)
+		}
+	case json.Number:
+		if strings.ContainsAny(string(v), ".eE") {
+			panic(fmt.Sprintf("graph: parameter %s is not an integer: %s", path, v))
+		}
+		*lines = append(*lines, path+"="+string(v))
+	default:
+		b, _ := json.Marshal(v) // string, bool or null
+		*lines = append(*lines, path+"="+string(b))
+	}
+}

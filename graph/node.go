@@ -1,6 +1,10 @@
 package graph
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Node is one job of the build DAG. Its key is derived from its parent's key, its
 // job's parameters, its inputs and the executor; the rest is metadata.
@@ -22,18 +26,25 @@ type Node struct {
 // NewNode makes a node and computes its key.
 func NewNode(executor string, parent *Node, job Job, inputs []Input) *Node {
 	n := &Node{Job: job, Parent: parent, Inputs: inputs, Executor: executor}
-	n.Preimage = preimage(executor, parent, job, inputs)
-	n.Key = hashPreimage(n.Preimage)
+	var pk *Key
+	if parent != nil {
+		pk = &parent.Key
+	}
+	n.Preimage = Preimage(executor, pk, job, inputs)
+	n.Key = HashPreimage(n.Preimage)
 	return n
 }
 
-// Label is a short human description: "hello[3] format root:1 ext4".
-func (n *Node) Label() string {
-	step := fmt.Sprint(n.Step)
-	if n.Step < 0 {
-		step = "disk"
+// Label is a short human description: "hello[3] format root:1 ext4", naming the
+// image and step that first defined the node.
+func (n *Node) Label() string { return label(n.Image, n.Step, n.Job) }
+
+func label(image string, step int, j Job) string {
+	s := fmt.Sprint(step)
+	if step < 0 {
+		s = "disk"
 	}
-	return fmt.Sprintf("%s[%s] %s", n.Image, step, Describe(n.Job))
+	return fmt.Sprintf("%s[%s] %s", image, s, Describe(j))
 }
 
 // Describe renders a job in a few words.
@@ -78,24 +89,70 @@ func Describe(j Job) string {
 // Image is a compiled image: the chain of nodes that builds it.
 type Image struct {
 	Name  string
-	From  string  // the image it starts from, or ""
-	Disks []Disk  // its disks at the end, in the order they were created
-	Nodes []*Node // its own nodes, in order (the base's are reached through Parent)
+	From  string // the image it starts from, or ""
+	Disks []Disk // its disks at the end, in the order they were created
+	Steps []Step // its own nodes, in order (the base's are reached through Parent)
 	Pos   string
+}
+
+// Step is a node as one image reaches it. The node may be shared with other images
+// (its own metadata says where it was first defined); the rest is this image's.
+type Step struct {
+	Node  *Node
+	Index int    // index in the image's steps; -1 for a disk the image declares
+	Name  string // the step's name, if it has one
+	Pos   string // file:line:col of the step
+}
+
+// Label is a short human description of the step: "hello[3] format root:1 ext4".
+func (s Step) Label(image string) string { return label(image, s.Index, s.Node.Job) }
+
+// Final returns the node whose result is the image, or nil for an empty image.
+func (im *Image) Final() *Node {
+	if len(im.Steps) == 0 {
+		return nil
+	}
+	return im.Steps[len(im.Steps)-1].Node
+}
+
+// StepCount returns how many of the image's steps are jobs of its steps list (the
+// create-disk nodes of its declared disks are not counted).
+func (im *Image) StepCount() int {
+	n := 0
+	for _, s := range im.Steps {
+		if s.Index >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Find returns a step of the image: by its index in the steps list ("3"), by its
+// name, or the create-disk of a declared disk ("disks.root"); "" is the last step.
+func (im *Image) Find(step string) (Step, error) {
+	if step == "" {
+		if len(im.Steps) == 0 {
+			return Step{}, fmt.Errorf("image %q has no steps", im.Name)
+		}
+		return im.Steps[len(im.Steps)-1], nil
+	}
+	i, err := strconv.Atoi(step)
+	disk, isDisk := strings.CutPrefix(step, "disks.")
+	for _, s := range im.Steps {
+		switch {
+		case err == nil && s.Index == i,
+			err != nil && !isDisk && s.Name == step,
+			isDisk && s.Index < 0 && s.Node.Job.(*CreateDisk).Disk == disk:
+			return s, nil
+		}
+	}
+	return Step{}, fmt.Errorf("image %q has no step %q (steps 0 to %d, a step's name, or disks.NAME)", im.Name, step, im.StepCount()-1)
 }
 
 // Disk is a disk of an image.
 type Disk struct {
 	Name string
 	Size Size
-}
-
-// Final returns the node whose result is the image, or nil for an empty image.
-func (im *Image) Final() *Node {
-	if len(im.Nodes) == 0 {
-		return nil
-	}
-	return im.Nodes[len(im.Nodes)-1]
 }
 
 // Graph is a compiled build: its images and their nodes, shared where keys agree.

@@ -10,33 +10,31 @@ import (
 var sizeUnits = []struct {
 	suffix string
 	mult   int64
-}{
-	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"kB", 1e3}, {"KB", 1e3},
-	{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1},
-}
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}}
 
-// ParseSize parses a byte count such as "512", "64KiB", "20GiB" or "1.5G" (single
-// letters are binary units).
+// ParseSize parses a byte count. The grammar is one everywhere (definitions and
+// flags): decimal digits, optionally followed by an IEC unit, with nothing between:
+//
+//	512   64KiB   512MiB   20GiB   1TiB
+//
+// There are no fractions and no decimal units: "1.5GiB" is "1536MiB", and "100M"
+// must be written "100MiB" (or "100000000" for decimal megabytes).
 func ParseSize(s string) (int64, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
+	num, mult := s, int64(1)
 	for _, u := range sizeUnits {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = n, u.mult
 			break
 		}
 	}
-	if i, err := strconv.ParseInt(num, 10, 64); err == nil && i >= 0 {
-		if i > (1<<63-1)/mult {
-			return 0, fmt.Errorf("size %q is too large", s)
-		}
-		return i * mult, nil
+	if num == "" || strings.TrimLeft(num, "0123456789") != "" {
+		return 0, fmt.Errorf("size %q: want digits with an optional unit KiB, MiB, GiB or TiB, such as \"512MiB\"", s)
 	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || f*float64(mult) >= 1<<63 {
-		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit (KiB, MiB, GiB, TiB)", s)
+	i, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || i > (1<<63-1)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
 	}
-	return int64(f * float64(mult)), nil
+	return i * mult, nil
 }
 
 // FormatSize renders n bytes for humans: "0 B", "512 B", "1.5 KiB", "20.0 GiB".

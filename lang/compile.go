@@ -1,7 +1,9 @@
 package lang
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,25 +16,31 @@ import (
 	"vmb.dev/vmb/graph"
 )
 
-// DefaultExecutor is the executor identity used when the caller gives none: keys
-// made with it are stable but name no appliance, so nothing built with the real
-// build VM will match them.
-const DefaultExecutor = "none"
+// PlaceholderExecutor is the executor identity used when the caller gives none,
+// until the build VM's appliance exists: keys made with it are stable, but they
+// name no appliance, so no result of the real build VM will ever match them.
+const PlaceholderExecutor = "placeholder (no appliance)"
 
 // Options configures Compile.
 type Options struct {
-	// Executor is the identity of the executor (appliance digest and agent protocol
-	// version); it enters every key.
+	// Executor is the identity of the executor, conventionally
+	// "<appliance digest> agent/<protocol version>"; it enters every key.
+	// "" means PlaceholderExecutor.
 	Executor string
 	// StatCache is the file where digests of local inputs are cached by path, size,
-	// times and inode; "" keeps no cache.
+	// mtime, ctime and inode, so that re-hashing an unchanged tree reads no file;
+	// "" keeps no cache. lang creates the file and its directory if need be.
 	StatCache string
+	// DebugKeys, if not nil, receives the preimage of every node as it is keyed
+	// (the CLI sets it when VMB_DEBUG_KEYS=1).
+	DebugKeys io.Writer
 }
 
 // Compile loads the build repository in dir and compiles every image into a graph
 // of keyed nodes. It returns Errors listing every problem, each at file:line:col,
-// and no graph, if the definitions are invalid.
-func Compile(dir string, opt Options) (*graph.Graph, error) {
+// and no graph, if the definitions are invalid. Hashing local inputs stops when
+// ctx is done.
+func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -41,7 +49,7 @@ func Compile(dir string, opt Options) (*graph.Graph, error) {
 		return nil, fmt.Errorf("build repository %s: not a directory", dir)
 	}
 	if opt.Executor == "" {
-		opt.Executor = DefaultExecutor
+		opt.Executor = PlaceholderExecutor
 	}
 	errs := &errorList{dir: abs}
 	l, ok := loadRepo(abs, errs)
@@ -51,7 +59,7 @@ func Compile(dir string, opt Options) (*graph.Graph, error) {
 	c := &compiler{
 		l: l, errs: errs, opt: opt, g: &graph.Graph{},
 		images: map[string]cue.Value{}, done: map[string]*compiled{}, busy: map[string]bool{},
-		hash:  newHasher(opt.StatCache),
+		hash:  newHasher(ctx, opt.StatCache),
 		image: l.schema.LookupPath(cue.ParsePath("#Image")),
 		jobs:  l.schema.LookupPath(cue.ParsePath("#Jobs")),
 	}
@@ -143,8 +151,11 @@ func (c *compiler) compile(name string, ref token.Pos) *compiled {
 	add := func(j graph.Job, inputs []graph.Input, step int, stepName string, pos token.Pos) {
 		n := graph.NewNode(c.opt.Executor, parent, j, inputs)
 		n.Image, n.Step, n.Name, n.Pos = name, step, stepName, c.errs.pos(pos)
+		if c.opt.DebugKeys != nil {
+			fmt.Fprintf(c.opt.DebugKeys, "vmb: key %s of %s:\n%s\n", n.Key, n.Label(), n.Preimage)
+		}
 		parent = c.g.Add(n)
-		im.Nodes = append(im.Nodes, parent)
+		im.Steps = append(im.Steps, graph.Step{Node: parent, Index: step, Name: stepName, Pos: c.errs.pos(pos)})
 	}
 
 	// Declared disks, sorted by name so that their order in the file is not key material.
@@ -200,6 +211,13 @@ func (c *compiler) userPos(v, image cue.Value) token.Pos {
 	if op, args := v.Expr(); op == cue.AndOp {
 		for _, a := range args {
 			ps = append(ps, a.Pos())
+		}
+	}
+	// A value passed through a template (a step of #GPTDisk's then) may report the
+	// stdlib's position; its fields keep the user's.
+	if it, err := v.Fields(); err == nil {
+		for it.Next() {
+			ps = append(ps, it.Value().Pos())
 		}
 	}
 	return c.errs.userPos(ps, image.Pos())

@@ -1,6 +1,7 @@
 package lang
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 // path, size, mtime, ctime and inode to its digest, so that re-hashing an unchanged
 // tree reads no file.
 type hasher struct {
+	ctx   context.Context
 	path  string // where the stat cache is kept; "" for none
 	mu    sync.Mutex
 	cache map[string]statEntry
@@ -35,8 +37,8 @@ type statEntry struct {
 	Digest string `json:"d"`
 }
 
-func newHasher(path string) *hasher {
-	h := &hasher{path: path, cache: map[string]statEntry{}}
+func newHasher(ctx context.Context, path string) *hasher {
+	h := &hasher{ctx: ctx, path: path, cache: map[string]statEntry{}}
 	if path != "" {
 		if b, err := os.ReadFile(path); err == nil {
 			json.Unmarshal(b, &h.cache) // a damaged cache is an empty one
@@ -54,14 +56,7 @@ func (h *hasher) save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(h.path), 0o755); err != nil {
-		return err
-	}
-	tmp := fmt.Sprintf("%s.%d.tmp", h.path, os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, h.path)
+	return writeAtomic(h.path, b)
 }
 
 // digest returns "blake3:<hex>" of the file or tree at path.
@@ -74,6 +69,9 @@ func (h *hasher) digest(path string) (string, error) {
 	if fi.IsDir() {
 		err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
+				return err
+			}
+			if err := h.ctx.Err(); err != nil {
 				return err
 			}
 			rel, _ := filepath.Rel(path, p)

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+func runExplain(e *env, args []string) int {
+	fs := newFlags(e, "explain", "[--repo NAME] [DIR] IMAGE [STEP]")
+	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	dir, rest, code := repoArgs(e, *repo, fs.Args())
+	if code >= 0 {
+		return code
+	}
+	if len(rest) < 1 || len(rest) > 2 {
+		fs.Usage()
+		return exitInvalid
+	}
+	g, code := compileRepo(e, dir)
+	if code >= 0 {
+		return code
+	}
+	step := ""
+	if len(rest) == 2 {
+		step = rest[1]
+	}
+	im, ok := g.Image(rest[0])
+	if !ok {
+		fmt.Fprintf(e.stderr, "vmb explain: no image %q (images: %s)\n", rest[0], strings.Join(g.ImageNames(), ", "))
+		return exitInvalid
+	}
+	s, err := im.Find(step)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb explain:", err)
+		return exitInvalid
+	}
+	n := s.Node
+	fmt.Fprintf(e.stdout, "node    %s\n", s.Label(im.Name))
+	if s.Pos != "" {
+		fmt.Fprintf(e.stdout, "at      %s\n", s.Pos)
+	}
+	if n.Image != im.Name {
+		fmt.Fprintf(e.stdout, "shared  with %s (first defined there)\n", n.Label())
+	}
+	fmt.Fprintf(e.stdout, "key     %s\n", n.Key)
+	if n.Parent != nil {
+		fmt.Fprintf(e.stdout, "parent  %s %s\n", n.Parent.Key.Short(), n.Parent.Label())
+	}
+	fmt.Fprintf(e.stdout, "\nThe key is the BLAKE3-256 of these lines:\n\n%s", n.Preimage)
+	return exitOK
+}

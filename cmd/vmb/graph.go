@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/lang"
+)
+
+func runGraph(e *env, args []string) int {
+	fs := newFlags(e, "graph", "[--format text|json|dot] [--repo NAME] [DIR] [IMAGE...]")
+	format := fs.String("format", "text", "output format: text (one node a line), json, or dot (Graphviz)")
+	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	if *format != "text" && *format != "json" && *format != "dot" {
+		fmt.Fprintf(e.stderr, "vmb graph: --format %q: want text, json or dot\n", *format)
+		return exitInvalid
+	}
+	dir, images, code := repoArgs(e, *repo, fs.Args())
+	if code >= 0 {
+		return code
+	}
+	g, code := compileRepo(e, dir)
+	if code >= 0 {
+		return code
+	}
+	var err error
+	switch *format {
+	case "json":
+		err = g.WriteJSON(e.stdout, images...)
+	case "dot":
+		err = g.WriteDOT(e.stdout, images...)
+	default:
+		err = g.WriteText(e.stdout, images...)
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb graph:", err)
+		return exitInvalid
+	}
+	return exitOK
+}
+
+// repoArgs splits [DIR] ARGS...: the first argument is the repository if it names a
+// directory; --repo NAME names an imported one instead. It returns an exit code to
+// stop with, or -1.
+func repoArgs(e *env, repo string, args []string) (dir string, rest []string, code int) {
+	if repo != "" {
+		r, err := openRegistry(e)
+		if err != nil {
+			fmt.Fprintln(e.stderr, "vmb:", err)
+			return "", nil, exitFailed
+		}
+		rp, ok := r.Lookup(repo)
+		if !ok {
+			fmt.Fprintf(e.stderr, "vmb: no imported repository %q (see vmb list)\n", repo)
+			return "", nil, exitInvalid
+		}
+		return rp.Path, args, -1
+	}
+	if len(args) > 0 {
+		if fi, err := os.Stat(args[0]); err == nil && fi.IsDir() {
+			return args[0], args[1:], -1
+		}
+	}
+	return ".", args, -1
+}
+
+func openRegistry(e *env) (*lang.Registry, error) {
+	dir, err := lang.DefaultConfigDir(e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	return lang.OpenRegistry(dir)
+}
+
+// compileRepo compiles the build repository in dir; on invalid definitions it prints
+// every error as file:line:col: message and returns exitInvalid, else -1. Keys use
+// the placeholder executor until the build VM's appliance is wired in here.
+func compileRepo(e *env, dir string) (*graph.Graph, int) {
+	opt := lang.Options{}
+	if cache, err := cas.DefaultDir(e.getenv); err == nil {
+		opt.StatCache = filepath.Join(cache, "lang", "stat-cache.json")
+	}
+	if e.getenv("VMB_DEBUG_KEYS") == "1" {
+		opt.DebugKeys = e.stderr
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	g, err := lang.Compile(ctx, dir, opt)
+	var errs lang.Errors
+	switch {
+	case errors.As(err, &errs):
+		for _, le := range errs {
+			fmt.Fprintln(e.stderr, le.Error())
+		}
+		return nil, exitInvalid
+	case err != nil:
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return nil, exitInvalid
+	}
+	return g, -1
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"vmb.dev/vmb/graph"
+)
+
+func runList(e *env, args []string) int {
+	fs := newFlags(e, "list", "[DIR | REPO]")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 1 {
+		fs.Usage()
+		return exitInvalid
+	}
+	if fs.NArg() == 0 {
+		return listRepos(e)
+	}
+	dir := fs.Arg(0)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		var code int
+		if dir, _, code = repoArgs(e, dir, nil); code >= 0 {
+			return code
+		}
+	}
+	g, code := compileRepo(e, dir)
+	if code >= 0 {
+		return code
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tSTEPS\tFROM\tDISKS")
+	for _, im := range g.Images {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", im.Name, im.StepCount(), orDash(im.From), disks(im.Disks))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+// listRepos lists the imported repositories, each with its images.
+func listRepos(e *env) int {
+	r, err := openRegistry(e)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb list:", err)
+		return exitFailed
+	}
+	if len(r.Repos) == 0 {
+		fmt.Fprintln(e.stdout, "no imported repositories (vmb import --path DIR)")
+		return exitOK
+	}
+	code := exitOK
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPO\tPATH\tIMAGES")
+	for _, rp := range r.Repos {
+		images := "(invalid: vmb list " + rp.Path + ")"
+		if g, c := compileRepo(&env{stdout: e.stdout, stderr: discard{}, getenv: e.getenv}, rp.Path); c < 0 {
+			images = strings.Join(g.ImageNames(), " ")
+		} else {
+			code = exitInvalid
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", rp.Name, rp.Path, images)
+	}
+	tw.Flush()
+	return code
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func disks(ds []graph.Disk) string {
+	var parts []string
+	for _, d := range ds {
+		parts = append(parts, d.Name+"="+graph.FormatSize(int64(d.Size)))
+	}
+	return strings.Join(parts, " ")
+}
