@@ -80,7 +80,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		c.compile(name, token.NoPos)
+		c.compile(name, "", token.NoPos)
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -106,46 +106,51 @@ type compiler struct {
 }
 
 type compiled struct {
-	im    *graph.Image
-	final *graph.Node
-	st    *state
+	failed bool // the image has errors
+	im     *graph.Image
+	final  *graph.Node
+	st     *state
 }
 
-// compile compiles image name (and, first, the image it is from). ref is where it
-// was referenced from, for errors.
-func (c *compiler) compile(name string, ref token.Pos) *compiled {
+// compile compiles image name (and, first, the image it is from). by is the image
+// whose from names it, and ref where, for errors.
+func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 	if r, ok := c.done[name]; ok {
 		return r
 	}
 	v, ok := c.images[name]
 	if !ok {
-		c.errs.addf(ref, "from: no image %q", name)
+		c.errs.addf(ref, "images.%s.from: no image %q", by, name)
 		return nil
 	}
 	if c.busy[name] {
-		c.errs.addf(ref, "from: image %q is its own ancestor (a from cycle)", name)
+		c.errs.addf(ref, "images.%s.from: image %q is its own ancestor (a from cycle)", by, name)
 		return nil
 	}
 	c.busy[name] = true
 	defer delete(c.busy, name)
+	errsBefore := len(c.errs.errs)
 
 	orig := v // positions in the user's file; the unified value may report the stdlib's
 	v = v.Unify(c.image)
 	if err := v.Validate(); err != nil {
 		c.errs.addCUE(err, orig.Pos())
-		c.done[name] = &compiled{im: &graph.Image{Name: name}, st: newState()}
+		c.done[name] = &compiled{failed: true, im: &graph.Image{Name: name}, st: newState()}
 		return c.done[name]
 	}
 	im := &graph.Image{Name: name, Pos: c.errs.pos(orig.Pos())}
 	st := newState()
 	var parent *graph.Node
+	baseFailed := false
 	if from := v.LookupPath(cue.ParsePath("from")); from.Exists() {
 		base, err := from.String()
+		b := (*compiled)(nil)
 		if err != nil {
 			c.errs.addCUE(err, from.Pos())
-		} else if b := c.compile(base, from.Pos()); b != nil {
+		} else if b = c.compile(base, name, from.Pos()); b != nil {
 			im.From, parent, st = base, b.final, b.st.clone()
 		}
+		baseFailed = b == nil || b.failed
 	}
 
 	add := func(j graph.Job, inputs []graph.Input, step int, stepName string, pos token.Pos) {
@@ -172,12 +177,12 @@ func (c *compiler) compile(name string, ref token.Pos) *compiled {
 	for _, d := range dnames {
 		var size graph.Size
 		if err := dvals[d].Decode(&size); err != nil {
-			c.errs.addf(c.userPos(dvals[d], orig), "disks.%s: %v", d, err)
+			c.errs.addf(c.userPos(dvals[d], orig), "images.%s.disks.%s: %v", name, d, err)
 			continue
 		}
 		j := &graph.CreateDisk{Disk: d, Size: size}
 		if err := st.apply(j); err != nil {
-			c.errs.addf(c.userPos(dvals[d], orig), "disks.%s: %v", d, err)
+			c.errs.addf(c.userPos(dvals[d], orig), "images.%s.disks.%s: %v", name, d, err)
 			continue
 		}
 		add(j, nil, -1, "", dvals[d].Pos())
@@ -189,18 +194,23 @@ func (c *compiler) compile(name string, ref token.Pos) *compiled {
 	}
 	for i := 0; err == nil && steps.Next(); i++ {
 		sv := steps.Value()
-		j, stepName, inputs, ok := c.step(sv, i, orig)
+		j, stepName, inputs, ok := c.step(sv, fmt.Sprintf("images.%s.steps[%d]", name, i), orig)
 		if !ok {
 			continue
 		}
+		if baseFailed || len(c.errs.errs) > errsBefore {
+			// After an invalid step (or base) the state is unknown: checking later
+			// steps against it would report errors the user did not make.
+			continue
+		}
 		if err := st.apply(j); err != nil {
-			c.errs.addf(c.userPos(sv, orig), "steps[%d] (%s): %v", i, j.Kind(), err)
+			c.errs.addf(c.userPos(sv, orig), "images.%s.steps[%d] (%s): %v", name, i, j.Kind(), err)
 			continue
 		}
 		add(j, inputs, i, stepName, c.userPos(sv, orig))
 	}
 	im.Disks = st.diskList()
-	r := &compiled{im: im, final: parent, st: st}
+	r := &compiled{im: im, final: parent, st: st, failed: baseFailed || len(c.errs.errs) > errsBefore}
 	c.done[name] = r
 	return r
 }
@@ -223,35 +233,36 @@ func (c *compiler) userPos(v, image cue.Value) token.Pos {
 	return c.errs.userPos(ps, image.Pos())
 }
 
-// step checks step i against its job's schema and decodes it.
-func (c *compiler) step(sv cue.Value, i int, image cue.Value) (graph.Job, string, []graph.Input, bool) {
+// step checks a step, called where in errors, against its job's schema and decodes it.
+func (c *compiler) step(sv cue.Value, where string, image cue.Value) (graph.Job, string, []graph.Input, bool) {
 	pos := c.userPos(sv, image)
 	kind, err := sv.LookupPath(cue.ParsePath("job")).String()
 	if err != nil {
-		c.errs.addf(pos, "steps[%d]: job: want one of %s", i, strings.Join(graph.Kinds, ", "))
+		c.errs.addf(pos, "%s: job: want one of %s", where, strings.Join(graph.Kinds, ", "))
 		return nil, "", nil, false
 	}
 	job := graph.NewJob(kind)
 	schema := c.jobs.LookupPath(cue.MakePath(cue.Str(kind)))
 	if job == nil || !schema.Exists() {
-		c.errs.addf(pos, "steps[%d]: unknown job %q (want one of %s)", i, kind, strings.Join(graph.Kinds, ", "))
+		c.errs.addf(pos, "%s: unknown job %q (want one of %s)", where, kind, strings.Join(graph.Kinds, ", "))
 		return nil, "", nil, false
 	}
+	where += " (" + kind + ")"
 	u := sv.Unify(schema)
 	if err := u.Validate(cue.Concrete(true)); err != nil {
 		before := len(c.errs.errs)
 		c.errs.addCUE(err, pos)
 		for k := before; k < len(c.errs.errs); k++ {
-			c.errs.errs[k].Msg = fmt.Sprintf("steps[%d] (%s): %s", i, kind, trimPath(c.errs.errs[k].Msg))
+			c.errs.errs[k].Msg = where + ": " + trimPath(c.errs.errs[k].Msg)
 		}
 		return nil, "", nil, false
 	}
 	if err := u.Decode(job); err != nil {
-		c.errs.addf(pos, "steps[%d] (%s): %v", i, kind, err)
+		c.errs.addf(pos, "%s: %v", where, err)
 		return nil, "", nil, false
 	}
 	name, _ := u.LookupPath(cue.ParsePath("name")).String()
-	inputs, ok := c.inputs(job, u, i, pos)
+	inputs, ok := c.inputs(job, u, where, pos)
 	return job, name, inputs, ok
 }
 
@@ -267,7 +278,7 @@ func trimPath(msg string) string {
 }
 
 // inputs hashes the local files a job reads.
-func (c *compiler) inputs(job graph.Job, u cue.Value, i int, pos token.Pos) ([]graph.Input, bool) {
+func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Pos) ([]graph.Input, bool) {
 	var src string
 	switch j := job.(type) {
 	case *graph.CopyIn:
@@ -289,15 +300,15 @@ func (c *compiler) inputs(job graph.Job, u cue.Value, i int, pos token.Pos) ([]g
 		pos = fp
 	}
 	if rel, err := filepath.Rel(c.l.dir, p); err != nil || strings.HasPrefix(rel, "..") || path.IsAbs(src) {
-		c.errs.addf(pos, "steps[%d] (%s): src %q is outside the build repository", i, job.Kind(), src)
+		c.errs.addf(pos, "%s: src %q is outside the build repository", where, src)
 		return nil, false
 	}
 	d, err := c.hash.digest(p)
 	if err != nil {
 		if os.IsNotExist(err) {
-			c.errs.addf(pos, "steps[%d] (%s): src %q: no such file or directory in the build repository", i, job.Kind(), src)
+			c.errs.addf(pos, "%s: src %q: no such file or directory in the build repository", where, src)
 		} else {
-			c.errs.addf(pos, "steps[%d] (%s): src %q: %v", i, job.Kind(), src, err)
+			c.errs.addf(pos, "%s: src %q: %v", where, src, err)
 		}
 		return nil, false
 	}

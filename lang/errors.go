@@ -3,6 +3,7 @@ package lang
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -57,17 +58,91 @@ func (l *errorList) addf(p token.Pos, format string, args ...any) {
 
 // addCUE adds every error of a CUE evaluation, each at the first of its positions
 // that lies in the user's files, so that an error in a value built from a stdlib
-// template points at the user's line.
+// template points at the user's line. The errors of one empty disjunction (a value
+// that is none of a field's alternatives) become one line.
 func (l *errorList) addCUE(err error, fallback token.Pos) {
-	for _, e := range errors.Errors(err) {
-		format, args := e.Msg()
-		msg := fmt.Sprintf(format, args...)
-		if path := e.Path(); len(path) > 0 {
-			msg = strings.Join(path, ".") + ": " + msg
+	var group []errors.Error // errors of one path and position, in a row
+	flush := func() {
+		if len(group) > 0 {
+			l.errs = append(l.errs, Error{Pos: l.pos(l.cuePos(group[0], fallback)), Msg: condense(group)})
+			group = nil
 		}
-		p := l.userPos(append([]token.Pos{e.Position()}, errors.Positions(e)...), fallback)
-		l.errs = append(l.errs, Error{Pos: l.pos(p), Msg: msg})
 	}
+	for _, e := range errors.Errors(err) {
+		if format, _ := e.Msg(); strings.HasSuffix(format, "errors in empty disjunction:") {
+			continue // its alternatives follow, one error each
+		}
+		if len(group) > 0 && (!slices.Equal(e.Path(), group[0].Path()) || l.cuePos(e, fallback) != l.cuePos(group[0], fallback)) {
+			flush()
+		}
+		group = append(group, e)
+	}
+	flush()
+}
+
+func (l *errorList) cuePos(e errors.Error, fallback token.Pos) token.Pos {
+	return l.userPos(append([]token.Pos{e.Position()}, errors.Positions(e)...), fallback)
+}
+
+// condense renders the errors of one path and position. Conflicts of one value with
+// several alternatives read "fs: "ext9" is none of "ext2", "ext3", ..."; a value out of
+// a known pattern's bound says what the pattern means.
+func condense(group []errors.Error) string {
+	prefix := ""
+	if p := group[0].Path(); len(p) > 0 {
+		prefix = strings.Join(p, ".") + ": "
+	}
+	msgs := make([]string, len(group))
+	var pairs [][2]string // the two sides of each conflict
+	for i, e := range group {
+		format, args := e.Msg()
+		msgs[i] = fmt.Sprintf(format, args...)
+		if (strings.HasPrefix(format, "conflicting values %s and %s") || strings.HasPrefix(format, "invalid value %v (out of bound %s)")) && len(args) >= 2 {
+			pairs = append(pairs, [2]string{fmt.Sprint(args[0]), describeBound(fmt.Sprint(args[1]))})
+		}
+	}
+	if len(pairs) == 1 && len(group) == 1 && strings.HasPrefix(msgs[0], "invalid value") {
+		return fmt.Sprintf("%s%s is not %s", prefix, pairs[0][0], pairs[0][1])
+	}
+	if len(pairs) == len(group) && len(group) > 1 {
+		// The value is the side every conflict shares.
+		value := pairs[0][0]
+		if pairs[1][0] != value && pairs[1][1] != value {
+			value = pairs[0][1]
+		}
+		var alts []string
+		for _, p := range pairs {
+			alt := p[1]
+			if alt == value {
+				alt = describeBound(p[0])
+			}
+			if p[0] != value && p[1] != value {
+				return prefix + strings.Join(msgs, "; ")
+			}
+			if !slices.Contains(alts, alt) {
+				alts = append(alts, alt)
+			}
+		}
+		return fmt.Sprintf("%s%s is none of: %s", prefix, value, strings.Join(alts, ", "))
+	}
+	return prefix + strings.Join(msgs, "; ")
+}
+
+// bounds names the stdlib's patterns for messages.
+var bounds = map[string]string{
+	`=~"^[0-9]+(KiB|MiB|GiB|TiB)?$"`:          `a size (digits and an optional KiB, MiB, GiB or TiB, such as "512MiB")`,
+	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?(:/.*)?$"`: `a place ("disk", "disk:N" or "disk:N:/path")`,
+	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?$"`:        `a disk or partition ("disk" or "disk:N")`,
+	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?:/.*$"`:    `a path on a disk ("disk:N:/path" or "disk:/path")`,
+	`=~"^[a-z][a-z0-9_-]*$"`:                  `a disk name (a lower-case letter, then letters, digits, - or _)`,
+	`=~"^[0-7]{3,4}$"`:                        `an octal mode such as "0644"`,
+}
+
+func describeBound(b string) string {
+	if d, ok := bounds[b]; ok {
+		return d
+	}
+	return b
 }
 
 // userPos returns the first valid position outside the stdlib, else fallback.
