@@ -3,6 +3,7 @@ package graph
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 )
 
 // Job is the typed parameters of one step. Each kind of the vm-builder seed has a
@@ -121,11 +122,13 @@ type TarOut struct {
 	Dest string `json:"dest"` // output name, relative to the output directory
 }
 
-// CopyIn copies a local file or directory onto the disk.
+// CopyIn copies a local file or directory onto the disk, at Dest (a directory
+// source becomes the directory Dest, with its tree). Files get NormalMode unless
+// Mode says otherwise; owners are Owner, times the build's epoch.
 type CopyIn struct {
 	Src   string `json:"src"` // relative to the repository
 	Dest  Place  `json:"dest"`
-	Mode  string `json:"mode,omitempty"`  // octal, for a file; default: the source's
+	Mode  string `json:"mode,omitempty"`  // octal, for a single file; default: NormalMode of the source
 	Owner string `json:"owner,omitempty"` // uid:gid; default 0:0
 }
 
@@ -212,6 +215,17 @@ func Output(j Job) string {
 		return j.Dest
 	}
 	return ""
+}
+
+// NormalMode is the permission a local file or directory has once copied in (and
+// in its digest): 0755 for a directory or a file with any execute bit, else 0644,
+// as git stores them. A checkout under any umask thus builds the same image with
+// the same keys; a copy-in step's mode sets anything else.
+func NormalMode(m fs.FileMode) fs.FileMode {
+	if m.IsDir() || m&0o111 != 0 {
+		return 0o755
+	}
+	return 0o644
 }
 
 // Command is an argv. Written as a string in a definition, it runs under /bin/sh -c.

@@ -147,8 +147,11 @@ func flatten(lines *[]string, path string, v any) {
 			panic(fmt.Sprintf("graph: parameter %s is not an integer: %s", path, v))
 		}
 		*lines = append(*lines, path+"="+string(v))
-	default:
-		b, _ := json.Marshal(v) // string, bool or null
-		*lines = append(*lines, path+"="+string(b))
+	default: // string, bool or null
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // "a > b", not "a \u003e b"
+		enc.Encode(v)
+		*lines = append(*lines, path+"="+strings.TrimSuffix(b.String(), "\n"))
 	}
 }

@@ -65,7 +65,11 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	}
 	imgs := l.root.LookupPath(cue.ParsePath("images"))
 	if !imgs.Exists() {
-		errs.addf(token.NoPos, "no images: the package in %s must have an images field", dir)
+		if err := l.root.Err(); err != nil {
+			errs.addCUE(err, token.NoPos)
+		} else {
+			errs.addf(l.root.Pos(), "no images: the package must have an images field (images: NAME: {disks: ..., steps: [...]})")
+		}
 		return nil, errs.err()
 	}
 	it, err := imgs.Fields()

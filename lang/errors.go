@@ -68,9 +68,17 @@ func (l *errorList) addCUE(err error, fallback token.Pos) {
 			group = nil
 		}
 	}
-	for _, e := range errors.Errors(err) {
-		if format, _ := e.Msg(); strings.HasSuffix(format, "errors in empty disjunction:") {
-			continue // its alternatives follow, one error each
+	all := errors.Errors(err)
+	// "error in call to list.Concat" follows from an error in the call's arguments
+	// (a template's parameter); it says nothing more when that error is reported.
+	consequence := func(e errors.Error) bool {
+		format, _ := e.Msg()
+		return strings.HasPrefix(format, "error in call to ")
+	}
+	causes := slices.ContainsFunc(all, func(e errors.Error) bool { return !consequence(e) })
+	for _, e := range all {
+		if format, _ := e.Msg(); strings.HasSuffix(format, "errors in empty disjunction:") || causes && consequence(e) {
+			continue // a disjunction's alternatives follow, one error each
 		}
 		if len(group) > 0 && (!slices.Equal(e.Path(), group[0].Path()) || l.cuePos(e, fallback) != l.cuePos(group[0], fallback)) {
 			flush()
@@ -123,10 +131,15 @@ func condense(group []errors.Error) string {
 				alts = append(alts, alt)
 			}
 		}
+		if slices.Contains(alts, bounds[sizeBound]) {
+			return fmt.Sprintf("%s%s is not a size: a number of bytes, or digits and KiB, MiB, GiB or TiB, such as \"512MiB\"", prefix, value)
+		}
 		return fmt.Sprintf("%s%s is none of: %s", prefix, value, strings.Join(alts, ", "))
 	}
 	return prefix + strings.Join(msgs, "; ")
 }
+
+const sizeBound = `=~"^[0-9]+(KiB|MiB|GiB|TiB)?$"` // #Size's pattern in the stdlib
 
 // bounds names the stdlib's patterns for messages.
 var bounds = map[string]string{

@@ -14,10 +14,12 @@ import (
 	"syscall"
 
 	"lukechampine.com/blake3"
+
+	"vmb.dev/vmb/graph"
 )
 
 // hasher digests local inputs by content: a file by its bytes and mode, a tree by
-// the sorted list of its entries (path, type, permission bits, content digest or
+// the sorted list of its entries (path, type, NormalMode, content digest or
 // symlink target). Owners and times are not part of it. A stat cache maps a file's
 // path, size, mtime, ctime and inode to its digest, so that re-hashing an unchanged
 // tree reads no file.
@@ -98,7 +100,7 @@ func (h *hasher) digest(path string) (string, error) {
 // entry renders one line of a tree listing. WalkDir visits in lexical order, so the
 // listing is sorted.
 func (h *hasher) entry(p, rel string, fi fs.FileInfo) (string, error) {
-	perm := fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+	perm := graph.NormalMode(fi.Mode())
 	switch {
 	case fi.Mode().IsRegular():
 		d, err := h.file(p, fi)

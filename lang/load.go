@@ -57,11 +57,9 @@ func loadRepo(dir string, errs *errorList) (*loaded, bool) {
 		errs.addCUE(err, token.NoPos)
 		return nil, false
 	}
+	// root.Err() would report the error of any one image: Compile reports each
+	// image's errors as it compiles it, so that one bad image hides no other's.
 	root, schema := vs[0], vs[1]
-	if err := root.Err(); err != nil {
-		errs.addCUE(err, token.NoPos)
-		return nil, false
-	}
 	if err := schema.Err(); err != nil {
 		panic(fmt.Sprintf("lang: the stdlib does not evaluate: %v", err))
 	}

@@ -1,0 +1,145 @@
+package lang
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/rogpeppe/go-internal/txtar"
+
+	"vmb.dev/vmb/graph"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under ../testdata")
+
+const testExecutor = "test-executor agent/0"
+
+// TestExamples compiles every repository of testdata/examples and compares its
+// graph, as vmb graph --format json prints it, with testdata/golden/NAME.json.
+func TestExamples(t *testing.T) {
+	dirs, err := filepath.Glob("../testdata/examples/*")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, dir := range dirs {
+		name := filepath.Base(dir)
+		t.Run(name, func(t *testing.T) {
+			g, err := Compile(context.Background(), dir, Options{Executor: testExecutor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if err := g.WriteJSON(&b); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("../testdata/golden", name+".json"), b.String())
+		})
+	}
+}
+
+func golden(t *testing.T, file, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", file, diff)
+	}
+}
+
+// TestErrors compiles each repository of testdata/errors/*.txtar and compares the
+// errors with the archive's "want" file: one file:line:col: message a line.
+func TestErrors(t *testing.T) {
+	files, err := filepath.Glob("../testdata/errors/*.txtar")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no error cases: %v", err)
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
+			ar, err := txtar.ParseFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			var want *txtar.File
+			for i, f := range ar.Files {
+				if f.Name == "want" {
+					want = &ar.Files[i]
+					continue
+				}
+				writeFile(t, filepath.Join(dir, f.Name), string(f.Data))
+			}
+			if want == nil {
+				t.Fatal("the archive has no want file")
+			}
+			_, err = Compile(context.Background(), dir, Options{Executor: testExecutor})
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("Compile = %v, want Errors", err)
+			}
+			got := err.Error() + "\n"
+			if strings.Contains(got, "cue.mod") {
+				t.Errorf("an error points into the stdlib, not at the user's text:\n%s", got)
+			}
+			for _, e := range errs {
+				if e.Pos == "" {
+					t.Errorf("error without a position: %s", e.Msg)
+				}
+			}
+			if *update {
+				want.Data = []byte(got)
+				if err := os.WriteFile(file, txtar.Format(ar), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if diff := cmp.Diff(string(want.Data), got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func writeFile(t testing.TB, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keys compiles a repository made of files and returns every image's node keys,
+// in order, the create-disk nodes of declared disks first.
+func keys(t *testing.T, files map[string]string) map[string][]graph.Key {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		writeFile(t, filepath.Join(dir, name), data)
+	}
+	g, err := Compile(context.Background(), dir, Options{Executor: testExecutor})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	out := map[string][]graph.Key{}
+	for _, im := range g.Images {
+		for _, s := range im.Steps {
+			out[im.Name] = append(out[im.Name], s.Node.Key)
+		}
+	}
+	return out
+}
