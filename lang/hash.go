@@ -29,6 +29,7 @@ type hasher struct {
 	mu    sync.Mutex
 	cache map[string]statEntry
 	dirty bool
+	reads int // files read, for tests
 }
 
 type statEntry struct {
@@ -133,6 +134,9 @@ func (h *hasher) file(p string, fi fs.FileInfo) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	h.mu.Lock()
+	h.reads++
+	h.mu.Unlock()
 	hh := blake3.New(32, nil)
 	if _, err := io.Copy(hh, f); err != nil {
 		return "", err
