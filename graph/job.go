@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"regexp"
+	"strings"
 )
 
 // Job is the typed parameters of one step. Each kind of the vm-builder seed has a
@@ -84,14 +86,42 @@ type Partition struct {
 }
 
 // PartitionSpec is one partition. Size 0 means the rest of the disk (or of the
-// extended partition, for a logical one).
+// extended partition, for a logical one). Once compiled, a gpt partition has a
+// GUID and no ID, an msdos one an ID and no GUID or Name.
 type PartitionSpec struct {
 	Type     string `json:"type"`           // msdos: primary, extended, logical; gpt: primary
 	Size     Size   `json:"size"`           // 0: the rest
 	Name     string `json:"name,omitempty"` // gpt partition name
-	GUID     string `json:"guid,omitempty"` // gpt type GUID (aliases resolved: linux, efi, swap, bios)
-	ID       string `json:"id,omitempty"`   // msdos type id, hex (83, ef, 82, 5, ...)
+	GUID     string `json:"guid,omitempty"` // gpt type GUID, upper case (ResolveGUID)
+	ID       string `json:"id,omitempty"`   // msdos type id, lower-case hex without leading zeros (83, ef, 82, 5, c)
 	Bootable bool   `json:"bootable,omitempty"`
+}
+
+// GUIDAliases names common gpt partition types.
+var GUIDAliases = map[string]string{
+	"linux":       "0FC63DAF-8483-4772-8E79-3D69D8477DE4", // Linux filesystem data
+	"efi":         "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", // EFI system partition
+	"swap":        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+	"bios":        "21686148-6943-6F68-6E49-6E6565644566", // BIOS boot partition (grub)
+	"root-x86-64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", // discoverable partitions: root
+	"root-arm64":  "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
+}
+
+var guidPattern = regexp.MustCompile(`^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$`)
+
+// ResolveGUID returns the canonical form of a gpt type: an alias's GUID, a GUID in
+// upper case, or Linux filesystem data for "".
+func ResolveGUID(s string) (string, error) {
+	if s == "" {
+		s = "linux"
+	}
+	if g, ok := GUIDAliases[s]; ok {
+		return g, nil
+	}
+	if g := strings.ToUpper(s); guidPattern.MatchString(g) {
+		return g, nil
+	}
+	return "", fmt.Errorf("guid %q: want a GUID (0FC63DAF-8483-4772-8E79-3D69D8477DE4) or linux, efi, swap, bios, root-x86-64, root-arm64", s)
 }
 
 // Format makes a filesystem on a partition (or on a whole disk).

@@ -108,6 +108,8 @@ images: a: #Disk & {
 			`{job: "format",`, `{name: "make the root filesystem", job: "format",`)}),
 		"default written out": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
 			`command: "echo hi",`, `command: "echo hi", workdir: "/", network: false, mode: "chroot",`)}),
+		"guid as a GUID": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
+			`guid: "linux"`, `guid: "0fc63daf-8483-4772-8e79-3d69d8477de4"`)}),
 		"size in bytes": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
 			`"128MiB"`, `134217728`)}),
 	} {

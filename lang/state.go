@@ -265,6 +265,9 @@ func (d *diskState) partition(j *graph.Partition) error {
 		if d.label == "gpt" && spec.Type != "primary" {
 			return fmt.Errorf("%s: type %s is for msdos labels; gpt partitions are all primary", where, spec.Type)
 		}
+		if err := canonicalType(d.label, &j.Partitions[k]); err != nil {
+			return fmt.Errorf("%s: %v", where, err)
+		}
 		if spec.Size == 0 && k != len(j.Partitions)-1 && spec.Type != "extended" {
 			return fmt.Errorf("%s: size \"rest\" is only for the last partition", where)
 		}
@@ -314,5 +317,35 @@ func (d *diskState) partition(j *graph.Partition) error {
 		}
 	}
 	sort.Slice(d.parts, func(a, b int) bool { return d.parts[a].number < d.parts[b].number })
+	return nil
+}
+
+// canonicalType checks a partition's type fields against the label and writes
+// them one way, so that one partition type is one key: a gpt partition's guid as
+// an upper-case GUID (aliases resolved, Linux data by default), an msdos
+// partition's id as lower-case hex without leading zeros (83 by default, 5 for an
+// extended partition).
+func canonicalType(label string, p *graph.PartitionSpec) error {
+	if label == "gpt" {
+		if p.ID != "" || p.Bootable {
+			return fmt.Errorf("id and bootable are for msdos labels; a gpt partition has a guid")
+		}
+		g, err := graph.ResolveGUID(p.GUID)
+		p.GUID = g
+		return err
+	}
+	if p.GUID != "" || p.Name != "" {
+		return fmt.Errorf("name and guid are for gpt labels; an msdos partition has an id")
+	}
+	switch {
+	case p.Type == "extended" && p.ID == "":
+		p.ID = "5"
+	case p.ID == "":
+		p.ID = "83"
+	}
+	p.ID = strings.TrimLeft(strings.ToLower(p.ID), "0")
+	if p.ID == "" {
+		return fmt.Errorf("id 0 marks an empty partition slot")
+	}
 	return nil
 }
