@@ -3,6 +3,7 @@ package graph
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -28,8 +29,7 @@ var diskName = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
 // ParsePlace parses the text form of a Place.
 func ParsePlace(s string) (Place, error) {
 	var p Place
-	rest := s
-	disk, after, hasMore := strings.Cut(rest, ":")
+	disk, after, hasMore := strings.Cut(s, ":")
 	if !diskName.MatchString(disk) {
 		return p, fmt.Errorf("place %q: disk name %q must be lower-case letters, digits, - or _, starting with a letter", s, disk)
 	}
@@ -40,17 +40,17 @@ func ParsePlace(s string) (Place, error) {
 	if strings.HasPrefix(after, "/") {
 		p.Path = after
 	} else {
-		num, path, hasPath := strings.Cut(after, ":")
+		num, pth, hasPath := strings.Cut(after, ":")
 		n, err := strconv.Atoi(num)
 		if err != nil || n < 1 || n > 128 {
 			return p, fmt.Errorf("place %q: partition %q must be a number from 1 to 128", s, num)
 		}
 		p.Partition = n
 		if hasPath {
-			if !strings.HasPrefix(path, "/") {
-				return p, fmt.Errorf("place %q: path %q must be absolute", s, path)
+			if !strings.HasPrefix(pth, "/") {
+				return p, fmt.Errorf("place %q: path %q must be absolute", s, pth)
 			}
-			p.Path = path
+			p.Path = pth
 		}
 	}
 	if p.Path != "" {
@@ -59,6 +59,7 @@ func ParsePlace(s string) (Place, error) {
 				return p, fmt.Errorf("place %q: path must not contain ..", s)
 			}
 		}
+		p.Path = path.Clean(p.Path) // one spelling, one key: "/etc/" is "/etc"
 	}
 	return p, nil
 }

@@ -17,6 +17,7 @@ func TestParsePlace(t *testing.T) {
 		{in: "root:2:/etc/motd", want: Place{Disk: "root", Partition: 2, Path: "/etc/motd"}},
 		{in: "fs:/", want: Place{Disk: "fs", Path: "/"}},
 		{in: "data_1:128:/a b", want: Place{Disk: "data_1", Partition: 128, Path: "/a b"}},
+		{in: "root:1:/etc//x/./y/", want: Place{Disk: "root", Partition: 1, Path: "/etc/x/y"}},
 		{in: "Root:1", err: true},
 		{in: "root:0", err: true},
 		{in: "root:129", err: true},
@@ -37,8 +38,8 @@ func TestParsePlace(t *testing.T) {
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("ParsePlace(%q) (-want +got):\n%s", tc.in, diff)
 		}
-		if s := got.String(); s != tc.in {
-			t.Errorf("ParsePlace(%q).String() = %q", tc.in, s)
+		if again, _ := ParsePlace(got.String()); again != got {
+			t.Errorf("ParsePlace(%q).String() = %q does not parse back", tc.in, got.String())
 		}
 	}
 }

@@ -283,19 +283,21 @@ func trimPath(msg string) string {
 
 // inputs hashes the local files a job reads.
 func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Pos) ([]graph.Input, bool) {
-	var src string
+	var srcp *string
 	switch j := job.(type) {
 	case *graph.CopyIn:
-		src = j.Src
+		srcp = &j.Src
 	case *graph.TarIn:
-		src = j.Src
+		srcp = &j.Src
 	case *graph.DD:
-		src = j.Src
+		srcp = &j.Src
 	case *graph.Fetch:
 		return []graph.Input{{Name: "fetch", Digest: j.Digest}}, true
 	default:
 		return nil, true
 	}
+	src := *srcp
+	*srcp = path.Clean(src) // one spelling, one key: "files/" is "files"
 	p := src
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(c.l.dir, filepath.FromSlash(src))

@@ -108,6 +108,9 @@ images: a: #Disk & {
 			`{job: "format",`, `{name: "make the root filesystem", job: "format",`)}),
 		"default written out": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
 			`command: "echo hi",`, `command: "echo hi", workdir: "/", network: false, mode: "chroot",`)}),
+		"paths written otherwise": with(stable, map[string]string{"a.cue": repl(repl(stable["a.cue"],
+			`src: "files/x.txt", dest: "root:1:/x.txt"`, `src: "./files//x.txt", dest: "root:1://x.txt"`),
+			`dest: "a.qcow2"`, `dest: "./a.qcow2"`)}),
 		"guid as a GUID": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
 			`guid: "linux"`, `guid: "0fc63daf-8483-4772-8e79-3d69d8477de4"`)}),
 		"size in bytes": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
@@ -187,5 +190,16 @@ images: c: #Disk & {steps: [{job: "label", disk: "root", type: "gpt"}, {job: "la
 	}
 	if k["c"][2] == k["a"][2] {
 		t.Error("different steps share a key")
+	}
+}
+
+// TestOutputsPerImage: an image from another may write an output of the same name.
+func TestOutputsPerImage(t *testing.T) {
+	k := keys(t, with(stable, map[string]string{"c.cue": `package k
+
+images: c: {from: "a", steps: [{job: "export", disk: "root", format: "qcow2", dest: "a.qcow2"}]}
+`}))
+	if len(k["c"]) != 1 {
+		t.Errorf("image c: %d nodes", len(k["c"]))
 	}
 }

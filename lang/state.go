@@ -36,6 +36,8 @@ func newState() *state {
 	return &state{disks: map[string]*diskState{}, outputs: map[string]bool{}}
 }
 
+// clone returns the state an image from this one starts with: the disks, not the
+// outputs.
 func (s *state) clone() *state {
 	c := newState()
 	c.order = append(c.order, s.order...)
@@ -48,10 +50,7 @@ func (s *state) clone() *state {
 		}
 		c.disks[k] = &dd
 	}
-	for k := range s.outputs {
-		c.outputs[k] = true
-	}
-	return c
+	return c // outputs are each image's own: an image from another may reuse its names
 }
 
 func (s *state) diskList() []graph.Disk {
@@ -105,15 +104,17 @@ func (s *state) volume(p graph.Place, needFS bool) error {
 	return nil
 }
 
-func (s *state) output(dest string) error {
-	clean := path.Clean(dest)
-	if dest == "" || path.IsAbs(dest) || clean == ".." || strings.HasPrefix(clean, "../") {
-		return fmt.Errorf("dest %q must be a relative path inside the output directory", dest)
+// output checks an output name and writes it clean ("out//a" is "out/a").
+func (s *state) output(dest *string) error {
+	clean := path.Clean(*dest)
+	if *dest == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return fmt.Errorf("dest %q must be a relative path inside the output directory", *dest)
 	}
 	if s.outputs[clean] {
-		return fmt.Errorf("dest %q is written by an earlier step of this image", dest)
+		return fmt.Errorf("dest %q is written by an earlier step of this image", *dest)
 	}
 	s.outputs[clean] = true
+	*dest = clean
 	return nil
 }
 
@@ -183,17 +184,17 @@ func (s *state) apply(job graph.Job) error {
 		if err := s.volume(j.Src, true); err != nil {
 			return err
 		}
-		return s.output(j.Dest)
+		return s.output(&j.Dest)
 	case *graph.CopyOut:
 		if err := s.volume(j.Src, true); err != nil {
 			return err
 		}
-		return s.output(j.Dest)
+		return s.output(&j.Dest)
 	case *graph.Diff:
 		if err := s.volume(j.Place, true); err != nil {
 			return err
 		}
-		return s.output(j.Dest)
+		return s.output(&j.Dest)
 	case *graph.DD:
 		_, err := s.disk(j.Disk)
 		return err
@@ -201,12 +202,12 @@ func (s *state) apply(job graph.Job) error {
 		if _, err := s.disk(j.Disk); err != nil {
 			return err
 		}
-		return s.output(j.Dest)
+		return s.output(&j.Dest)
 	case *graph.Export:
 		if _, err := s.disk(j.Disk); err != nil {
 			return err
 		}
-		return s.output(j.Dest)
+		return s.output(&j.Dest)
 	}
 	return nil
 }
