@@ -43,6 +43,13 @@ func ParseKey(s string) (Key, error) {
 	return k, err
 }
 
+// ExecutorID is the identity of a build VM as it enters keys: the digest of its
+// appliance (kernel, initramfs, agent) and the version of the agent's job protocol.
+// Two machines with equal ExecutorIDs produce equal keys for equal definitions.
+func ExecutorID(applianceDigest string, protocol int) string {
+	return fmt.Sprintf("appliance %s agent/%d", applianceDigest, protocol)
+}
+
 // Input is a digest a node depends on besides its parameters: a local file or
 // tree hashed by content, a fetched file's pinned digest.
 type Input struct {

@@ -43,3 +43,20 @@ func TestParsePlace(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParsePlace: whatever ParsePlace accepts prints to a text that parses back to it.
+func FuzzParsePlace(f *testing.F) {
+	for _, s := range []string{"root", "root:2", "root:2:/etc/motd", "fs:/", "a:1:/x/../y", "b:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePlace(s)
+		if err != nil {
+			return
+		}
+		q, err := ParsePlace(p.String())
+		if err != nil || q != p {
+			t.Errorf("%q -> %q -> %v, %v", s, p.String(), q, err)
+		}
+	})
+}

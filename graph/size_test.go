@@ -2,6 +2,7 @@ package graph
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 )
 
@@ -57,4 +58,23 @@ func TestFormatSize(t *testing.T) {
 			t.Errorf("FormatSize(%d) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzParseSize: what ParseSize accepts is a non-negative count that prints back.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"0", "512", "64KiB", "2GiB", "9223372036854775807", "8388608TiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSize(s)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+		if m, err := ParseSize(strconv.FormatInt(n, 10)); err != nil || m != n {
+			t.Errorf("ParseSize(%q) = %d does not print back: %d, %v", s, n, m, err)
+		}
+	})
 }

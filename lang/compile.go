@@ -23,9 +23,9 @@ const PlaceholderExecutor = "placeholder (no appliance)"
 
 // Options configures Compile.
 type Options struct {
-	// Executor is the identity of the executor, conventionally
-	// "<appliance digest> agent/<protocol version>"; it enters every key.
-	// "" means PlaceholderExecutor.
+	// Executor is the identity of the executor (graph.ExecutorID: the appliance
+	// digest and the agent protocol version); it enters every key. "" means
+	// PlaceholderExecutor.
 	Executor string
 	// StatCache is the file where digests of local inputs are cached by path, size,
 	// mtime, ctime and inode, so that re-hashing an unchanged tree reads no file;
