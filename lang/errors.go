@@ -109,6 +109,15 @@ func condense(group []errors.Error) string {
 			pairs = append(pairs, [2]string{fmt.Sprint(args[0]), describeBound(fmt.Sprint(args[1]))})
 		}
 	}
+	if format, args := group[0].Msg(); len(group) == 1 && strings.HasPrefix(format, "conflicting values %s and %s (mismatched types %s and %s)") && len(args) == 4 {
+		// One side is the user's value, the other the schema's: a type, a
+		// definition or a struct of the stdlib.
+		user, want := 0, 1
+		if schemaLike(fmt.Sprint(args[0])) && !schemaLike(fmt.Sprint(args[1])) {
+			user, want = 1, 0
+		}
+		return fmt.Sprintf("%s%v is of type %v, want %v", prefix, args[user], args[2+user], args[2+want])
+	}
 	if len(pairs) == 1 && len(group) == 1 && strings.HasPrefix(msgs[0], "invalid value") {
 		return fmt.Sprintf("%s%s is not %s", prefix, pairs[0][0], pairs[0][1])
 	}
@@ -137,6 +146,10 @@ func condense(group []errors.Error) string {
 		return fmt.Sprintf("%s%s is none of: %s", prefix, value, strings.Join(alts, ", "))
 	}
 	return prefix + strings.Join(msgs, "; ")
+}
+
+func schemaLike(v string) bool {
+	return strings.Contains(v, "#") || strings.HasPrefix(v, "{") || v == "int" || v == "string" || v == "bool"
 }
 
 const sizeBound = `=~"^[0-9]+(KiB|MiB|GiB|TiB)?$"` // #Size's pattern in the stdlib
