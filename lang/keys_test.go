@@ -23,7 +23,7 @@ images: a: #Disk & {
 		{job: "label", disk: "root", type: "gpt"},
 		{job: "partition", disk: "root", partitions: [{size: "rest", name: "root", guid: "linux"}]},
 		{job: "format", place: "root:1", fs: "ext4"},
-		{job: "copy-in", src: "files/x.txt", dest: "root:1:/x.txt"},
+		{job: "copy-in", src: "files/x.txt", dest: "root:1:/x.txt", mode: "0600"},
 		{job: "run", root: "root:1", command: "echo hi", env: {A: "1", B: "2"}},
 		{job: "export", disk: "root", format: "qcow2", dest: "a.qcow2"},
 	]
@@ -75,7 +75,7 @@ images: {
 		name: "root"
 		guid: "linux"
 	}]}, {job: "format", place: "root:1", fs: "ext4"},
-		{job: "copy-in", src: "files/x.txt", dest: "root:1:/x.txt"},
+		{job: "copy-in", src: "files/x.txt", dest: "root:1:/x.txt", mode: "0600"},
 		{job: "run", root: "root:1", command: "echo hi", env: A: "1", env: B: "2"},
 		{job: "export", disk: "root", format: "qcow2", dest: "a.qcow2"}]}
 	b: from: "a"
@@ -92,7 +92,7 @@ images: a: #Disk & {
 		{type: "gpt", disk: "root", job: "label"},
 		{partitions: [{guid: "linux", name: "root", size: "rest"}], disk: "root", job: "partition"},
 		{fs: "ext4", place: "root:1", job: "format"},
-		{dest: "root:1:/x.txt", src: "files/x.txt", job: "copy-in"},
+		{mode: "0600", dest: "root:1:/x.txt", src: "files/x.txt", job: "copy-in"},
 		{env: {B: "2", A: "1"}, command: "echo hi", root: "root:1", job: "run"},
 		{dest: "a.qcow2", format: "qcow2", disk: "root", job: "export"},
 	]
@@ -109,7 +109,7 @@ images: a: #Disk & {
 		"default written out": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
 			`command: "echo hi",`, `command: "echo hi", workdir: "/", network: false, mode: "chroot",`)}),
 		"paths written otherwise": with(stable, map[string]string{"a.cue": repl(repl(stable["a.cue"],
-			`src: "files/x.txt", dest: "root:1:/x.txt"`, `src: "./files//x.txt", dest: "root:1://x.txt"`),
+			`src: "files/x.txt", dest: "root:1:/x.txt", mode: "0600"`, `src: "./files//x.txt", dest: "root:1://x.txt", mode: "600"`),
 			`dest: "a.qcow2"`, `dest: "./a.qcow2"`)}),
 		"guid as a GUID": with(stable, map[string]string{"a.cue": repl(stable["a.cue"],
 			`guid: "linux"`, `guid: "0fc63daf-8483-4772-8e79-3d69d8477de4"`)}),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"vmb.dev/vmb/graph"
@@ -164,10 +165,12 @@ func (s *state) apply(job graph.Job) error {
 		}
 		d.fs[j.Place.Partition] = j.FS
 	case *graph.Fetch:
+		j.Mode = canonicalMode(j.Mode)
 		return s.volume(j.Dest, true)
 	case *graph.TarIn:
 		return s.volume(j.Dest, true)
 	case *graph.CopyIn:
+		j.Mode = canonicalMode(j.Mode)
 		return s.volume(j.Dest, true)
 	case *graph.Remove:
 		if j.Path.Path == "/" {
@@ -349,4 +352,14 @@ func canonicalType(label string, p *graph.PartitionSpec) error {
 		return fmt.Errorf("id 0 marks an empty partition slot")
 	}
 	return nil
+}
+
+// canonicalMode writes an octal mode with four digits ("644" is "0644"); the schema
+// has checked that it is octal.
+func canonicalMode(m string) string {
+	if m == "" {
+		return ""
+	}
+	n, _ := strconv.ParseUint(m, 8, 32)
+	return fmt.Sprintf("%04o", n)
 }
