@@ -189,7 +189,7 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 			c.errs.addf(c.userPos(dvals[d], orig), "images.%s.disks.%s: %v", name, d, err)
 			continue
 		}
-		add(j, nil, -1, "", dvals[d].Pos())
+		add(j, nil, -1, "", c.userPos(dvals[d], orig))
 	}
 
 	steps, err := v.LookupPath(cue.ParsePath("steps")).List()

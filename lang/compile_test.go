@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under ../testd
 const testExecutor = "test-executor agent/0"
 
 // TestExamples compiles every repository of testdata/examples and compares its
-// graph, as vmb graph --format json prints it, with testdata/golden/NAME.json.
+// graph, as vmb graph prints it, with testdata/golden/NAME.{json,dot,txt}.
 func TestExamples(t *testing.T) {
 	dirs, err := filepath.Glob("../testdata/examples/*")
 	if err != nil || len(dirs) == 0 {
@@ -34,11 +35,15 @@ func TestExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var b bytes.Buffer
-			if err := g.WriteJSON(&b); err != nil {
-				t.Fatal(err)
+			for ext, write := range map[string]func(io.Writer, ...string) error{
+				"json": g.WriteJSON, "dot": g.WriteDOT, "txt": g.WriteText,
+			} {
+				var b bytes.Buffer
+				if err := write(&b); err != nil {
+					t.Fatal(err)
+				}
+				golden(t, filepath.Join("../testdata/golden", name+"."+ext), b.String())
 			}
-			golden(t, filepath.Join("../testdata/golden", name+".json"), b.String())
 		})
 	}
 }
