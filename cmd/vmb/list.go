@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -57,7 +58,7 @@ func listRepos(e *env) int {
 	fmt.Fprintln(tw, "REPO\tPATH\tIMAGES")
 	for _, rp := range r.Repos {
 		images := "(invalid: vmb list " + rp.Path + ")"
-		if g, c := compileRepo(&env{stdout: e.stdout, stderr: discard{}, getenv: e.getenv}, rp.Path); c < 0 {
+		if g, c := compileRepo(&env{stdout: e.stdout, stderr: io.Discard, getenv: e.getenv}, rp.Path); c < 0 {
 			images = strings.Join(g.ImageNames(), " ")
 		} else {
 			code = exitInvalid
@@ -67,10 +68,6 @@ func listRepos(e *env) int {
 	tw.Flush()
 	return code
 }
-
-type discard struct{}
-
-func (discard) Write(b []byte) (int, error) { return len(b), nil }
 
 func orDash(s string) string {
 	if s == "" {
