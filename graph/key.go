@@ -100,7 +100,8 @@ func oneLine(s string) string {
 }
 
 // Params returns the canonical parameter lines of a job, "path=value": object
-// fields in sorted order at every level, list elements in their order.
+// fields in sorted order at every level, list elements in their order. A run's
+// timeout is left out: it decides whether the job completes, not what it makes.
 // It panics if a job does not encode or holds a float: our types never do.
 func Params(job Job) []string {
 	raw, err := json.Marshal(job)
@@ -113,10 +114,17 @@ func Params(job Job) []string {
 	if err := d.Decode(&v); err != nil {
 		panic(fmt.Sprintf("graph: job %T: %v", job, err))
 	}
+	for _, f := range notKeyed[job.Kind()] {
+		delete(v.(map[string]any), f)
+	}
 	var lines []string
 	flatten(&lines, "", v)
 	return lines
 }
+
+// notKeyed lists the parameters, by kind, that cannot change a job's result, only
+// whether it completes: raising a run's timeout must not rebuild it and all after it.
+var notKeyed = map[string][]string{"run": {"timeout"}}
 
 var plainField = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 

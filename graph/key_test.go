@@ -114,6 +114,11 @@ func TestKeyDependsOnEverything(t *testing.T) {
 		}
 		seen[k] = what
 	}
+	run, longer := sample(t, "run"), sample(t, "run")
+	longer.(*Run).Timeout *= 10
+	if NewNode("exec", nil, run, nil).Key != NewNode("exec", nil, longer, nil).Key {
+		t.Error("a run's timeout changed its key")
+	}
 	if again := NewNode("exec", nil, sample(t, "format"), nil); again.Key != base.Key {
 		t.Error("the same node keyed twice gives two keys")
 	}
