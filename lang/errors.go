@@ -59,13 +59,33 @@ func (l *errorList) addf(p token.Pos, format string, args ...any) {
 // that lies in the user's files, so that an error in a value built from a stdlib
 // template points at the user's line.
 func (l *errorList) addCUE(err error, fallback token.Pos) {
-	for _, e := range errors.Errors(err) {
+	list := errors.Errors(err)
+	for i := 0; i < len(list); i++ {
+		e := list[i]
 		format, args := e.Msg()
 		msg := fmt.Sprintf(format, args...)
-		if path := e.Path(); len(path) > 0 {
-			msg = strings.Join(path, ".") + ": " + msg
-		}
+		path := strings.Join(e.Path(), ".")
 		p := l.userPos(append([]token.Pos{e.Position()}, errors.Positions(e)...), fallback)
+		// CUE reports a value outside an enumeration as an "empty disjunction"
+		// followed by one conflict per alternative; say it once, as a user would.
+		if strings.Contains(msg, "empty disjunction") {
+			var pairs [][2]string
+			for i+1 < len(list) && strings.Join(list[i+1].Path(), ".") == path {
+				f, a := list[i+1].Msg()
+				if !strings.HasPrefix(f, "conflicting values %s and %s") || len(a) < 2 {
+					break
+				}
+				i++
+				pairs = append(pairs, [2]string{fmt.Sprint(a[0]), fmt.Sprint(a[1])})
+				p = l.userPos(append([]token.Pos{list[i].Position()}, errors.Positions(list[i])...), p)
+			}
+			if m := disjunctionMsg(path, pairs); m != "" {
+				msg = m
+			}
+		}
+		if path != "" {
+			msg = path + ": " + msg
+		}
 		l.errs = append(l.errs, Error{Pos: l.pos(p), Msg: msg})
 	}
 }
@@ -118,4 +138,39 @@ func splitPos(p string) (file string, line, col int) {
 	fmt.Sscan(parts[len(parts)-2], &line)
 	fmt.Sscan(parts[len(parts)-1], &col)
 	return strings.Join(parts[:len(parts)-2], ":"), line, col
+}
+
+// disjunctionMsg says which value matched none of the alternatives: the one value
+// that every conflict names.
+func disjunctionMsg(path string, pairs [][2]string) string {
+	if len(pairs) == 0 {
+		return ""
+	}
+	// The user's value is the one every conflict names.
+	count := map[string]int{}
+	for _, pr := range pairs {
+		count[pr[0]]++
+		if pr[1] != pr[0] {
+			count[pr[1]]++
+		}
+	}
+	value := pairs[0][1]
+	if len(pairs) > 1 && count[pairs[0][0]] == len(pairs) {
+		value = pairs[0][0]
+	}
+	var alts []string
+	for _, pr := range pairs {
+		alt := pr[0]
+		if alt == value {
+			alt = pr[1]
+		}
+		if strings.HasPrefix(alt, "=~") || alt == "int" {
+			last := path[strings.LastIndexByte(path, '.')+1:]
+			if last == "size" || last == "offset" || strings.HasPrefix(path, "disks") {
+				return fmt.Sprintf("%s is not a size: want a number of bytes or a string such as \"2GiB\"", value)
+			}
+		}
+		alts = append(alts, alt)
+	}
+	return fmt.Sprintf("%s is not one of %s", value, strings.Join(alts, ", "))
 }

@@ -35,7 +35,11 @@ type command struct {
 // commands is the table of subcommands; each is defined in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		"cache": {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
+		"list":    {usage: "[DIR | --repo NAME]", short: "list images, or imported repositories", run: runList},
+		"graph":   {usage: "[--format dot|json] [DIR] [IMAGE...]", short: "print the build DAG", run: runGraph},
+		"explain": {usage: "[DIR] IMAGE [STEP]", short: "print a node's key and the preimage it hashes", run: runExplain},
+		"import":  {usage: "--path DIR [--name NAME]", short: "register a build repository by name", run: runImport},
+		"cache":   {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
 	}
 }
 
