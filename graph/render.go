@@ -132,4 +132,3 @@ func (g *Graph) WriteDOT(w io.Writer, images ...string) error {
 	_, err = io.WriteString(w, b.String())
 	return err
 }
-
