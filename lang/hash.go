@@ -16,8 +16,11 @@ import (
 )
 
 // hasher digests local inputs by content: a file by its bytes and mode, a tree by
-// the sorted list of its entries (path, type, permission bits, content digest or
-// symlink target). Owners and times are not part of it. A stat cache maps a file's
+// the sorted list of its entries (path, type, mode, content digest or symlink
+// target). Modes are normalized as git does, so that a checkout's umask does not
+// change keys: a file is 0755 if anyone may execute it and 0644 otherwise, a
+// directory 0755. Owners and times are not part of it; the executor copies files
+// in with these modes and owner 0:0. A stat cache maps a file's
 // path, size, mtime, ctime and inode to its digest, so that re-hashing an unchanged
 // tree reads no file.
 type hasher struct {
@@ -100,7 +103,7 @@ func (h *hasher) digest(path string) (string, error) {
 // entry renders one line of a tree listing. WalkDir visits in lexical order, so the
 // listing is sorted.
 func (h *hasher) entry(p, rel string, fi fs.FileInfo) (string, error) {
-	perm := fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+	perm := NormalMode(fi.Mode())
 	switch {
 	case fi.Mode().IsRegular():
 		d, err := h.file(p, fi)
@@ -146,4 +149,12 @@ func (h *hasher) file(p string, fi fs.FileInfo) (string, error) {
 		h.mu.Unlock()
 	}
 	return d, nil
+}
+
+// NormalMode is the permission a local file or directory is copied in with.
+func NormalMode(m fs.FileMode) fs.FileMode {
+	if m.IsDir() || m&0o111 != 0 {
+		return 0o755
+	}
+	return 0o644
 }
