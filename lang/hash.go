@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"lukechampine.com/blake3"
 )
@@ -28,7 +29,13 @@ type hasher struct {
 	mu    sync.Mutex
 	cache map[string]statEntry
 	dirty bool
+	reads int           // files read, for tests
+	racy  time.Duration // racyWindow; tests set 0
 }
+
+// racyWindow: a file modified this recently is not cached, since a write in the same
+// clock tick would leave its stat unchanged (git's "racy clean" problem).
+const racyWindow = 2 * time.Second
 
 type statEntry struct {
 	Size   int64  `json:"s"`
@@ -39,7 +46,7 @@ type statEntry struct {
 }
 
 func newHasher(path string) *hasher {
-	h := &hasher{path: path, cache: map[string]statEntry{}}
+	h := &hasher{path: path, cache: map[string]statEntry{}, racy: racyWindow}
 	if path != "" {
 		if b, err := os.ReadFile(path); err == nil {
 			json.Unmarshal(b, &h.cache) // a damaged cache is an empty one
@@ -141,7 +148,10 @@ func (h *hasher) file(p string, fi fs.FileInfo) (string, error) {
 		return "", err
 	}
 	d := hex.EncodeToString(hh.Sum(nil))
-	if st != nil {
+	h.mu.Lock()
+	h.reads++
+	h.mu.Unlock()
+	if st != nil && time.Since(fi.ModTime()) >= h.racy && time.Since(time.Unix(0, key.Ctime)) >= h.racy {
 		key.Digest = d
 		h.mu.Lock()
 		h.cache[p] = key
