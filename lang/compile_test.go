@@ -250,3 +250,30 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+// The stdlib templates compile to the layouts BUILD.md documents.
+func TestTemplates(t *testing.T) {
+	g := mustCompile(t, writeRepo(t, map[string]string{"build.cue": `package build
+
+import "vmb.dev/vmb"
+
+images: gpt: vmb.#GPTDisk & {size: "1GiB", rootfs: "xfs"}
+images: dos: vmb.#MsdosDisk & {size: "64MiB", fs: "ext2", then: [{job: "hash", disk: "root", dest: "h"}]}
+images: fs: vmb.#FilesystemImage & {size: "32MiB", disk: "data", fs: "fat32"}
+`}))
+	want := map[string][]string{
+		"gpt": {"create-disk root 1.0 GiB", "label root gpt", "partition root (2)", "format root:1 fat32", "format root:2 xfs"},
+		"dos": {"create-disk root 64.0 MiB", "label root msdos", "partition root (1)", "format root:1 ext2", "hash root -> h"},
+		"fs":  {"create-disk data 32.0 MiB", "format data fat32"},
+	}
+	for name, steps := range want {
+		im, _ := g.Image(name)
+		var got []string
+		for _, n := range graph.Chain(im.Final()) {
+			got = append(got, graph.Describe(n.Job))
+		}
+		if diff := cmp.Diff(steps, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+}
