@@ -73,10 +73,7 @@ func Describe(j Job) string {
 	case *DD:
 		return fmt.Sprintf("dd %s -> %s@%d", j.Src, j.Disk, j.Offset)
 	case *Run:
-		if c := j.Command; len(c) == 3 && c[0] == "/bin/sh" && c[1] == "-c" {
-			return fmt.Sprintf("run %q on %s", c[2], j.Root)
-		}
-		return fmt.Sprintf("run %q on %s", []string(j.Command), j.Root)
+		return fmt.Sprintf("run %q on %s", j.Command, j.Root)
 	case *Hash:
 		return fmt.Sprintf("hash %s -> %s", j.Disk, j.Dest)
 	case *Diff:

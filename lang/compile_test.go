@@ -128,9 +128,8 @@ func writeFile(t testing.TB, path, data string) {
 	}
 }
 
-// keys compiles a repository made of files and returns every image's node keys,
-// in order, the create-disk nodes of declared disks first.
-func keys(t *testing.T, files map[string]string) map[string][]graph.Key {
+// compileFiles compiles a repository made of files.
+func compileFiles(t *testing.T, files map[string]string) *graph.Graph {
 	t.Helper()
 	dir := t.TempDir()
 	for name, data := range files {
@@ -140,6 +139,14 @@ func keys(t *testing.T, files map[string]string) map[string][]graph.Key {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	return g
+}
+
+// keys compiles a repository made of files and returns every image's node keys,
+// in order, the create-disk nodes of declared disks first.
+func keys(t *testing.T, files map[string]string) map[string][]graph.Key {
+	t.Helper()
+	g := compileFiles(t, files)
 	out := map[string][]graph.Key{}
 	for _, im := range g.Images {
 		for _, s := range im.Steps {
@@ -147,4 +154,39 @@ func keys(t *testing.T, files map[string]string) map[string][]graph.Key {
 		}
 	}
 	return out
+}
+
+// TestTemplates: the stdlib templates compile to the layouts BUILD.md documents.
+func TestTemplates(t *testing.T) {
+	g := compileFiles(t, map[string]string{"build.cue": `package build
+
+import "vmb.dev/vmb"
+
+images: gpt: vmb.#GPTDisk & {size: "1GiB", rootfs: "xfs"}
+images: dos: vmb.#MsdosDisk & {size: "64MiB", fs: "ext2", then: [{job: "hash", disk: "root", dest: "h"}]}
+images: fs: vmb.#FilesystemImage & {size: "32MiB", disk: "data", fs: "fat32"}
+`})
+	want := map[string][]string{
+		"gpt": {"create-disk root 1.0 GiB", "label root gpt", "partition root (2)", "format root:1 fat32", "format root:2 xfs"},
+		"dos": {"create-disk root 64.0 MiB", "label root msdos", "partition root (1)", "format root:1 ext2", "hash root -> h"},
+		"fs":  {"create-disk data 32.0 MiB", "format data fat32"},
+	}
+	for name, steps := range want {
+		im, ok := g.Image(name)
+		if !ok {
+			t.Fatalf("no image %s", name)
+		}
+		var got []string
+		for _, n := range graph.Chain(im.Final()) {
+			got = append(got, graph.Describe(n.Job))
+		}
+		if diff := cmp.Diff(steps, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+	gpt, _ := g.Image("gpt")
+	parts := gpt.Steps[2].Node.Job.(*graph.Partition).Partitions
+	if parts[0].GUID != graph.GUIDAliases["efi"] || parts[1].GUID != graph.GUIDAliases["linux"] || parts[1].Size != 0 {
+		t.Errorf("gpt partitions: %+v", parts)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"lukechampine.com/blake3"
 
@@ -22,15 +23,20 @@ import (
 // the sorted list of its entries (path, type, NormalMode, content digest or
 // symlink target). Owners and times are not part of it. A stat cache maps a file's
 // path, size, mtime, ctime and inode to its digest, so that re-hashing an unchanged
-// tree reads no file.
+// tree reads no file. A file changed in the last racyWindow is not cached.
 type hasher struct {
 	ctx   context.Context
 	path  string // where the stat cache is kept; "" for none
 	mu    sync.Mutex
 	cache map[string]statEntry
 	dirty bool
-	reads int // files read, for tests
+	reads int           // files read, for tests
+	racy  time.Duration // racyWindow; tests set 0
 }
+
+// racyWindow: a file modified this recently is not cached, since a write within the
+// same clock tick would leave its stat unchanged (git's "racy clean" problem).
+const racyWindow = 2 * time.Second
 
 type statEntry struct {
 	Size   int64  `json:"s"`
@@ -41,7 +47,7 @@ type statEntry struct {
 }
 
 func newHasher(ctx context.Context, path string) *hasher {
-	h := &hasher{ctx: ctx, path: path, cache: map[string]statEntry{}}
+	h := &hasher{ctx: ctx, path: path, cache: map[string]statEntry{}, racy: racyWindow}
 	if path != "" {
 		if b, err := os.ReadFile(path); err == nil {
 			json.Unmarshal(b, &h.cache) // a damaged cache is an empty one
@@ -142,7 +148,7 @@ func (h *hasher) file(p string, fi fs.FileInfo) (string, error) {
 		return "", err
 	}
 	d := hex.EncodeToString(hh.Sum(nil))
-	if st != nil {
+	if st != nil && time.Since(fi.ModTime()) >= h.racy && time.Since(time.Unix(0, key.Ctime)) >= h.racy {
 		key.Digest = d
 		h.mu.Lock()
 		h.cache[p] = key

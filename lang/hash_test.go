@@ -61,6 +61,7 @@ func TestStatCache(t *testing.T) {
 	run := func() (string, int) {
 		t.Helper()
 		h := newHasher(t.Context(), cache)
+		h.racy = 0
 		d, err := h.digest(tree)
 		if err != nil {
 			t.Fatal(err)
@@ -86,5 +87,24 @@ func TestStatCache(t *testing.T) {
 	}
 	if d4, n4 := run(); d4 != d3 || n4 != 3 {
 		t.Errorf("a damaged cache: %d reads, digest equal %v; want 3, true", n4, d4 == d3)
+	}
+}
+
+// TestStatCacheRacy: a file changed in the last racyWindow is hashed again, since
+// another change within the same clock tick would not show in its stat.
+func TestStatCacheRacy(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	writeFile(t, file, "a")
+	cache := filepath.Join(dir, "stat-cache.json")
+	for i := range 2 {
+		h := newHasher(t.Context(), cache)
+		if _, err := h.digest(file); err != nil {
+			t.Fatal(err)
+		}
+		h.save()
+		if h.reads != 1 {
+			t.Errorf("run %d: %d reads of a file written just now, want 1", i, h.reads)
+		}
 	}
 }

@@ -1,0 +1,350 @@
+package solver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
+)
+
+// Options configures a Solver.
+type Options struct {
+	Jobs    int  // jobs run at once; 0 means GOMAXPROCS
+	NoCache bool // run every node, still recording results
+	DryRun  bool // plan only
+	OutDir  string
+	// Events receives progress; it is called from many goroutines, one event at a time.
+	Events func(Event)
+	// Now replaces time.Now, for tests.
+	Now func() time.Time
+}
+
+// Solver plans and runs builds against a store through an executor.
+type Solver struct {
+	store *cas.Store
+	exec  Executor
+	opt   Options
+	mu    sync.Mutex // serializes Events
+}
+
+// New returns a solver.
+func New(store *cas.Store, exec Executor, opt Options) *Solver {
+	if opt.Jobs <= 0 {
+		opt.Jobs = runtime.GOMAXPROCS(0)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Solver{store: store, exec: exec, opt: opt}
+}
+
+func (s *Solver) emit(e Event) {
+	if s.opt.Events == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opt.Events(e)
+}
+
+// Step is the plan for one node.
+type Step struct {
+	Node   *graph.Node
+	Cached bool
+	Reason string // why it runs
+	result *Result
+}
+
+// Plan decides, for every node that builds the named images (all if none), whether
+// its result is in the cache, and why not.
+func (s *Solver) Plan(g *graph.Graph, images ...string) ([]*Step, error) {
+	nodes, err := g.Select(images...)
+	if err != nil {
+		return nil, err
+	}
+	last := s.lastBuilds(g, images)
+	steps := make([]*Step, 0, len(nodes))
+	for _, n := range nodes {
+		st := &Step{Node: n}
+		if !s.opt.NoCache {
+			rec, err := s.store.GetAction(cas.ActionID(n.Key))
+			if err == nil {
+				if res, err := fromRecord(rec); err == nil {
+					st.Cached, st.result = true, res
+				}
+			}
+		}
+		if !st.Cached {
+			st.Reason = s.reason(n, last)
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}
+
+// Summary says what a solve did.
+type Summary struct {
+	Executed int           `json:"executed"`
+	Cached   int           `json:"cached"`
+	Failed   int           `json:"failed"`
+	Skipped  int           `json:"skipped"` // not run because a node before them failed
+	Outputs  []string      `json:"outputs"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Solve builds the named images (all if none): it runs every node whose result is not
+// cached, in dependency order, independent branches in parallel, and writes the
+// images' outputs. A failed node stops no running job but starts no new one; what
+// finished is kept. It returns the first job's failure, if any, as a *JobError.
+func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*Summary, error) {
+	start := s.opt.Now()
+	steps, err := s.Plan(g, images...)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{Outputs: []string{}}
+	for _, st := range steps {
+		s.emit(Event{Type: EventPlan, Node: st.Node, Cached: st.Cached, Reason: st.Reason})
+	}
+	if s.opt.DryRun {
+		for _, st := range steps {
+			if st.Cached {
+				sum.Cached++
+			}
+		}
+		return sum, nil
+	}
+
+	type slot struct {
+		done chan struct{}
+		res  *Result // nil if the node failed or was skipped
+	}
+	slots := make(map[graph.Key]*slot, len(steps))
+	for _, st := range steps {
+		slots[st.Node.Key] = &slot{done: make(chan struct{}), res: st.result}
+	}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		stop     bool // a job failed: start no new one
+	)
+	sem := make(chan struct{}, s.opt.Jobs)
+	var eg errgroup.Group
+	for _, st := range steps {
+		sl := slots[st.Node.Key]
+		if st.Cached {
+			sum.Cached++
+			s.emit(Event{Type: EventCached, Node: st.Node})
+			close(sl.done)
+			continue
+		}
+		eg.Go(func() error {
+			defer close(sl.done)
+			n := st.Node
+			in := State{Disks: map[string]cas.Digest{}}
+			if n.Parent != nil {
+				ps := slots[n.Parent.Key]
+				<-ps.done
+				if ps.res == nil {
+					mu.Lock()
+					sum.Skipped++
+					mu.Unlock()
+					s.emit(Event{Type: EventSkipped, Node: n})
+					return nil
+				}
+				in = ps.res.State
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			defer func() { <-sem }()
+			mu.Lock()
+			stopped := stop || ctx.Err() != nil
+			mu.Unlock()
+			if stopped {
+				mu.Lock()
+				sum.Skipped++
+				mu.Unlock()
+				s.emit(Event{Type: EventSkipped, Node: n})
+				return nil
+			}
+			res, err := s.run(ctx, n, in)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				sum.Failed++
+				stop = true
+				if firstErr == nil {
+					firstErr = err
+				}
+				return nil
+			}
+			sum.Executed++
+			sl.res = res
+			return nil
+		})
+	}
+	eg.Wait()
+	if err := ctx.Err(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	// Outputs of every image whose nodes all finished, cached or not.
+	for _, im := range g.Images {
+		if len(images) > 0 && !slices.Contains(images, im.Name) {
+			continue
+		}
+		paths, err := s.writeOutputs(im, func(k graph.Key) *Result { return slots[k].res })
+		sum.Outputs = append(sum.Outputs, paths...)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		s.saveLastBuilds(g, images)
+	}
+	sum.Duration = s.opt.Now().Sub(start)
+	return sum, firstErr
+}
+
+// run executes one node and records its result.
+func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, error) {
+	start := s.opt.Now()
+	s.emit(Event{Type: EventStart, Node: n})
+	var logBuf bytes.Buffer
+	lw := &lineWriter{emit: func(line string) { s.emit(Event{Type: EventLog, Node: n, Line: line}) }}
+	res, err := s.exec.Run(ctx, n, in, io.MultiWriter(&logBuf, lw))
+	lw.flush()
+	dur := s.opt.Now().Sub(start)
+	logDigest, lerr := s.store.PutBytes(logBuf.Bytes())
+	if err == nil && lerr != nil {
+		err = fmt.Errorf("store log: %w", lerr)
+	}
+	if err == nil {
+		rec := toRecord(res, logDigest, dur, s.exec.Identity(), s.opt.Now())
+		err = s.store.PutAction(cas.ActionID(n.Key), rec)
+	}
+	if err != nil {
+		var je *JobError
+		if !errors.As(err, &je) {
+			je = &JobError{Node: n, ExitCode: -1, Err: err, Tail: tail(logBuf.String(), 20)}
+		}
+		s.emit(Event{Type: EventFailed, Node: n, Duration: dur, Err: je, Log: logDigest})
+		return nil, je
+	}
+	s.emit(Event{Type: EventDone, Node: n, Duration: dur, Log: logDigest})
+	return res, nil
+}
+
+// writeOutputs writes the files an image's nodes produced to OutDir/<image>/<name>.
+func (s *Solver) writeOutputs(im *graph.Image, result func(graph.Key) *Result) ([]string, error) {
+	var paths []string
+	for _, n := range graph.Chain(im.Final()) {
+		name := graph.Output(n.Job)
+		if name == "" {
+			continue
+		}
+		res := result(n.Key)
+		if res == nil {
+			continue // failed or skipped
+		}
+		d, ok := res.Files[name]
+		if !ok {
+			return paths, fmt.Errorf("%s: the executor returned no output %q", n.Label(), name)
+		}
+		p := filepath.Join(s.opt.OutDir, im.Name, filepath.FromSlash(name))
+		if err := s.writeBlob(d, p); err != nil {
+			return paths, fmt.Errorf("write output %s: %w", p, err)
+		}
+		paths = append(paths, p)
+		s.emit(Event{Type: EventOutput, Node: n, Path: p})
+	}
+	return paths, nil
+}
+
+// writeBlob writes blob d to path atomically, verifying it on the way.
+func (s *Solver) writeBlob(d cas.Digest, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	r, err := s.store.Open(d)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(tmp, r); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// toRecord turns a job's result into an action record.
+func toRecord(r *Result, log cas.Digest, dur time.Duration, executor string, now time.Time) *cas.Result {
+	rec := &cas.Result{Log: log, Duration: dur, Executor: executor, Created: now.UTC()}
+	for _, name := range sortedKeys(r.Disks) {
+		rec.Outputs = append(rec.Outputs, cas.Output{Name: "disk:" + name, Kind: cas.KindSnapshot, Digest: r.Disks[name]})
+	}
+	for _, name := range sortedKeys(r.Files) {
+		rec.Outputs = append(rec.Outputs, cas.Output{Name: "file:" + name, Kind: cas.KindBlob, Digest: r.Files[name]})
+	}
+	return rec
+}
+
+// fromRecord reads a job's result back from its action record.
+func fromRecord(rec *cas.Result) (*Result, error) {
+	r := &Result{State: State{Disks: map[string]cas.Digest{}}, Files: map[string]cas.Digest{}}
+	for _, o := range rec.Outputs {
+		switch {
+		case strings.HasPrefix(o.Name, "disk:") && o.Kind == cas.KindSnapshot:
+			r.Disks[strings.TrimPrefix(o.Name, "disk:")] = o.Digest
+		case strings.HasPrefix(o.Name, "file:") && o.Kind == cas.KindBlob:
+			r.Files[strings.TrimPrefix(o.Name, "file:")] = o.Digest
+		default:
+			return nil, fmt.Errorf("action record output %q (%s) is not a disk or a file", o.Name, o.Kind)
+		}
+	}
+	return r, nil
+}
+
+func sortedKeys(m map[string]cas.Digest) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
