@@ -43,6 +43,10 @@ func loadRepo(dir string, errs *errorList) (*loaded, bool) {
 	if _, err := os.Stat(filepath.Join(dir, "cue.mod", "module.cue")); err != nil {
 		overlay[filepath.Join(dir, "cue.mod", "module.cue")] = load.FromString("module: \"vmb.local\"\nlanguage: version: \"v0.12.0\"\n")
 	}
+	if cues, _ := filepath.Glob(filepath.Join(dir, "*.cue")); len(cues) == 0 {
+		errs.addf(token.NoPos, "%s: no .cue files: a build repository is a directory holding a CUE package", dir)
+		return nil, false
+	}
 	cfg := &load.Config{Dir: dir, Overlay: overlay}
 	insts := load.Instances([]string{".", stdlib.ModulePath + "/vmb"}, cfg)
 	for _, inst := range insts {

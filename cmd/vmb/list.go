@@ -23,7 +23,8 @@ func runList(e *env, args []string) int {
 		return listRepos(e)
 	}
 	dir := fs.Arg(0)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(dir); (err != nil || !fi.IsDir()) && !strings.ContainsRune(dir, os.PathSeparator) && dir != "." && dir != ".." {
+		// Not a directory, nor written as a path: the name of an imported repository.
 		var code int
 		if dir, _, code = repoArgs(e, dir, nil); code >= 0 {
 			return code
