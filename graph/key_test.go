@@ -150,3 +150,22 @@ func TestGraphShares(t *testing.T) {
 		t.Errorf("Chain = %v", got)
 	}
 }
+
+func TestFindKey(t *testing.T) {
+	var g Graph
+	a := g.Add(NewNode("e", nil, sample(t, "create-disk"), nil))
+	b := g.Add(NewNode("e", a, sample(t, "label"), nil))
+	for _, n := range []*Node{a, b} {
+		if got, err := g.FindKey(n.Key.Short()); err != nil || got != n {
+			t.Errorf("FindKey(%s) = %v, %v", n.Key.Short(), got, err)
+		}
+		if got, err := g.FindKey(strings.ToUpper(n.Key.String())); err != nil || got != n {
+			t.Errorf("FindKey(full key, upper case) = %v, %v", got, err)
+		}
+	}
+	for _, bad := range []string{"abc", "zzzzzzzz", ""} {
+		if _, err := g.FindKey(bad); err == nil {
+			t.Errorf("FindKey(%q) found a node", bad)
+		}
+	}
+}

@@ -182,6 +182,27 @@ func (g *Graph) Node(k Key) (*Node, bool) {
 	return n, ok
 }
 
+// FindKey returns the node whose key is, or begins with, the hex digits prefix (at
+// least 6 of them, and matching one node only).
+func (g *Graph) FindKey(prefix string) (*Node, error) {
+	if len(prefix) < 6 {
+		return nil, fmt.Errorf("key prefix %q: want at least 6 hex digits", prefix)
+	}
+	var found *Node
+	for _, n := range g.Nodes {
+		if strings.HasPrefix(n.Key.String(), strings.ToLower(prefix)) {
+			if found != nil {
+				return nil, fmt.Errorf("key prefix %q names more than one node", prefix)
+			}
+			found = n
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("no node has a key beginning %q", prefix)
+	}
+	return found, nil
+}
+
 // Image returns the image called name.
 func (g *Graph) Image(name string) (*Image, bool) {
 	for _, im := range g.Images {

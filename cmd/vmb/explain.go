@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"vmb.dev/vmb/graph"
 )
 
 func runExplain(e *env, args []string) int {
-	fs := newFlags(e, "explain", "[--repo NAME] [DIR] IMAGE [STEP]")
+	fs := newFlags(e, "explain", "[--repo NAME] [DIR] IMAGE [STEP] | KEY")
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	if code := parse(fs, args); code >= 0 {
 		return code
@@ -23,17 +25,22 @@ func runExplain(e *env, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	step := ""
+	step, err := "", error(nil)
 	if len(rest) == 2 {
 		step = rest[1]
 	}
+	var s graph.Step
 	im, ok := g.Image(rest[0])
 	if !ok {
-		fmt.Fprintf(e.stderr, "vmb explain: no image %q (images: %s)\n", rest[0], strings.Join(g.ImageNames(), ", "))
-		return exitInvalid
-	}
-	s, err := im.Find(step)
-	if err != nil {
+		// A key, or its first digits, as vmb graph and the solver print them.
+		n, err := g.FindKey(rest[0])
+		if err != nil || step != "" {
+			fmt.Fprintf(e.stderr, "vmb explain: no image or key %q (images: %s)\n", rest[0], strings.Join(g.ImageNames(), ", "))
+			return exitInvalid
+		}
+		im = &graph.Image{Name: n.Image}
+		s = graph.Step{Node: n, Index: n.Step, Name: n.Name, Pos: n.Pos}
+	} else if s, err = im.Find(step); err != nil {
 		fmt.Fprintln(e.stderr, "vmb explain:", err)
 		return exitInvalid
 	}

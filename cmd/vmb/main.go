@@ -38,7 +38,7 @@ func commands() map[string]command {
 		"cache":   {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
 		"list":    {usage: "[DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
 		"graph":   {usage: "[--format text|json|dot] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
-		"explain": {usage: "[--repo NAME] [DIR] IMAGE [STEP]", short: "print a node's key and the preimage it hashes", run: runExplain},
+		"explain": {usage: "[--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":  {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 	}
 }
