@@ -157,6 +157,7 @@ type Disk struct {
 
 // Graph is a compiled build: its images and their nodes, shared where keys agree.
 type Graph struct {
+	Dir    string   // the build repository, absolute: local sources (Src) are relative to it; not key material
 	Images []*Image // sorted by name
 	Nodes  []*Node  // every distinct node, parents before children
 	byKey  map[Key]*Node

@@ -57,7 +57,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 		return nil, errs.err()
 	}
 	c := &compiler{
-		l: l, errs: errs, opt: opt, g: &graph.Graph{},
+		l: l, errs: errs, opt: opt, g: &graph.Graph{Dir: abs},
 		images: map[string]cue.Value{}, done: map[string]*compiled{}, busy: map[string]bool{},
 		hash:  newHasher(ctx, opt.StatCache),
 		image: l.schema.LookupPath(cue.ParsePath("#Image")),

@@ -139,6 +139,9 @@ func compileFiles(t *testing.T, files map[string]string) *graph.Graph {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	if g.Dir != dir {
+		t.Errorf("graph.Dir = %q, want %q", g.Dir, dir)
+	}
 	return g
 }
 
