@@ -1,15 +1,295 @@
 // Command vmb-agent runs inside the build VM as PID 1 of the appliance: it reads
 // the job from the job disk, runs it, streams its log on the serial console and
-// ends with one protocol line carrying the exit status. Installed into a target
-// image it is that image's first-run command interface.
+// ends with one protocol line carrying the exit status (package vmexec/proto).
+// Installed into a target image it is that image's first-run command interface.
 package main
 
 import (
+	"archive/tar"
+	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/vmexec/proto"
+)
+
+const (
+	payloadDir = "/run/payload"
+	outputDir  = "/run/output"
+	targetDir  = "/mnt/target"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "vmb-agent: not yet implemented")
-	os.Exit(1)
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "vmb-agent: runs as init (PID 1) of the vmb build VM")
+		os.Exit(2)
+	}
+	nonce := "unknown"
+	status := 255
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Printf("%s%s agent panic: %v\n", proto.ErrorPrefix, nonce, r)
+		}
+		unix.Sync()
+		fmt.Println(proto.ResultLine(nonce, status))
+		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	}()
+	if err := setup(); err != nil {
+		fmt.Printf("%sunknown setup: %v\n", proto.ErrorPrefix, err)
+		return
+	}
+	job, err := readJob("/dev/vda")
+	if err != nil {
+		fmt.Printf("%sunknown job disk: %v\n", proto.ErrorPrefix, err)
+		return
+	}
+	nonce = job.Nonce
+	tv := unix.Timeval{Sec: job.Epoch}
+	unix.Settimeofday(&tv)
+	os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(job.Epoch))
+	fmt.Printf("%s%s\n", proto.ReadyPrefix, nonce)
+	if job.Shell {
+		status = shell()
+		return
+	}
+	a := &agent{job: job}
+	if err := a.run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() > 0 {
+			status = ee.ExitCode()
+		} else {
+			status = 1
+		}
+		fmt.Printf("vmb-agent: %s: %v\n", job.Kind, err)
+		return
+	}
+	if job.Output {
+		if err := writeOutput(a.outputDisk()); err != nil {
+			fmt.Printf("vmb-agent: write outputs: %v\n", err)
+			status = 1
+			return
+		}
+	}
+	status = 0
+}
+
+// setup mounts the kernel filesystems and loads the appliance's modules.
+func setup() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}, {"tmpfs", "/run", "tmpfs"}, {"tmpfs", "/tmp", "tmpfs"},
+	} {
+		os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+	os.Setenv("HOME", "/root")
+	os.Setenv("LANG", "C")
+	os.Setenv("TZ", "UTC")
+	list, err := os.ReadFile("/etc/vmb/modules")
+	if err != nil {
+		return err
+	}
+	for _, m := range strings.Fields(string(list)) {
+		f, err := os.Open(m)
+		if err != nil {
+			return err
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		// ENODEV: hardware this machine lacks (crc32c-intel without SSE4.2); a
+		// filesystem that needed the module fails to mount and says so.
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			fmt.Printf("vmb-agent: module %s: %v\n", filepath.Base(m), err)
+		}
+	}
+	// Wait for the disks the modules just made to appear.
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat("/dev/vda"); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return errors.New("no /dev/vda: the job disk did not appear")
+}
+
+// readJob reads job.json and the payload from the tar stream on the job disk.
+func readJob(dev string) (*proto.Job, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(bufio.NewReaderSize(f, 1<<20))
+	var job *proto.Job
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("malformed job disk: %w", err)
+		}
+		if h.Name == "job.json" {
+			job = &proto.Job{}
+			if err := json.NewDecoder(tr).Decode(job); err != nil {
+				return nil, fmt.Errorf("job.json: %w", err)
+			}
+			continue
+		}
+		if err := extractEntry(tr, h, payloadDir); err != nil {
+			return nil, err
+		}
+	}
+	if job == nil {
+		return nil, errors.New("no job.json on the job disk")
+	}
+	return job, nil
+}
+
+// extractEntry writes one tar entry under dir, keeping its mode, owner and mtime.
+func extractEntry(tr *tar.Reader, h *tar.Header, dir string) error {
+	name := filepath.Clean("/" + h.Name)
+	p := filepath.Join(dir, name)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := os.MkdirAll(p, os.FileMode(h.Mode).Perm()); err != nil {
+			return err
+		}
+	case tar.TypeSymlink:
+		os.Remove(p)
+		if err := os.Symlink(h.Linkname, p); err != nil {
+			return err
+		}
+	case tar.TypeReg:
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(h.Mode).Perm())
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, tr)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("payload entry %s: unsupported type %c", h.Name, h.Typeflag)
+	}
+	os.Lchown(p, h.Uid, h.Gid)
+	if h.Typeflag != tar.TypeSymlink {
+		os.Chmod(p, os.FileMode(h.Mode)&07777)
+	}
+	unix.Lutimes(p, []unix.Timeval{unix.NsecToTimeval(h.ModTime.UnixNano()), unix.NsecToTimeval(h.ModTime.UnixNano())})
+	return nil
+}
+
+func shell() int {
+	fmt.Println("vmb shell: the target's filesystems can be mounted under /mnt; nothing you change is kept. Exit to end.")
+	cmd := exec.Command("/bin/sh", "-i")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Run()
+	return 0
+}
+
+// writeOutput writes the files under outputDir as a tar stream onto dev.
+func writeOutput(dev string) error {
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	err = filepath.Walk(outputDir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == outputDir {
+			return err
+		}
+		rel, _ := filepath.Rel(outputDir, p)
+		link := ""
+		if fi.Mode()&os.ModeSymlink != 0 {
+			link, _ = os.Readlink(p)
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name = rel
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			r, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, r)
+			r.Close()
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// disk returns the device of the target disk called name.
+func (a *agent) disk(name string) (string, error) {
+	for i, d := range a.job.Disks {
+		if d == name {
+			return fmt.Sprintf("/dev/vd%c", 'b'+i), nil
+		}
+	}
+	return "", fmt.Errorf("disk %q is not attached", name)
+}
+
+func (a *agent) outputDisk() string { return fmt.Sprintf("/dev/vd%c", 'b'+len(a.job.Disks)) }
+
+// volume returns the device of a place's disk or partition.
+func (a *agent) volume(p graph.Place) (string, error) {
+	dev, err := a.disk(p.Disk)
+	if err != nil || p.Partition == 0 {
+		return dev, err
+	}
+	part := fmt.Sprintf("%s%d", dev, p.Partition)
+	// The kernel may take a moment to show partitions of a disk it just scanned.
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(part); err == nil {
+			return part, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "", fmt.Errorf("no partition %d on disk %q", p.Partition, p.Disk)
+}
+
+// sh runs a command with its output on the console.
+func sh(name string, args ...string) error {
+	return shIn(nil, name, args...)
+}
+
+func shIn(stdin io.Reader, name string, args ...string) error {
+	fmt.Printf("+ %s %s\n", name, strings.Join(args, " "))
+	cmd := exec.Command(name, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, os.Stdout, os.Stdout
+	return cmd.Run()
+}
+
+type agent struct {
+	job     *proto.Job
+	mounted []string
 }

@@ -35,11 +35,12 @@ type command struct {
 // commands is the table of subcommands; each is defined in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		"cache":   {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
-		"list":    {usage: "[DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
-		"graph":   {usage: "[--format text|json|dot] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
-		"explain": {usage: "[--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
-		"import":  {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
+		"cache":     {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
+		"list":      {usage: "[DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
+		"graph":     {usage: "[--format text|json|dot] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
+		"explain":   {usage: "[--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
+		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
+		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
 	}
 }
 

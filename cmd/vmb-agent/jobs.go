@@ -1,0 +1,409 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/graph"
+)
+
+// run runs the job and unmounts whatever it mounted.
+func (a *agent) run() error {
+	job := graph.NewJob(a.job.Kind)
+	if job == nil {
+		return fmt.Errorf("unknown job kind %q", a.job.Kind)
+	}
+	if err := json.Unmarshal(a.job.Params, job); err != nil {
+		return fmt.Errorf("params: %w", err)
+	}
+	os.MkdirAll(outputDir, 0o755)
+	err := a.do(job)
+	if uerr := a.unmountAll(); err == nil {
+		err = uerr
+	}
+	unix.Sync()
+	return err
+}
+
+func (a *agent) do(job graph.Job) error {
+	switch j := job.(type) {
+	case *graph.Label:
+		return a.label(j)
+	case *graph.Partition:
+		return a.partition(j)
+	case *graph.Format:
+		return a.format(j)
+	case *graph.CopyIn:
+		return a.copyIn(j)
+	case *graph.Fetch:
+		return a.copyIn(&graph.CopyIn{Src: "fetched", Dest: j.Dest, Mode: j.Mode})
+	case *graph.TarIn:
+		return a.tarIn(j)
+	case *graph.Remove:
+		dir, err := a.mount(j.Path)
+		if err != nil {
+			return err
+		}
+		return sh("rm", "-rf", dir)
+	case *graph.Run:
+		return a.runChroot(j)
+	case *graph.CopyOut:
+		src, err := a.mount(j.Src)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(outputDir, j.Dest)
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if fi, err := os.Stat(src); err == nil && fi.IsDir() {
+			return a.tarDir(src, dst)
+		}
+		return sh("cp", "-a", src, dst)
+	case *graph.TarOut:
+		src, err := a.mount(j.Src)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(outputDir, j.Dest)
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		return a.tarDir(src, dst)
+	case *graph.Diff:
+		dir, err := a.mount(graph.Place{Disk: j.Place.Disk, Partition: j.Place.Partition, Path: "/"})
+		if err != nil {
+			return err
+		}
+		return listing(dir, filepath.Join(outputDir, j.Dest))
+	}
+	return fmt.Errorf("job %s does not run in the build VM", job.Kind())
+}
+
+// uuid derives the n-th UUID of this job from its seed, so that a filesystem made by
+// the same node is the same every time.
+func (a *agent) uuid(n int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", a.job.Seed, n)))
+	h[6] = h[6]&0x0f | 0x40
+	h[8] = h[8]&0x3f | 0x80
+	x := hex.EncodeToString(h[:16])
+	return x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
+}
+
+func (a *agent) hex32(n int) string { return strings.ReplaceAll(a.uuid(n), "-", "")[:8] }
+
+func (a *agent) label(j *graph.Label) error {
+	dev, err := a.disk(j.Disk)
+	if err != nil {
+		return err
+	}
+	script := "label: gpt\nlabel-id: " + strings.ToUpper(a.uuid(0)) + "\n"
+	if j.Type == "msdos" {
+		script = "label: dos\nlabel-id: 0x" + a.hex32(0) + "\n"
+	}
+	return shIn(strings.NewReader(script), "sfdisk", "--quiet", "--wipe", "always", dev)
+}
+
+var gptTypes = map[string]string{
+	"linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+	"efi":   "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+	"swap":  "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+	"bios":  "21686148-6449-6E6F-744E-656564454649",
+}
+
+func (a *agent) partition(j *graph.Partition) error {
+	dev, err := a.disk(j.Disk)
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command("sfdisk", "--dump", dev).Output()
+	if err != nil {
+		return fmt.Errorf("read partition table of %s: %w", dev, err)
+	}
+	gpt := strings.Contains(string(out), "label: gpt")
+	primaries, logicals := 0, 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(l, dev) {
+			continue
+		}
+		var n int
+		fmt.Sscanf(strings.TrimPrefix(l, dev), "%d", &n)
+		if n >= 5 && !gpt {
+			logicals++
+		} else {
+			primaries++
+		}
+	}
+	var script strings.Builder
+	for i, p := range j.Partitions {
+		var num int
+		if p.Type == "logical" {
+			logicals++
+			num = 4 + logicals
+		} else {
+			primaries++
+			num = primaries
+		}
+		fmt.Fprintf(&script, "%s%d : ", dev, num)
+		if p.Size > 0 {
+			fmt.Fprintf(&script, "size=%d, ", int64(p.Size)/512)
+		}
+		switch {
+		case gpt:
+			t := p.GUID
+			if g, ok := gptTypes[strings.ToLower(t)]; ok || t == "" {
+				if t == "" {
+					g = gptTypes["linux"]
+				}
+				t = g
+			}
+			fmt.Fprintf(&script, "type=%s, uuid=%s", t, strings.ToUpper(a.uuid(1+i)))
+			if p.Name != "" {
+				fmt.Fprintf(&script, ", name=%q", p.Name)
+			}
+		case p.Type == "extended":
+			script.WriteString("type=5")
+		default:
+			id := p.ID
+			if id == "" {
+				id = "83"
+			}
+			fmt.Fprintf(&script, "type=%s", id)
+		}
+		if p.Bootable && !gpt {
+			script.WriteString(", bootable")
+		}
+		script.WriteString("\n")
+	}
+	return shIn(strings.NewReader(script.String()), "sfdisk", "--quiet", "--append", dev)
+}
+
+func (a *agent) format(j *graph.Format) error {
+	dev, err := a.volume(j.Place)
+	if err != nil {
+		return err
+	}
+	u := a.uuid(0)
+	var args []string
+	env := os.Environ()
+	switch j.FS {
+	case "ext2", "ext3", "ext4":
+		args = []string{"mkfs." + j.FS, "-F", "-q", "-U", u, "-E", "hash_seed=" + u + ",lazy_itable_init=0,lazy_journal_init=0"}
+		if j.Label != "" {
+			args = append(args, "-L", j.Label)
+		}
+		// e2fsprogs 1.47.0 reads the time to write from this variable, not from
+		// SOURCE_DATE_EPOCH.
+		env = append(env, fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", a.job.Epoch))
+	case "fat32":
+		args = []string{"mkfs.fat", "-F", "32", "-i", a.hex32(0)}
+		if j.Label != "" {
+			args = append(args, "-n", j.Label)
+		}
+	case "xfs":
+		args = []string{"mkfs.xfs", "-f", "-q", "-m", "uuid=" + u}
+		if j.Label != "" {
+			args = append(args, "-L", j.Label)
+		}
+	case "btrfs":
+		args = []string{"mkfs.btrfs", "-f", "-q", "-U", u}
+		if j.Label != "" {
+			args = append(args, "-L", j.Label)
+		}
+	case "minix":
+		args = []string{"mkfs.minix", "-3"}
+	case "exfat":
+		args = []string{"mkfs.exfat", "--volume-serial", "0x" + a.hex32(0)}
+		if j.Label != "" {
+			args = append(args, "-L", j.Label)
+		}
+	case "ntfs":
+		args = []string{"mkntfs", "-F", "-f", "-q"}
+		if j.Label != "" {
+			args = append(args, "-L", j.Label)
+		}
+	case "udf":
+		args = []string{"mkudffs", "--uuid=" + a.uuid(0)[:16]}
+		if j.Label != "" {
+			args = append(args, "--label="+j.Label)
+		}
+	default:
+		return fmt.Errorf("format %s: not supported by this appliance yet", j.FS)
+	}
+	args = append(args, j.Options...)
+	args = append(args, dev)
+	fmt.Printf("+ %s\n", strings.Join(args, " "))
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stdout, os.Stdout
+	return cmd.Run()
+}
+
+// mount mounts the filesystem of p's volume (once per job) and returns the host
+// path of p inside it.
+func (a *agent) mount(p graph.Place) (string, error) {
+	dev, err := a.volume(p)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(targetDir, strings.NewReplacer(":", "_", "/", "_").Replace(p.Volume().String()))
+	if !containsString(a.mounted, dir) {
+		os.MkdirAll(dir, 0o755)
+		if err := sh("mount", "-o", "noatime", dev, dir); err != nil {
+			return "", fmt.Errorf("mount %s: %w", p.Volume(), err)
+		}
+		a.mounted = append(a.mounted, dir)
+	}
+	return filepath.Join(dir, filepath.Clean("/"+p.Path)), nil
+}
+
+// unmountAll discards free blocks (so the disk handed back is sparse) and unmounts.
+func (a *agent) unmountAll() error {
+	var first error
+	for i := len(a.mounted) - 1; i >= 0; i-- {
+		dir := a.mounted[i]
+		for _, sub := range []string{"dev", "proc", "sys"} {
+			unix.Unmount(filepath.Join(dir, sub), unix.MNT_DETACH)
+		}
+		exec.Command("fstrim", dir).Run() // not every filesystem can
+		if err := sh("umount", dir); err != nil && first == nil {
+			first = err
+		}
+	}
+	a.mounted = nil
+	return first
+}
+
+func (a *agent) copyIn(j *graph.CopyIn) error {
+	dst, err := a.mount(j.Dest)
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(payloadDir, "src")
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	if fi.IsDir() {
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		err = sh("cp", "-a", src+"/.", dst+"/")
+	} else {
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		err = sh("cp", "-a", src, dst)
+	}
+	if err != nil {
+		return err
+	}
+	if j.Owner != "" {
+		if err := sh("chown", "-R", j.Owner, dst); err != nil {
+			return err
+		}
+	}
+	if j.Mode != "" {
+		return sh("chmod", j.Mode, dst)
+	}
+	return nil
+}
+
+func (a *agent) tarIn(j *graph.TarIn) error {
+	dst, err := a.mount(j.Dest)
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(dst, 0o755)
+	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, "src"), "-C", dst)
+}
+
+// tarDir archives a directory deterministically: sorted names, numeric owners,
+// no access or change times.
+func (a *agent) tarDir(src, dst string) error {
+	return sh("tar", "--sort=name", "--numeric-owner", "--format=posix",
+		"--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+		fmt.Sprintf("--mtime=@%d", a.job.Epoch), "--clamp-mtime", "-cf", dst, "-C", src, ".")
+}
+
+func (a *agent) runChroot(j *graph.Run) error {
+	if j.Mode != "chroot" {
+		return fmt.Errorf("run mode %q is not supported yet", j.Mode)
+	}
+	root, err := a.mount(graph.Place{Disk: j.Root.Disk, Partition: j.Root.Partition, Path: "/"})
+	if err != nil {
+		return err
+	}
+	for _, m := range []struct{ src, dst, fstype string }{{"proc", "proc", "proc"}, {"sysfs", "sys", "sysfs"}, {"devtmpfs", "dev", "devtmpfs"}} {
+		p := filepath.Join(root, m.dst)
+		os.MkdirAll(p, 0o755)
+		if err := unix.Mount(m.src, p, m.fstype, 0, ""); err != nil {
+			return fmt.Errorf("mount %s in the target: %w", m.dst, err)
+		}
+	}
+	cmd := exec.Command(j.Command[0], j.Command[1:]...)
+	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: root}
+	cmd.Dir = j.Workdir
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
+		fmt.Sprintf("SOURCE_DATE_EPOCH=%d", a.job.Epoch), "PYTHONHASHSEED=0"}
+	for _, k := range sortedKeys(j.Env) {
+		cmd.Env = append(cmd.Env, k+"="+j.Env[k])
+	}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	fmt.Printf("+ chroot %s %q\n", j.Root, []string(j.Command))
+	return cmd.Run()
+}
+
+// listing writes a file-level description of the tree at root: one line per entry,
+// sorted, with type, mode, owner, size, mtime and the sha256 of regular files.
+func listing(root, dst string) error {
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	return filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		st := fi.Sys().(*unix.Stat_t)
+		extra := ""
+		switch {
+		case fi.Mode().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			io.Copy(h, f)
+			f.Close()
+			extra = hex.EncodeToString(h.Sum(nil))
+		case fi.Mode()&os.ModeSymlink != 0:
+			extra, _ = os.Readlink(p)
+		}
+		_, err = fmt.Fprintf(out, "%s %s %d:%d %d %d %s\n", fi.Mode(), "/"+filepath.ToSlash(rel), st.Uid, st.Gid, fi.Size(), fi.ModTime().Unix(), extra)
+		return err
+	})
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,73 @@
+// Package proto is the wire protocol between the host (vmexec) and the agent that
+// runs inside the build VM (cmd/vmb-agent): the job the host writes on the job
+// disk, and the lines the agent writes on the serial console.
+//
+// The host passes only virtual disks and reads only the serial console:
+//
+//	/dev/vda   the job disk: a tar stream holding job.json, then the payload files
+//	           under payload/ (the files a copy-in or tar-in needs)
+//	/dev/vdb…  the target disks, in the order of Job.Disks
+//	last       the output disk, if Job.Output is set: the agent writes a tar stream
+//	           of the job's output files onto it
+//
+// The agent streams the job's log on the console and ends with exactly one line
+// "VMB-RESULT <nonce> <exit status>", the nonce being the job's, so that nothing a
+// job prints can be taken for a result. Lines "VMB-READY <nonce>" (the agent has
+// started) and "VMB-ERROR <nonce> <message>" (the agent could not run the job) are
+// the only other protocol lines.
+package proto
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Version is the protocol version; it is part of the executor identity, so it
+// enters every key. Change it whenever the agent's behaviour changes.
+const Version = 1
+
+// Job is job.json on the job disk.
+type Job struct {
+	Nonce string `json:"nonce"`
+	// Kind is the graph job kind; Params its parameters as graph encodes them.
+	Kind   string          `json:"kind"`
+	Params json.RawMessage `json:"params"`
+	// Disks names the target disks, attached as /dev/vdb, /dev/vdc, ... in this order.
+	Disks []string `json:"disks"`
+	// Output is set when the job writes output files: the agent writes them as a
+	// tar stream onto the last disk.
+	Output bool `json:"output,omitempty"`
+	// Epoch is the time, in seconds since 1970, that the guest clock is set to and
+	// that SOURCE_DATE_EPOCH says.
+	Epoch int64 `json:"epoch"`
+	// Seed is a hex string derived from the node's key, from which filesystem UUIDs
+	// and hash seeds are made.
+	Seed string `json:"seed"`
+	// Shell, when set, is a debugging session: the agent runs an interactive shell
+	// on the console instead of the job.
+	Shell bool `json:"shell,omitempty"`
+}
+
+// Result lines.
+const (
+	ReadyPrefix  = "VMB-READY "
+	ResultPrefix = "VMB-RESULT "
+	ErrorPrefix  = "VMB-ERROR "
+)
+
+// ResultLine is the line that ends a job.
+func ResultLine(nonce string, status int) string {
+	return fmt.Sprintf("%s%s %d", ResultPrefix, nonce, status)
+}
+
+// ParseResult reads a result line; ok is false if line is not one for nonce.
+func ParseResult(line, nonce string) (status int, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimRight(line, "\r\n"), ResultPrefix+nonce+" ")
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil
+}
