@@ -291,11 +291,6 @@ func (p *PartitionSpec) UnmarshalJSON(b []byte) error {
 		p.Size = 0
 		return nil
 	}
-	if err := p.Size.UnmarshalJSON(raw.Size); err != nil {
-		return err
-	}
-	if p.Size == 0 {
-		return fmt.Errorf("partition size 0: write \"rest\" for the rest of the disk")
-	}
-	return nil
+	// 0 is how the canonical form (and so the executor) says "rest".
+	return p.Size.UnmarshalJSON(raw.Size)
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/vmexec/proto"
 )
 
@@ -84,12 +85,23 @@ type Appliance struct {
 }
 
 // Identity is the executor identity: the appliance and the agent protocol.
-func (a *Appliance) Identity() string {
-	return fmt.Sprintf("vmb-appliance %s protocol %d", a.Digest, a.Protocol)
-}
+func (a *Appliance) Identity() string { return graph.ExecutorID(a.Digest.String(), a.Protocol) }
 
 // refPath is where a store remembers its current appliance.
 func refPath(store *cas.Store) string { return filepath.Join(store.Dir(), "refs", "appliance") }
+
+// ReadAppliance returns the appliance last built into the cache in dir; it creates
+// nothing where there is none.
+func ReadAppliance(dir string) (*Appliance, error) {
+	if _, err := os.Stat(filepath.Join(dir, "refs", "appliance")); err != nil {
+		return nil, err
+	}
+	store, err := cas.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return LoadAppliance(store)
+}
 
 // LoadAppliance returns the appliance last built into store.
 func LoadAppliance(store *cas.Store) (*Appliance, error) {
@@ -171,9 +183,6 @@ func BuildAppliance(ctx context.Context, store *cas.Store, opt BuildOptions) (*A
 
 	kver := strings.TrimPrefix(kernelPkg, "linux-image-")
 	b := &initramfs{root: root, files: map[string]cpioEntry{}}
-	if err := b.busybox(); err != nil {
-		return nil, err
-	}
 	for _, bin := range applianceBinaries {
 		if err := b.binary(bin); err != nil {
 			return nil, err
@@ -181,6 +190,10 @@ func BuildAppliance(ctx context.Context, store *cas.Store, opt BuildOptions) (*A
 	}
 	for link, target := range applianceLinks {
 		b.add(cpioEntry{Name: link, Mode: modeSymlink | 0o777, Data: []byte(target)})
+	}
+	// Busybox last: its applets fill in what the real tools do not provide.
+	if err := b.busybox(); err != nil {
+		return nil, err
 	}
 	mods, err := b.modules(kver, applianceModules)
 	if err != nil {
@@ -408,7 +421,7 @@ func (b *initramfs) busybox() error {
 		return fmt.Errorf("appliance: busybox --list-full: %w", err)
 	}
 	for _, applet := range strings.Fields(string(out)) {
-		if applet == "linuxrc" || applet == "sbin/init" {
+		if _, ok := b.files[applet]; ok || applet == "linuxrc" || applet == "sbin/init" {
 			continue
 		}
 		b.add(cpioEntry{Name: applet, Mode: modeSymlink | 0o777, Data: []byte("/bin/busybox")})

@@ -54,8 +54,11 @@ func main() {
 		return
 	}
 	nonce = job.Nonce
-	tv := unix.Timeval{Sec: job.Epoch}
-	unix.Settimeofday(&tv)
+	ts := unix.Timespec{Sec: job.Epoch}
+	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+		fmt.Printf("%s%s set the clock: %v\n", proto.ErrorPrefix, nonce, err)
+		return
+	}
 	os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(job.Epoch))
 	fmt.Printf("%s%s\n", proto.ReadyPrefix, nonce)
 	if job.Shell {

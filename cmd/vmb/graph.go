@@ -12,6 +12,7 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
+	"vmb.dev/vmb/vmexec"
 )
 
 func runGraph(e *env, args []string) int {
@@ -83,12 +84,27 @@ func openRegistry(e *env) (*lang.Registry, error) {
 }
 
 // compileRepo compiles the build repository in dir; on invalid definitions it prints
-// every error as file:line:col: message and returns exitInvalid, else -1. Keys use
-// the placeholder executor until the build VM's appliance is wired in here.
+// every error as file:line:col: message and returns exitInvalid, else -1. Keys name
+// the appliance of the default cache, so that they are the keys vmb solve uses; a
+// cache without an appliance gives placeholder keys.
 func compileRepo(e *env, dir string) (*graph.Graph, int) {
-	opt := lang.Options{}
-	if cache, err := cas.DefaultDir(e.getenv); err == nil {
-		opt.StatCache = filepath.Join(cache, "lang", "stat-cache.json")
+	return compileWith(e, dir, "", "")
+}
+
+// compileWith compiles with the stat cache of cacheDir (default: the default cache)
+// and the given executor identity (default: the cache's appliance).
+func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
+	opt := lang.Options{Executor: executor}
+	if cacheDir == "" {
+		cacheDir, _ = cas.DefaultDir(e.getenv)
+	}
+	if cacheDir != "" {
+		opt.StatCache = filepath.Join(cacheDir, "lang", "stat-cache.json")
+		if opt.Executor == "" {
+			if app, err := vmexec.ReadAppliance(cacheDir); err == nil {
+				opt.Executor = app.Identity()
+			}
+		}
 	}
 	if e.getenv("VMB_DEBUG_KEYS") == "1" {
 		opt.DebugKeys = e.stderr

@@ -40,6 +40,7 @@ func commands() map[string]command {
 		"graph":     {usage: "[--format text|json|dot] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
 		"explain":   {usage: "[--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
+		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
 	}
 }

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/solver"
+	"vmb.dev/vmb/vmexec"
+)
+
+// qemuExecutor adapts vmexec to the solver's Executor interface: the two packages do
+// not import each other.
+type qemuExecutor struct{ x *vmexec.Executor }
+
+func (q qemuExecutor) Identity() string { return q.x.Identity() }
+
+func (q qemuExecutor) Run(ctx context.Context, n *graph.Node, in solver.State, log io.Writer) (*solver.Result, error) {
+	disks, files, err := q.x.Run(ctx, n, in.Disks, log)
+	var je *vmexec.JobError
+	if errors.As(err, &je) {
+		return nil, &solver.JobError{Node: n, ExitCode: je.ExitCode, Tail: je.Tail, Err: je}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &solver.Result{State: solver.State{Disks: disks}, Files: files}, nil
+}
+
+func runSolve(e *env, args []string) int {
+	fs := newFlags(e, "solve", "[flags] [DIR] [IMAGE...]")
+	cacheDir := fs.String("cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
+	out := fs.String("out", "out", "directory the images' outputs are written to")
+	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
+	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
+	noCache := fs.Bool("no-cache", false, "run every node, still storing results")
+	progress := fs.String("progress", "auto", "progress output: auto, plain or json")
+	verbose := fs.Bool("x", false, "print each job's qemu command line")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	dir, images, code := repoArgs(e, "", fs.Args())
+	if code >= 0 {
+		return code
+	}
+	return solve(e, solveArgs{cacheDir: *cacheDir, out: *out, jobs: *jobs, dryRun: *dryRun, noCache: *noCache,
+		progress: *progress, verbose: *verbose, dir: dir, images: images})
+}
+
+type solveArgs struct {
+	cacheDir, out, progress, dir string
+	jobs                         int
+	dryRun, noCache, verbose     bool
+	images                       []string
+}
+
+func solve(e *env, a solveArgs) int {
+	c := &cacheCmd{e: e, dir: a.cacheDir}
+	store, err := c.open()
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return exitFailed
+	}
+	app, err := vmexec.LoadAppliance(store)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return exitFailed
+	}
+	x := &vmexec.Executor{Store: store, Appliance: app, KVM: vmexec.KVMUsable(), Verbose: a.verbose}
+	g, code := compileWith(e, a.dir, store.Dir(), x.Identity())
+	if code >= 0 {
+		return code
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	x.RepoDir = g.Dir
+	p := newProgress(e, a.progress)
+	s := solver.New(store, qemuExecutor{x}, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
+		OutDir: a.out, Events: p.event})
+	sum, err := s.Solve(ctx, g, a.images...)
+	if sum != nil {
+		p.summary(sum, err)
+	}
+	var je *solver.JobError
+	switch {
+	case errors.As(err, &je):
+		return exitFailed
+	case err != nil && sum == nil:
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return exitInvalid
+	case err != nil:
+		return exitFailed
+	}
+	return exitOK
+}
+
+// progress prints a solve's events as plain lines or JSON objects.
+type progress struct {
+	e    *env
+	json bool
+	mu   sync.Mutex
+}
+
+func newProgress(e *env, mode string) *progress {
+	return &progress{e: e, json: mode == "json"}
+}
+
+type jsonEvent struct {
+	Type     string  `json:"type"`
+	Key      string  `json:"key,omitempty"`
+	Node     string  `json:"node,omitempty"`
+	Cached   bool    `json:"cached,omitempty"`
+	Reason   string  `json:"reason,omitempty"`
+	Line     string  `json:"line,omitempty"`
+	Seconds  float64 `json:"seconds,omitempty"`
+	Error    string  `json:"error,omitempty"`
+	ExitCode int     `json:"exit_code,omitempty"`
+	Path     string  `json:"path,omitempty"`
+}
+
+func (p *progress) event(ev solver.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json {
+		je := jsonEvent{Type: string(ev.Type), Cached: ev.Cached, Reason: ev.Reason, Line: ev.Line,
+			Seconds: ev.Duration.Seconds(), Path: ev.Path}
+		if ev.Node != nil {
+			je.Key, je.Node = ev.Node.Key.String(), ev.Node.Label()
+		}
+		if ev.Err != nil {
+			je.Error, je.ExitCode = ev.Err.Error(), ev.Err.ExitCode
+		}
+		b, _ := json.Marshal(je)
+		fmt.Fprintf(p.e.stdout, "%s\n", b)
+		return
+	}
+	w := p.e.stderr
+	switch ev.Type {
+	case solver.EventPlan:
+		if !ev.Cached {
+			fmt.Fprintf(w, "plan    %s %s: %s\n", ev.Node.Key.Short(), ev.Node.Label(), ev.Reason)
+		}
+	case solver.EventCached:
+		fmt.Fprintf(w, "cached  %s %s\n", ev.Node.Key.Short(), ev.Node.Label())
+	case solver.EventStart:
+		fmt.Fprintf(w, "run     %s %s\n", ev.Node.Key.Short(), ev.Node.Label())
+	case solver.EventLog:
+		fmt.Fprintf(w, "        │ %s\n", ev.Line)
+	case solver.EventDone:
+		fmt.Fprintf(w, "done    %s %s (%s)\n", ev.Node.Key.Short(), ev.Node.Label(), ev.Duration.Round(time.Millisecond))
+	case solver.EventFailed:
+		fmt.Fprintf(w, "FAILED  %s %s: %v\n", ev.Node.Key.Short(), ev.Node.Label(), ev.Err)
+		if ev.Node.Pos != "" {
+			fmt.Fprintf(w, "        defined at %s\n", ev.Node.Pos)
+		}
+		if ev.Err.Tail != "" {
+			fmt.Fprintf(w, "        last lines of its log:\n        %s\n", strings.ReplaceAll(ev.Err.Tail, "\n", "\n        "))
+		}
+	case solver.EventSkipped:
+		fmt.Fprintf(w, "skipped %s %s\n", ev.Node.Key.Short(), ev.Node.Label())
+	case solver.EventOutput:
+		fmt.Fprintf(w, "output  %s\n", ev.Path)
+	}
+}
+
+func (p *progress) summary(sum *solver.Summary, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json {
+		b, _ := json.Marshal(struct {
+			Type string `json:"type"`
+			*solver.Summary
+			Error string `json:"error,omitempty"`
+		}{"summary", sum, errString(err)})
+		fmt.Fprintf(p.e.stdout, "%s\n", b)
+		return
+	}
+	fmt.Fprintf(p.e.stderr, "%d executed, %d cached, %d failed, %d skipped in %s\n",
+		sum.Executed, sum.Cached, sum.Failed, sum.Skipped, sum.Duration.Round(time.Millisecond))
+	if err != nil {
+		fmt.Fprintln(p.e.stderr, "vmb:", err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,589 @@
+package vmexec
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"lukechampine.com/blake3"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/vmexec/proto"
+)
+
+// DefaultTimeout bounds a job that sets none.
+const DefaultTimeout = 30 * time.Minute
+
+// Epoch is the time every build's guest clock and SOURCE_DATE_EPOCH say
+// (2020-01-01T00:00:00Z). It is part of the protocol: changing it changes
+// proto.Version.
+const Epoch = 1577836800
+
+// Executor runs jobs in the appliance under qemu, reading and writing disks as
+// snapshots in the store.
+type Executor struct {
+	Store     *cas.Store
+	Appliance *Appliance
+	Qemu      string // default qemu-system-x86_64
+	KVM       bool
+	Memory    int           // MiB; default 512
+	Timeout   time.Duration // per job without a timeout of its own; default DefaultTimeout
+	TmpDir    string        // where job disks are materialized; default os.TempDir()
+	RepoDir   string        // the build repository local sources are relative to
+	// Verbose adds qemu's command line to the log.
+	Verbose bool
+
+	bootOnce sync.Once
+	bootErr  error
+	boot     struct{ kernel, initrd string }
+}
+
+// JobError is a job that ran in the VM and failed, or a VM that did not finish.
+type JobError struct {
+	ExitCode int    // the job's exit status; -1 when the VM did not report one
+	Tail     string // the last lines of the console
+	Err      error
+}
+
+func (e *JobError) Error() string { return e.Err.Error() }
+
+// Identity is the executor identity in keys.
+func (x *Executor) Identity() string { return x.Appliance.Identity() }
+
+// Run runs node n on disks (snapshot by disk name) and returns the disks after it
+// and the files it wrote to the output directory (blob by output name).
+func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.Digest, log io.Writer) (map[string]cas.Digest, map[string]cas.Digest, error) {
+	work, err := os.MkdirTemp(x.tmpDir(), "vmb-job-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(work)
+	out := map[string]cas.Digest{}
+	for k, v := range disks {
+		out[k] = v
+	}
+	files := map[string]cas.Digest{}
+	switch j := n.Job.(type) {
+	case *graph.CreateDisk:
+		m := &cas.Manifest{Size: int64(j.Size), ChunkSize: cas.DefaultChunkSize}
+		d, err := x.Store.PutBytes(m.Encode())
+		out[j.Disk] = d
+		return out, files, err
+	case *graph.ResizeDisk:
+		err := x.onDisk(ctx, work, out, j.Disk, func(f *os.File, size int64) ([]cas.Extent, error) {
+			return []cas.Extent{{Off: min(size, int64(j.Size)), Len: max(size, int64(j.Size)) - min(size, int64(j.Size))}}, f.Truncate(int64(j.Size))
+		})
+		return out, files, err
+	case *graph.DD:
+		src, err := os.ReadFile(x.src(j.Src))
+		if err != nil {
+			return nil, nil, err
+		}
+		err = x.onDisk(ctx, work, out, j.Disk, func(f *os.File, size int64) ([]cas.Extent, error) {
+			if int64(j.Offset)+int64(len(src)) > size {
+				return nil, fmt.Errorf("dd: %d bytes at offset %d do not fit disk %q (%d bytes)", len(src), j.Offset, j.Disk, size)
+			}
+			_, err := f.WriteAt(src, int64(j.Offset))
+			return []cas.Extent{{Off: int64(j.Offset), Len: int64(len(src))}}, err
+		})
+		return out, files, err
+	case *graph.Hash:
+		p, err := x.materialize(ctx, work, j.Disk, out[j.Disk])
+		if err != nil {
+			return nil, nil, err
+		}
+		sum, err := hashFile(p, j.Algorithm)
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(log, "%s %s\n", sum, j.Disk)
+		d, err := x.Store.PutBytes([]byte(sum + "  " + j.Disk + "\n"))
+		files[j.Dest] = d
+		return out, files, err
+	case *graph.Export:
+		p, err := x.materialize(ctx, work, j.Disk, out[j.Disk])
+		if err != nil {
+			return nil, nil, err
+		}
+		d, err := x.export(ctx, work, p, j.Format, log)
+		files[j.Dest] = d
+		return out, files, err
+	}
+	files, err = x.vm(ctx, work, n, out, log)
+	return out, files, err
+}
+
+func (x *Executor) tmpDir() string {
+	if x.TmpDir != "" {
+		return x.TmpDir
+	}
+	return os.TempDir()
+}
+
+func (x *Executor) src(rel string) string { return filepath.Join(x.RepoDir, filepath.FromSlash(rel)) }
+
+// materialize writes snapshot d of a disk into work and returns its path.
+func (x *Executor) materialize(ctx context.Context, work, disk string, d cas.Digest) (string, error) {
+	if d.IsZero() {
+		return "", fmt.Errorf("disk %q has no snapshot", disk)
+	}
+	p := filepath.Join(work, "disk-"+disk+".raw")
+	return p, x.Store.Materialize(ctx, d, p)
+}
+
+// onDisk runs a host-side change on a disk and ingests the result; change returns
+// the ranges it wrote.
+func (x *Executor) onDisk(ctx context.Context, work string, disks map[string]cas.Digest, disk string, change func(*os.File, int64) ([]cas.Extent, error)) error {
+	p, err := x.materialize(ctx, work, disk, disks[disk])
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	fi, _ := f.Stat()
+	changed, err := change(f, fi.Size())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	base, err := x.Store.Manifest(disks[disk])
+	if err != nil {
+		return err
+	}
+	d, _, err := x.Store.IngestDisk(ctx, p, cas.IngestOptions{Base: base, Changed: changed})
+	disks[disk] = d
+	return err
+}
+
+func hashFile(p, algorithm string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var h interface {
+		io.Writer
+		Sum([]byte) []byte
+	} = blake3.New(32, nil)
+	if algorithm == "sha256" {
+		h = sha256.New()
+	}
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return algorithm + ":" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// export converts a raw disk with qemu-img and stores the image.
+func (x *Executor) export(ctx context.Context, work, raw, format string, log io.Writer) (cas.Digest, error) {
+	if format == "raw" {
+		f, err := os.Open(raw)
+		if err != nil {
+			return cas.Digest{}, err
+		}
+		defer f.Close()
+		d, _, err := x.Store.Put(f)
+		return d, err
+	}
+	dst := filepath.Join(work, "export."+format)
+	args := []string{"convert", "-f", "raw", "-O", format}
+	// Options that keep the image the same from run to run.
+	switch format {
+	case "vmdk":
+		args = append(args, "-o", "subformat=monolithicSparse")
+	case "vhdx":
+		args = append(args, "-o", "subformat=dynamic")
+	}
+	args = append(args, raw, dst)
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	fmt.Fprintf(log, "+ qemu-img %s\n", strings.Join(args, " "))
+	if err := cmd.Run(); err != nil {
+		return cas.Digest{}, fmt.Errorf("qemu-img convert: %w", err)
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return cas.Digest{}, err
+	}
+	defer f.Close()
+	d, _, err := x.Store.Put(f)
+	return d, err
+}
+
+// vm runs a job in the appliance.
+func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map[string]cas.Digest, log io.Writer) (map[string]cas.Digest, error) {
+	if err := x.bootFiles(); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(disks))
+	for name := range disks {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	params, err := json.Marshal(n.Job)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	job := proto.Job{Nonce: hex.EncodeToString(nonce), Kind: n.Job.Kind(), Params: params, Disks: names,
+		Output: graph.Output(n.Job) != "", Epoch: Epoch, Seed: n.Key.String()}
+
+	jobDisk := filepath.Join(work, "job.tar")
+	if err := x.writeJobDisk(ctx, jobDisk, &job, n.Job); err != nil {
+		return nil, err
+	}
+	vm := &VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd,
+		Cmdline: "console=ttyS0 quiet loglevel=3 panic=-1", Disks: []Drive{{Path: jobDisk, ReadOnly: true}}}
+	var total int64
+	paths := map[string]string{}
+	for _, name := range names {
+		p, err := x.materialize(ctx, work, name, disks[name])
+		if err != nil {
+			return nil, err
+		}
+		paths[name] = p
+		fi, _ := os.Stat(p)
+		total += fi.Size()
+		vm.Disks = append(vm.Disks, Drive{Path: p})
+	}
+	outDisk := ""
+	if job.Output {
+		outDisk = filepath.Join(work, "output.tar")
+		f, err := os.Create(outDisk)
+		if err != nil {
+			return nil, err
+		}
+		f.Truncate(total + 64<<20)
+		f.Close()
+		vm.Disks = append(vm.Disks, Drive{Path: outDisk})
+	}
+	timeout := x.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	if r, ok := n.Job.(*graph.Run); ok && r.Timeout > 0 {
+		timeout = time.Duration(r.Timeout) * time.Second
+	}
+	if err := x.boot1(ctx, vm, job.Nonce, timeout, log); err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		base, err := x.Store.Manifest(disks[name])
+		if err != nil {
+			return nil, err
+		}
+		d, _, err := x.Store.IngestDisk(ctx, paths[name], cas.IngestOptions{Base: base})
+		if err != nil {
+			return nil, err
+		}
+		disks[name] = d
+	}
+	files := map[string]cas.Digest{}
+	if outDisk != "" {
+		if err := x.readOutputs(outDisk, files); err != nil {
+			return nil, err
+		}
+		if _, ok := files[graph.Output(n.Job)]; !ok {
+			return nil, &JobError{ExitCode: -1, Err: fmt.Errorf("the job wrote no output %q", graph.Output(n.Job))}
+		}
+	}
+	return files, nil
+}
+
+// boot1 boots the VM once and waits for the job's result line.
+func (x *Executor) boot1(ctx context.Context, vm *VM, nonce string, timeout time.Duration, log io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if x.Verbose {
+		fmt.Fprintf(log, "+ %s\n", vm)
+	}
+	cmd := exec.Command(vm.Qemu, vm.Args()...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start qemu: %w", err)
+	}
+	killed := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		case <-killed:
+		}
+	}()
+	status, gotResult := -1, false
+	var tail []string
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := cleanLine(sc.Text())
+		if s, ok := proto.ParseResult(line, nonce); ok {
+			status, gotResult = s, true
+			continue
+		}
+		if strings.HasPrefix(line, proto.ReadyPrefix) {
+			continue
+		}
+		fmt.Fprintln(log, line)
+		tail = append(tail, line)
+		if len(tail) > 20 {
+			tail = tail[1:]
+		}
+	}
+	werr := cmd.Wait()
+	close(killed)
+	tailText := strings.Join(tail, "\n")
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return &JobError{ExitCode: -1, Tail: tailText, Err: fmt.Errorf("the build VM did not finish in %s: killed", timeout)}
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case !gotResult && strings.Contains(tailText, "Kernel panic"):
+		return &JobError{ExitCode: -1, Tail: tailText, Err: errors.New("the build VM's kernel panicked")}
+	case !gotResult:
+		return &JobError{ExitCode: -1, Tail: tailText, Err: fmt.Errorf("the build VM stopped without a result (qemu: %v %s)", werr, strings.TrimSpace(stderr.String()))}
+	case status != 0:
+		return &JobError{ExitCode: status, Tail: tailText, Err: fmt.Errorf("exit status %d", status)}
+	}
+	return nil
+}
+
+// cleanLine drops terminal escape sequences the firmware writes.
+func cleanLine(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b {
+			for i++; i < len(s) && !(s[i] >= 'A' && s[i] <= 'Z' || s[i] >= 'a' && s[i] <= 'z'); i++ {
+			}
+			continue
+		}
+		if s[i] == '\r' {
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// writeJobDisk writes job.json and the job's payload as a tar stream.
+func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job, j graph.Job) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	jb, _ := json.Marshal(job)
+	mtime := time.Unix(Epoch, 0)
+	if err := tw.WriteHeader(&tar.Header{Name: "job.json", Mode: 0o644, Size: int64(len(jb)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	tw.Write(jb)
+	switch j := j.(type) {
+	case *graph.CopyIn:
+		err = addTree(tw, x.src(j.Src), "src", mtime)
+	case *graph.TarIn:
+		err = addTree(tw, x.src(j.Src), "src", mtime)
+	case *graph.Fetch:
+		var p string
+		if p, err = x.fetch(ctx, j); err == nil {
+			err = addTree(tw, p, "src", mtime)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	fi, _ := f.Stat()
+	return f.Truncate(max(fi.Size(), 1<<20))
+}
+
+// addTree adds a local file or tree under name, with modes normalized as lang keys
+// them, owner 0:0 and the build's mtime, in sorted order.
+func addTree(tw *tar.Writer, root, name string, mtime time.Time) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		h := &tar.Header{Name: filepath.ToSlash(filepath.Join(name, rel)), ModTime: mtime, Mode: int64(graph.NormalMode(fi.Mode()))}
+		switch {
+		case fi.IsDir():
+			h.Typeflag = tar.TypeDir
+		case fi.Mode()&fs.ModeSymlink != 0:
+			h.Typeflag = tar.TypeSymlink
+			h.Linkname, _ = os.Readlink(p)
+			h.Mode = 0o777
+		case fi.Mode().IsRegular():
+			h.Typeflag, h.Size = tar.TypeReg, fi.Size()
+		default:
+			return fmt.Errorf("%s: not a file, directory or symlink", p)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if h.Typeflag == tar.TypeReg {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			return err
+		}
+		return nil
+	})
+}
+
+// fetch downloads a fetch job's URL into the store (once) and checks its digest.
+func (x *Executor) fetch(ctx context.Context, j *graph.Fetch) (string, error) {
+	algo, want, _ := strings.Cut(j.Digest, ":")
+	dir := filepath.Join(x.Store.Dir(), "fetch")
+	p := filepath.Join(dir, algo+"-"+want)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", j.URL, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetch %s: %w", j.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("fetch %s: %s", j.URL, resp.Status)
+	}
+	os.MkdirAll(dir, 0o755)
+	tmp, err := os.CreateTemp(dir, "dl-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	var h interface {
+		io.Writer
+		Sum([]byte) []byte
+	} = blake3.New(32, nil)
+	if algo == "sha256" {
+		h = sha256.New()
+	}
+	if _, err := io.Copy(io.MultiWriter(tmp, h), resp.Body); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("fetch %s: %w", j.URL, err)
+	}
+	tmp.Close()
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return "", fmt.Errorf("fetch %s: content has %s:%s, the definition pins %s", j.URL, algo, got, j.Digest)
+	}
+	return p, os.Rename(tmp.Name(), p)
+}
+
+// readOutputs stores every file of the tar stream on the output disk.
+func (x *Executor) readOutputs(path string, files map[string]cas.Digest) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("output disk: %w", err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		d, _, err := x.Store.Put(tr)
+		if err != nil {
+			return err
+		}
+		files[h.Name] = d
+	}
+}
+
+// bootFiles writes the appliance's kernel and initramfs where qemu can read them,
+// once per appliance.
+func (x *Executor) bootFiles() error {
+	x.bootOnce.Do(func() { x.bootErr = x.writeBootFiles() })
+	return x.bootErr
+}
+
+func (x *Executor) writeBootFiles() error {
+	dir := filepath.Join(x.Store.Dir(), "appliance-boot", x.Appliance.Digest.String())
+	os.MkdirAll(dir, 0o755)
+	for _, f := range []struct {
+		d    cas.Digest
+		name string
+		dst  *string
+	}{{x.Appliance.Kernel, "vmlinux", &x.boot.kernel}, {x.Appliance.Initrd, "initrd", &x.boot.initrd}} {
+		p := filepath.Join(dir, f.name)
+		if _, err := os.Stat(p); err != nil {
+			b, err := x.Store.Get(f.d)
+			if err != nil {
+				return fmt.Errorf("appliance: %w", err)
+			}
+			if err := os.WriteFile(p+".tmp", b, 0o644); err != nil {
+				return err
+			}
+			if err := os.Rename(p+".tmp", p); err != nil {
+				return err
+			}
+		}
+		*f.dst = p
+	}
+	return nil
+}
+
+func (x *Executor) qemu() string {
+	if x.Qemu != "" {
+		return x.Qemu
+	}
+	return "qemu-system-x86_64"
+}
+
+func (x *Executor) memory() int {
+	if x.Memory > 0 {
+		return x.Memory
+	}
+	return 512
+}

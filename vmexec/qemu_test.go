@@ -1,0 +1,25 @@
+package vmexec
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestVMArgs(t *testing.T) {
+	vm := &VM{Qemu: "qemu-system-x86_64", Memory: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0 quiet",
+		Disks: []Drive{{Path: "/job", ReadOnly: true}, {Path: "/a,b.img"}}}
+	want := []string{"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-machine", "q35", "-m", "512", "-smp", "1",
+		"-serial", "stdio", "-monitor", "none", "-net", "none", "-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0 quiet",
+		"-accel", "tcg", "-cpu", "max",
+		"-drive", "file=/job,format=raw,if=virtio,readonly=on",
+		"-drive", "file=/a,,b.img,format=raw,if=virtio,cache=unsafe,discard=unmap"}
+	if diff := cmp.Diff(want, vm.Args()); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	vm.KVM = true
+	if s := vm.String(); !strings.Contains(s, "-accel kvm -cpu host") || !strings.Contains(s, "'console=ttyS0 quiet'") {
+		t.Errorf("String() = %s", s)
+	}
+}
