@@ -46,7 +46,7 @@ var appliancePackages = []string{
 // applianceBinaries are the programs the agent runs, by path in the packages
 // (each is looked for under /usr too, for merged-/usr packages).
 var applianceBinaries = []string{
-	"/sbin/sfdisk", "/sbin/mke2fs", "/sbin/e2fsck", "/sbin/tune2fs", "/sbin/mkfs.fat",
+	"/sbin/sfdisk", "/sbin/mke2fs", "/sbin/e2fsck", "/sbin/debugfs", "/sbin/tune2fs", "/sbin/mkfs.fat",
 	"/sbin/mkfs.xfs", "/sbin/mkfs.btrfs", "/sbin/mkntfs", "/bin/ntfs-3g", "/usr/sbin/mkudffs",
 	"/sbin/mkfs.exfat", "/sbin/mkfs.minix", "/sbin/fstrim", "/sbin/blkid", "/bin/tar",
 	"/sbin/wipefs", "/usr/bin/xz", "/usr/bin/zstd",
@@ -62,7 +62,7 @@ var applianceLinks = map[string]string{
 var applianceModules = []string{
 	// soft dependencies first: the checksums ext4, xfs and btrfs ask the crypto API for
 	"crc32c_generic", "crc32c_intel", "xxhash_generic", "blake2b_generic", "sha256_generic",
-	"virtio_pci", "virtio_blk", "ext4", "vfat", "nls_cp437", "nls_iso8859-1", "xfs", "btrfs",
+	"virtio_pci", "virtio_blk", "ext4", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "xfs", "btrfs",
 	"minix", "ufs", "udf", "exfat", "fuse",
 }
 
@@ -225,22 +225,40 @@ func BuildAppliance(ctx context.Context, store *cas.Store, opt BuildOptions) (*A
 	if err != nil {
 		return nil, err
 	}
-	// An action record keeps the appliance's blobs alive through gc.
-	if err := store.PutAction(cas.ActionID(cas.Sum([]byte("vmb appliance "+d.String()))), &cas.Result{
-		Outputs:  []cas.Output{{Name: "manifest", Kind: cas.KindBlob, Digest: d}, {Name: "kernel", Kind: cas.KindBlob, Digest: m.Kernel}, {Name: "initrd", Kind: cas.KindBlob, Digest: m.Initrd}},
+	a := &Appliance{Digest: d, Manifest: m}
+	return a, a.install(store)
+}
+
+// actionID is the action record that keeps an appliance's blobs alive through gc.
+func (a *Appliance) actionID() cas.ActionID {
+	return cas.ActionID(cas.Sum([]byte("vmb appliance " + a.Digest.String())))
+}
+
+// install records the appliance in store and makes it the store's current one.
+func (a *Appliance) install(store *cas.Store) error {
+	if err := store.PutAction(a.actionID(), &cas.Result{
+		Outputs: []cas.Output{{Name: "manifest", Kind: cas.KindBlob, Digest: a.Digest},
+			{Name: "kernel", Kind: cas.KindBlob, Digest: a.Kernel}, {Name: "initrd", Kind: cas.KindBlob, Digest: a.Initrd}},
 		Executor: "vmb appliance build",
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	ref := refPath(store)
 	os.MkdirAll(filepath.Dir(ref), 0o755)
-	if err := os.WriteFile(ref+".tmp", []byte(d.String()+"\n"), 0o644); err != nil {
-		return nil, err
+	tmp := fmt.Sprintf("%s.%d.tmp", ref, os.Getpid())
+	if err := os.WriteFile(tmp, []byte(a.Digest.String()+"\n"), 0o644); err != nil {
+		return err
 	}
-	if err := os.Rename(ref+".tmp", ref); err != nil {
-		return nil, err
+	return os.Rename(tmp, ref)
+}
+
+// CopyAppliance copies appliance a from src into dst and makes it dst's current one:
+// how a machine takes another's appliance (and so its keys) without building it.
+func CopyAppliance(ctx context.Context, dst, src *cas.Store, a *Appliance) error {
+	if _, err := cas.Sync(ctx, dst, src, []cas.ActionID{a.actionID()}); err != nil {
+		return err
 	}
-	return &Appliance{Digest: d, Manifest: m}, nil
+	return a.install(dst)
 }
 
 // kernelPackage resolves the kernel meta-package to the versioned image package.

@@ -252,27 +252,67 @@ func (a *agent) mount(p graph.Place) (string, error) {
 		return "", err
 	}
 	dir := filepath.Join(targetDir, strings.NewReplacer(":", "_", "/", "_").Replace(p.Volume().String()))
-	if !containsString(a.mounted, dir) {
+	if !a.isMounted(dir) {
+		m := mountpoint{dir: dir, dev: dev}
+		if out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", dev).Output(); err == nil {
+			m.fstype = strings.TrimSpace(string(out))
+		}
+		// noload: no journal. A build VM that dies loses its job, not the disk it
+		// started from, and a journal would record commit times.
+		opts := "noatime"
+		if m.fstype == "ext3" || m.fstype == "ext4" {
+			opts += ",noload"
+		}
 		os.MkdirAll(dir, 0o755)
-		if err := sh("mount", "-o", "noatime", dev, dir); err != nil {
+		args := []string{"mount", "-o", opts}
+		switch m.fstype {
+		case "":
+		case "ntfs": // written through FUSE: the kernel's ntfs3 is not in the appliance
+			args = []string{"ntfs-3g", "-o", opts}
+		default:
+			args = append(args, "-t", m.fstype)
+		}
+		if err := sh(args[0], append(args[1:], dev, dir)...); err != nil {
+			kernelSays()
 			return "", fmt.Errorf("mount %s: %w", p.Volume(), err)
 		}
-		a.mounted = append(a.mounted, dir)
+		a.mounted = append(a.mounted, m)
 	}
 	return filepath.Join(dir, filepath.Clean("/"+p.Path)), nil
 }
 
-// unmountAll discards free blocks (so the disk handed back is sparse) and unmounts.
+func (a *agent) isMounted(dir string) bool {
+	for _, m := range a.mounted {
+		if m.dir == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unmountAll normalizes times, discards free blocks (so the disk handed back is
+// sparse) and unmounts.
 func (a *agent) unmountAll() error {
 	var first error
-	for i := len(a.mounted) - 1; i >= 0; i-- {
-		dir := a.mounted[i]
-		for _, sub := range []string{"dev", "proc", "sys"} {
-			unix.Unmount(filepath.Join(dir, sub), unix.MNT_DETACH)
-		}
-		exec.Command("fstrim", dir).Run() // not every filesystem can
-		if err := sh("umount", dir); err != nil && first == nil {
+	keep := func(err error) {
+		if err != nil && first == nil {
 			first = err
+		}
+	}
+	for i := len(a.mounted) - 1; i >= 0; i-- {
+		m := a.mounted[i]
+		for _, sub := range []string{"dev", "proc", "sys"} {
+			unix.Unmount(filepath.Join(m.dir, sub), unix.MNT_DETACH)
+		}
+		fixes, err := a.normalize(m)
+		keep(err)
+		exec.Command("fstrim", m.dir).Run() // not every filesystem can
+		if err := sh("umount", m.dir); err != nil {
+			keep(err)
+			continue
+		}
+		if err == nil {
+			keep(a.fixTimes(m, fixes))
 		}
 	}
 	a.mounted = nil
@@ -285,20 +325,11 @@ func (a *agent) copyIn(j *graph.CopyIn) error {
 		return err
 	}
 	src := filepath.Join(payloadDir, "src")
-	fi, err := os.Lstat(src)
-	if err != nil {
+	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("payload: %w", err)
 	}
-	if fi.IsDir() {
-		if err := os.MkdirAll(dst, 0o755); err != nil {
-			return err
-		}
-		err = sh("cp", "-a", src+"/.", dst+"/")
-	} else {
-		os.MkdirAll(filepath.Dir(dst), 0o755)
-		err = sh("cp", "-a", src, dst)
-	}
-	if err != nil {
+	fmt.Printf("+ copy %s to %s\n", j.Src, dst)
+	if err := a.copyTree(src, dst); err != nil {
 		return err
 	}
 	if j.Owner != "" {
@@ -390,15 +421,6 @@ func listing(root, dst string) error {
 	})
 }
 
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -406,4 +428,11 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// kernelSays prints the kernel's last messages: why a mount failed is only there.
+func kernelSays() {
+	out, _ := exec.Command("dmesg").Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	fmt.Println(strings.Join(lines[max(0, len(lines)-5):], "\n"))
 }

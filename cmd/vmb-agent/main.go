@@ -285,6 +285,13 @@ func sh(name string, args ...string) error {
 	return shIn(nil, name, args...)
 }
 
+// runEnv runs a command with env added to the agent's and returns what it printed.
+func runEnv(env []string, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	return cmd.CombinedOutput()
+}
+
 func shIn(stdin io.Reader, name string, args ...string) error {
 	fmt.Printf("+ %s %s\n", name, strings.Join(args, " "))
 	cmd := exec.Command(name, args...)
@@ -294,5 +301,5 @@ func shIn(stdin io.Reader, name string, args ...string) error {
 
 type agent struct {
 	job     *proto.Job
-	mounted []string
+	mounted []mountpoint
 }

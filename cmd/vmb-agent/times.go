@@ -1,0 +1,400 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A mounted target filesystem.
+type mountpoint struct {
+	dir, dev, fstype string
+}
+
+// Filesystems record the moment of every change: inode change and creation times,
+// superblock mount and write times, journal commit times. A build's guest clock
+// starts at the epoch, but it runs, so two builds of the same job would differ in
+// those times. Before a target is unmounted, normalize clamps every access and
+// modification time after the epoch to the epoch, and sets every change time to the
+// epoch; after it is unmounted, fixTimes rewrites what the kernel cannot (ext2/3/4
+// creation times and superblock times). Times before the epoch (a tar-in of old
+// files) are kept.
+
+// An inode fixTimes rewrites.
+type inodeFix struct {
+	ino        uint64
+	crtime     bool // created after the epoch
+	generation bool // a generation other than 0
+	blocks     bool // a file or directory: blocks with checksums seeded by the generation
+}
+
+// normalize walks a mounted target, sets its times, and returns the inodes whose
+// creation time or generation fixTimes has to rewrite once it is unmounted.
+func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
+	epoch := a.job.Epoch
+	ext := strings.HasPrefix(m.fstype, "ext")
+	var fixes []inodeFix
+	err := filepath.WalkDir(m.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
+			return err
+		}
+		if ext {
+			// ext4 draws every new inode's generation at random.
+			fix := inodeFix{ino: st.Ino, crtime: st.Mask&unix.STATX_BTIME != 0 && after(st.Btime, epoch)}
+			if d.Type().IsRegular() || d.IsDir() {
+				gen, err := generation(p)
+				if err != nil {
+					return err
+				}
+				fix.generation, fix.blocks = gen != 0, gen != 0
+			} else {
+				fix.generation = true // no blocks to rewrite: setting it costs nothing
+			}
+			if fix.crtime || fix.generation {
+				fixes = append(fixes, fix)
+			}
+		}
+		if !changed(&st, epoch) {
+			return nil
+		}
+		times := []unix.Timespec{clamp(st.Atime, epoch), clamp(st.Mtime, epoch)}
+		// The change time is the clock's when the times are set: set the clock to the
+		// epoch first. The kernel stamps inodes with the clock of the last tick, so a
+		// tick between the two calls shows as a change time past the epoch: try again.
+		for try := 0; ; try++ {
+			if err := unix.ClockSettime(unix.CLOCK_REALTIME, &unix.Timespec{Sec: epoch}); err != nil {
+				return err
+			}
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("set times of %s: %w", p, err)
+			}
+			if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &st); err != nil {
+				return err
+			}
+			if st.Ctime.Sec == epoch && st.Ctime.Nsec == 0 || try == 100 {
+				return nil
+			}
+		}
+	})
+	return fixes, err
+}
+
+// fsIocGetversion is FS_IOC_GETVERSION, _IOR('v', 1, long), which x/sys/unix lacks.
+const fsIocGetversion = 0x80087601
+
+// generation returns the generation of a file or directory.
+func generation(p string) (int, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	gen, err := unix.IoctlGetInt(fd, fsIocGetversion)
+	if err != nil {
+		return 0, fmt.Errorf("generation of %s: %w", p, err)
+	}
+	return int(uint32(gen)), nil
+}
+
+// changed says whether an inode has times after the epoch: it was changed by this
+// job, or normalize has to set its times (and so changes it).
+func changed(st *unix.Statx_t, epoch int64) bool {
+	return after(st.Atime, epoch) || after(st.Mtime, epoch) || st.Ctime.Sec != epoch || st.Ctime.Nsec != 0
+}
+
+func after(t unix.StatxTimestamp, epoch int64) bool {
+	return t.Sec > epoch || t.Sec == epoch && t.Nsec != 0
+}
+
+func clamp(t unix.StatxTimestamp, epoch int64) unix.Timespec {
+	if after(t, epoch) {
+		return unix.Timespec{Sec: epoch}
+	}
+	return unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)}
+}
+
+// fixTimes rewrites, on an unmounted ext2/3/4 target, what normalize could not: the
+// creation times, generations and change counters of inodes, and the superblock's mount and write
+// times, mount count and lifetime write count. Their checksums are seeded with the
+// generation, so the blocks of files and directories whose generation changed are
+// written again by e2fsck.
+func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
+	if !strings.HasPrefix(m.fstype, "ext") {
+		return nil
+	}
+	cleared, scrubbed, err := scrubInodes(m.dev)
+	if err != nil {
+		return fmt.Errorf("inode tables: %w", err)
+	}
+	fmt.Printf("+ inode tables: %d free inodes cleared, %d change counters zeroed\n", cleared, scrubbed)
+	at := fmt.Sprintf("@%d", a.job.Epoch)
+	var cmds strings.Builder
+	rewrite := false
+	for _, f := range fixes {
+		if f.crtime {
+			fmt.Fprintf(&cmds, "sif <%d> crtime %s\nsif <%d> crtime_extra 0\n", f.ino, at, f.ino)
+		}
+		if f.generation {
+			fmt.Fprintf(&cmds, "sif <%d> generation 0\n", f.ino)
+		}
+		rewrite = rewrite || f.blocks
+	}
+	for _, f := range []string{"mtime " + at, "wtime " + at, "mnt_count 0", "kbytes_written 0"} {
+		fmt.Fprintf(&cmds, "ssv %s\n", f)
+	}
+	f, err := os.CreateTemp("", "debugfs")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(cmds.String()); err != nil {
+		return err
+	}
+	f.Close()
+	fmt.Printf("+ debugfs: creation times and generations of %d inodes, the superblock's times\n", len(fixes))
+	fake := fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", a.job.Epoch)
+	out, err := runEnv([]string{fake}, "debugfs", "-w", "-f", f.Name(), m.dev)
+	if err == nil {
+		// debugfs reports a command that failed but exits 0: every line that is not
+		// its banner or the echo of a command is an error.
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if !strings.HasPrefix(line, "debugfs") {
+				err = fmt.Errorf("%s", line)
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("debugfs: %v\n%s", err, out)
+	}
+	if !rewrite {
+		return nil
+	}
+	// With metadata_csum, the checksums of directory and extent blocks are seeded
+	// with their inode's generation: e2fsck writes them again.
+	fmt.Println("+ e2fsck -fy: checksums seeded with the new generations")
+	out, err = runEnv([]string{fake}, "e2fsck", "-fy", m.dev)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() < 4 {
+		err = nil // 1 and 2: errors corrected
+	}
+	if err != nil {
+		return fmt.Errorf("e2fsck: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// copyTree copies the payload tree src onto dst (merging into directories that
+// exist), owned by root, with the payload's modes and the epoch as every time. Each
+// entry is created just after the clock is set to the epoch: FAT keeps creation times
+// to 10 ms in directory entries ("." and ".." too) that nothing can set afterwards.
+func (a *agent) copyTree(src, dst string) error {
+	epoch := unix.Timespec{Sec: a.job.Epoch}
+	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &epoch); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &epoch); err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			if err := os.Mkdir(to, fi.Mode().Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+		case d.Type() == fs.ModeSymlink:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			os.Remove(to)
+			if err := os.Symlink(target, to); err != nil {
+				return err
+			}
+		default:
+			if err := copyFile(p, to, fi.Mode().Perm()); err != nil {
+				return err
+			}
+		}
+		os.Lchown(to, 0, 0) // not every filesystem has owners
+		if d.Type() != fs.ModeSymlink {
+			if err := os.Chmod(to, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil && !errors.Is(err, unix.EPERM) {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func copyFile(from, to string, perm fs.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	os.Remove(to) // a file being replaced: a new inode, as cp would not, but as tar does
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// scrubInodes works through the inode tables of an unmounted ext2/3/4 filesystem.
+// It zeroes the slots the inode bitmaps say are free: a deleted file leaves its inode
+// behind, with the times and generation it had, where mke2fs left zeros. In the
+// inodes in use, it zeroes the change counter (i_version), which counts how often the
+// kernel wrote the inode and so depends on timing, and writes their checksums again.
+func scrubInodes(dev string) (cleared, scrubbed int, err error) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return 0, 0, err
+	}
+	le := binary.LittleEndian
+	if le.Uint16(sb[56:]) != 0xEF53 {
+		return 0, 0, fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
+	}
+	blockSize := int64(1024) << le.Uint32(sb[24:])
+	blocks := uint64(le.Uint32(sb[4:]))
+	perGroup := int64(le.Uint32(sb[40:]))
+	inodeSize := int64(le.Uint16(sb[88:]))
+	if le.Uint32(sb[76:]) == 0 { // revision 0: 128-byte inodes
+		inodeSize = 128
+	}
+	firstData := int64(le.Uint32(sb[20:]))
+	blocksPerGroup := uint64(le.Uint32(sb[32:]))
+	descSize := int64(32)
+	incompat, roCompat := le.Uint32(sb[96:]), le.Uint32(sb[100:])
+	is64 := incompat&0x80 != 0
+	if is64 {
+		blocks |= uint64(le.Uint32(sb[336:])) << 32
+		descSize = int64(le.Uint16(sb[254:]))
+	}
+	csum := roCompat&0x400 != 0               // metadata_csum
+	seed := crc32c(^uint32(0), sb[0x68:0x78]) // the filesystem's UUID
+	if incompat&0x2000 != 0 {                 // csum_seed
+		seed = le.Uint32(sb[0x270:])
+	}
+	groups := int64((blocks - uint64(firstData) + blocksPerGroup - 1) / blocksPerGroup)
+	descs := make([]byte, groups*descSize)
+	if _, err := f.ReadAt(descs, (firstData+1)*blockSize); err != nil {
+		return 0, 0, err
+	}
+	bitmap := make([]byte, blockSize)
+	table := make([]byte, perGroup*inodeSize)
+	zero := make([]byte, inodeSize)
+	for g := range groups {
+		d := descs[g*descSize:]
+		if le.Uint16(d[18:])&1 != 0 { // INODE_UNINIT: nothing was ever written
+			continue
+		}
+		bitmapAt, tableAt := int64(le.Uint32(d[4:])), int64(le.Uint32(d[8:]))
+		if is64 && descSize >= 64 {
+			bitmapAt |= int64(le.Uint32(d[0x24:])) << 32
+			tableAt |= int64(le.Uint32(d[0x28:])) << 32
+		}
+		if _, err := f.ReadAt(bitmap, bitmapAt*blockSize); err != nil {
+			return cleared, scrubbed, err
+		}
+		if _, err := f.ReadAt(table, tableAt*blockSize); err != nil {
+			return cleared, scrubbed, err
+		}
+		dirty := false
+		for i := range perGroup {
+			in := table[i*inodeSize : (i+1)*inodeSize]
+			if bitmap[i/8]&(1<<(i%8)) == 0 {
+				if !bytes.Equal(in, zero) {
+					clear(in)
+					cleared++
+					dirty = true
+				}
+				continue
+			}
+			extra := int64(0)
+			if inodeSize > 128 {
+				extra = int64(le.Uint16(in[0x80:]))
+			}
+			changed := le.Uint32(in[0x24:]) != 0
+			clear(in[0x24:0x28])
+			if extra >= 0x1c {
+				changed = changed || le.Uint32(in[0x98:]) != 0
+				clear(in[0x98:0x9c])
+			}
+			if !changed {
+				continue
+			}
+			scrubbed++
+			dirty = true
+			if csum {
+				ino := uint32(g*perGroup + i + 1)
+				inodeChecksum(in, seed, ino, extra >= 4)
+			}
+		}
+		if dirty {
+			if _, err := f.WriteAt(table, tableAt*blockSize); err != nil {
+				return cleared, scrubbed, err
+			}
+		}
+	}
+	return cleared, scrubbed, f.Sync()
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// crc32c continues a crc32c as ext4 does: no inversion on the way in or out.
+func crc32c(crc uint32, p []byte) uint32 { return ^crc32.Update(^crc, castagnoli, p) }
+
+// inodeChecksum writes an ext4 inode's metadata_csum: crc32c, without the final
+// inversion, of the inode number, its generation and the inode with its checksum
+// fields zeroed, seeded with the filesystem's checksum seed.
+func inodeChecksum(in []byte, seed, ino uint32, hi bool) {
+	le := binary.LittleEndian
+	var b [4]byte
+	le.PutUint32(b[:], ino)
+	c := crc32c(seed, b[:])
+	c = crc32c(c, in[0x64:0x68]) // i_generation
+	le.PutUint16(in[0x7c:], 0)
+	if hi {
+		le.PutUint16(in[0x82:], 0)
+	}
+	c = crc32c(c, in)
+	le.PutUint16(in[0x7c:], uint16(c))
+	if hi {
+		le.PutUint16(in[0x82:], uint16(c>>16))
+	}
+}

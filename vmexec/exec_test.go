@@ -1,0 +1,251 @@
+package vmexec_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/vmtest"
+)
+
+// chain runs jobs one after the other in a fresh store, as the solver would, and
+// returns the final disks.
+type chain struct {
+	t      *testing.T
+	x      *vmexec.Executor
+	parent *graph.Node
+	disks  map[string]cas.Digest
+	steps  []cas.Digest // disk "d" after each job, for TestReproducible
+	log    bytes.Buffer
+}
+
+func newChain(t *testing.T, repo string) *chain {
+	store, err := cas.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := vmtest.Seed(t, store)
+	x := &vmexec.Executor{Store: store, Appliance: a, KVM: vmexec.KVMUsable(), RepoDir: repo, TmpDir: t.TempDir()}
+	return &chain{t: t, x: x, disks: map[string]cas.Digest{}}
+}
+
+func (c *chain) run(j graph.Job, inputs ...graph.Input) (map[string]cas.Digest, error) {
+	n := graph.NewNode(c.x.Identity(), c.parent, j, inputs)
+	disks, files, err := c.x.Run(c.t.Context(), n, c.disks, &c.log)
+	if err == nil {
+		c.parent, c.disks = n, disks
+	}
+	return files, err
+}
+
+func (c *chain) must(j graph.Job) map[string]cas.Digest {
+	c.t.Helper()
+	files, err := c.run(j)
+	if err != nil {
+		c.t.Fatalf("%s: %v\n%s", graph.Describe(j), err, c.log.String())
+	}
+	return files
+}
+
+// raw materializes a disk for host tools to inspect.
+func (c *chain) raw(disk string) string {
+	p := filepath.Join(c.t.TempDir(), disk+".raw")
+	if err := c.x.Store.Materialize(c.t.Context(), c.disks[disk], p); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+// rawAt materializes disk "d" as it was after job i.
+func (c *chain) rawAt(i int) string {
+	p := filepath.Join(c.t.TempDir(), "d.raw")
+	if err := c.x.Store.Materialize(c.t.Context(), c.steps[i], p); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+func hostTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func place(s string) graph.Place {
+	p, err := graph.ParsePlace(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// TestDiskJobs builds a GPT disk with fat32 and ext4 partitions, copies a tree in,
+// runs a command in a chroot, and checks each result with the host's own tools.
+func TestDiskJobs(t *testing.T) {
+	repo := t.TempDir()
+	os.MkdirAll(filepath.Join(repo, "tree/etc"), 0o755)
+	os.WriteFile(filepath.Join(repo, "tree/etc/motd"), []byte("hello from the test\n"), 0o644)
+	os.MkdirAll(filepath.Join(repo, "tree/bin"), 0o755)
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
+	}
+	os.WriteFile(filepath.Join(repo, "tree/bin/busybox"), bb, 0o755)
+
+	c := newChain(t, repo)
+	c.must(&graph.CreateDisk{Disk: "root", Size: 128 << 20})
+	c.must(&graph.Label{Disk: "root", Type: "gpt"})
+	c.must(&graph.Partition{Disk: "root", Partitions: []graph.PartitionSpec{
+		{Type: "primary", Size: 40 << 20, Name: "efi", GUID: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"},
+		{Type: "primary", Name: "root"},
+	}})
+	c.must(&graph.Format{Place: place("root:1"), FS: "fat32", Label: "EFI"})
+	c.must(&graph.Format{Place: place("root:2"), FS: "ext4", Label: "root"})
+	c.must(&graph.CopyIn{Src: "tree", Dest: place("root:2:/")})
+	c.must(&graph.Run{Root: place("root:2"), Command: graph.Command{"/bin/busybox", "sh", "-c", "echo ran > /ran; echo to the log"}, Workdir: "/", Mode: "chroot"})
+	if !strings.Contains(c.log.String(), "to the log") {
+		t.Errorf("the command's output is not in the log:\n%s", c.log.String())
+	}
+
+	raw := c.raw("root")
+	dump := hostTool(t, "sfdisk", "--dump", raw)
+	for _, want := range []string{"label: gpt", "size=       81920, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B", `name="efi"`, `name="root"`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("sfdisk --dump lacks %q:\n%s", want, dump)
+		}
+	}
+	// Take the ext4 partition out and look at it with e2fsprogs.
+	start, size := partition(t, raw, 2)
+	part := filepath.Join(t.TempDir(), "p2")
+	hostTool(t, "dd", "if="+raw, "of="+part, "bs=512", "skip="+start, "count="+size, "status=none")
+	hostTool(t, "e2fsck", "-fn", part)
+	if got := hostTool(t, "debugfs", "-R", "cat /etc/motd", part); !strings.Contains(got, "hello from the test") {
+		t.Errorf("debugfs cat /etc/motd: %q", got)
+	}
+	if got := hostTool(t, "debugfs", "-R", "cat /ran", part); !strings.Contains(got, "ran") {
+		t.Errorf("the chroot command's file: %q", got)
+	}
+	if got := hostTool(t, "blkid", "-o", "export", part); !strings.Contains(got, "LABEL=root") || !strings.Contains(got, "TYPE=ext4") {
+		t.Errorf("blkid: %s", got)
+	}
+}
+
+// partition returns the start and size, in sectors, of partition n of a disk image.
+func partition(t *testing.T, raw string, n int) (string, string) {
+	out := hostTool(t, "sfdisk", "--dump", raw)
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, raw+string(rune('0'+n))+" ") {
+			continue
+		}
+		var start, size string
+		for _, f := range strings.Split(strings.SplitN(l, ":", 2)[1], ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(f), "=")
+			switch k {
+			case "start":
+				start = strings.TrimSpace(v)
+			case "size":
+				size = strings.TrimSpace(v)
+			}
+		}
+		return start, size
+	}
+	t.Fatalf("no partition %d in:\n%s", n, out)
+	return "", ""
+}
+
+// The same jobs in two empty caches give the same snapshot: filesystem UUIDs, hash
+// seeds and times come from the key and the build's epoch, not from the moment.
+func TestReproducible(t *testing.T) {
+	repo := t.TempDir()
+	os.WriteFile(filepath.Join(repo, "f"), []byte("content\n"), 0o644)
+	os.MkdirAll(filepath.Join(repo, "tree/bin"), 0o755)
+	os.WriteFile(filepath.Join(repo, "tree/f"), []byte("content\n"), 0o600)
+	jobs := []graph.Job{
+		&graph.CreateDisk{Disk: "d", Size: 96 << 20},
+		&graph.Label{Disk: "d", Type: "msdos"},
+		&graph.Partition{Disk: "d", Partitions: []graph.PartitionSpec{{Type: "primary", Size: 40 << 20}, {Type: "primary"}}},
+		&graph.Format{Place: place("d:1"), FS: "fat32"},
+		&graph.Format{Place: place("d:2"), FS: "ext4"},
+		&graph.CopyIn{Src: "f", Dest: place("d:1:/EFI/f")},
+		&graph.CopyIn{Src: "tree", Dest: place("d:2:/")},
+	}
+	if bb, err := os.ReadFile("/bin/busybox"); err == nil {
+		// A command that creates, changes and removes files, as package managers do.
+		os.WriteFile(filepath.Join(repo, "tree/bin/busybox"), bb, 0o755)
+		jobs = append(jobs, &graph.Run{Root: place("d:2"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/busybox", "sh", "-c",
+			"/bin/busybox mkdir -p /var/a /var/b && for i in 1 2 3 4 5 6 7 8; do echo $i > /var/a/$i; /bin/busybox sleep 0.2; done; /bin/busybox rm /var/a/3; /bin/busybox mv /var/a/4 /var/b/; /bin/busybox chmod 700 /var/b"}})
+	}
+	var chains [2]*chain
+	for i := range chains {
+		c := newChain(t, repo)
+		chains[i] = c
+		for _, j := range jobs {
+			c.must(j)
+			if i == 1 && c.disks["d"] != chains[0].steps[len(c.steps)] {
+				a, b := chains[0].rawAt(len(c.steps)), c.raw("d")
+				out, _ := exec.Command("cmp", "-l", a, b).CombinedOutput()
+				lines := strings.SplitN(string(out), "\n", 20)
+				t.Fatalf("%s: two builds of the same disk differ: %s and %s; bytes differ at (offset old new, octal):\n%s",
+					graph.Describe(j), chains[0].steps[len(c.steps)].Short(), c.disks["d"].Short(), strings.Join(lines[:len(lines)-1], "\n"))
+			}
+			c.steps = append(c.steps, c.disks["d"])
+		}
+	}
+}
+
+func TestFailures(t *testing.T) {
+	c := newChain(t, t.TempDir())
+	c.must(&graph.CreateDisk{Disk: "d", Size: 64 << 20})
+	c.must(&graph.Format{Place: place("d"), FS: "ext4"})
+
+	// A failing command: its exit status and the end of its log.
+	_, err := c.run(&graph.Run{Root: place("d"), Command: graph.Command{"/nonexistent"}, Workdir: "/", Mode: "chroot"})
+	var je *vmexec.JobError
+	if !errors.As(err, &je) || je.ExitCode == 0 || !strings.Contains(je.Tail, "nonexistent") {
+		t.Fatalf("failing command: %v (tail %q)", err, tailOf(je))
+	}
+	// A partition that does not exist.
+	_, err = c.run(&graph.Format{Place: place("d:3"), FS: "ext4"})
+	if !errors.As(err, &je) || !strings.Contains(je.Tail, "no partition 3") {
+		t.Fatalf("missing partition: %v (tail %q)", err, tailOf(je))
+	}
+	// A job that hangs is killed at its timeout.
+	c.x.Timeout = 1
+	_, err = c.run(&graph.Label{Disk: "d", Type: "gpt"})
+	if !errors.As(err, &je) || !strings.Contains(err.Error(), "did not finish") {
+		t.Fatalf("timeout: %v", err)
+	}
+	c.x.Timeout = 0
+	// Cancellation stops the VM.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	n := graph.NewNode(c.x.Identity(), c.parent, &graph.Label{Disk: "d", Type: "gpt"}, nil)
+	if _, _, err := c.x.Run(ctx, n, c.disks, &c.log); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	// Nothing outlives a run: no qemu, no job directory.
+	if out, _ := exec.Command("pgrep", "-af", "qemu-system.*"+c.x.TmpDir).Output(); len(out) > 0 {
+		t.Fatalf("qemu still running:\n%s", out)
+	}
+	if left, _ := os.ReadDir(c.x.TmpDir); len(left) > 0 {
+		t.Fatalf("left in the temp dir: %v", left)
+	}
+}
+
+func tailOf(je *vmexec.JobError) string {
+	if je == nil {
+		return ""
+	}
+	return je.Tail
+}

@@ -1,0 +1,116 @@
+// Package vmtest gives tests a real appliance: it builds vmb-agent and the appliance
+// once per machine (in a shared directory, under a file lock, since go test runs
+// packages in parallel) and copies it into the stores tests make. Tests that boot
+// the build VM use it; nothing fakes the VM.
+package vmtest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/vmexec"
+)
+
+var (
+	once   sync.Once
+	shared string
+	appl   *vmexec.Appliance
+	err    error
+)
+
+// Require skips the test when this machine cannot boot the build VM (no qemu), and
+// otherwise returns the shared cache holding the appliance.
+func Require(t testing.TB) (*cas.Store, *vmexec.Appliance) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (dev/setup installs it; CI has it)")
+	}
+	for _, tool := range []string{"apt-get", "dpkg-deb", "xz"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed: the appliance is built from Debian packages", tool)
+		}
+	}
+	once.Do(build)
+	if err != nil {
+		t.Fatalf("build the appliance: %v", err)
+	}
+	s, err := cas.Open(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, appl
+}
+
+func build() {
+	shared = os.Getenv("VMB_TEST_CACHE")
+	if shared == "" {
+		shared = filepath.Join(os.TempDir(), "vmb-test-cache")
+	}
+	if err = os.MkdirAll(shared, 0o755); err != nil {
+		return
+	}
+	lock, lerr := os.OpenFile(filepath.Join(shared, "test.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if lerr != nil {
+		err = lerr
+		return
+	}
+	defer lock.Close()
+	if err = unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+
+	root, rerr := moduleRoot()
+	if rerr != nil {
+		err = rerr
+		return
+	}
+	agent := filepath.Join(shared, "vmb-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", agent, "./cmd/vmb-agent")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, berr := cmd.CombinedOutput(); berr != nil {
+		err = &buildError{string(out), berr}
+		return
+	}
+	store, oerr := cas.Open(shared)
+	if oerr != nil {
+		err = oerr
+		return
+	}
+	appl, err = vmexec.BuildAppliance(context.Background(), store, vmexec.BuildOptions{
+		WorkDir: filepath.Join(shared, "appliance-work"), Agent: agent})
+}
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return "go build vmb-agent: " + e.err.Error() + "\n" + e.out }
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// Seed copies the appliance into dst, so that a test's fresh cache can build.
+func Seed(t testing.TB, dst *cas.Store) *vmexec.Appliance {
+	t.Helper()
+	src, a := Require(t)
+	if err := vmexec.CopyAppliance(context.Background(), dst, src, a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
