@@ -124,7 +124,15 @@ func diffPreimage(old, cur string) string {
 	oldIn, curIn := field(old, "input "), field(cur, "input ")
 	for _, l := range curIn {
 		if !slices.Contains(oldIn, l) {
-			changes = append(changes, "input "+strings.Fields(l)[1]+" changed")
+			name := strings.Fields(l)[1]
+			// The parameter of the same name says where the input comes from:
+			// src="files/hello.txt".
+			for _, pl := range curP {
+				if v, ok := strings.CutPrefix(pl, "param "+name+"="); ok {
+					name += " " + v
+				}
+			}
+			changes = append(changes, "input "+name+" changed")
 		}
 	}
 	if len(changes) == 0 && strings.Join(field(old, "parent "), "") != strings.Join(field(cur, "parent "), "") {

@@ -208,7 +208,7 @@ func TestSolveIncremental(t *testing.T) {
 	if err != nil || sum.Executed != 5 {
 		t.Fatalf("after changing motd: %+v, %v; want 5 executed", sum, err)
 	}
-	if got := e.reasons()["base[3] copy-in motd -> root:1:/etc/motd"]; got != "input src changed" {
+	if got := e.reasons()["base[3] copy-in motd -> root:1:/etc/motd"]; got != `input src "motd" changed` {
 		t.Errorf("reason for the copy-in: %q", got)
 	}
 

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"vmb.dev/vmb/vmexec/vmtest"
 )
 
 func TestMain(m *testing.M) {
@@ -14,13 +19,40 @@ func TestMain(m *testing.M) {
 }
 
 // TestScripts runs the CLI sessions in testdata/script: each is a user story, with
-// the files it starts from, the commands and what they must print.
+// the files it starts from, the commands and what they must print. $EXAMPLES is the
+// repository's testdata/examples.
 func TestScripts(t *testing.T) {
+	examples, err := filepath.Abs("../../testdata/examples")
+	if err != nil {
+		t.Fatal(err)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("VMB_CACHE", e.WorkDir+"/cache")
+			e.Setenv("EXAMPLES", examples)
 			return nil
+		},
+		// [vm]: this machine can boot the build VM (or $VMB_REQUIRE_VM says it must:
+		// then a missing qemu fails the script instead of skipping it).
+		Condition: func(cond string) (bool, error) {
+			if cond != "vm" {
+				return false, errors.New("unknown condition " + cond)
+			}
+			_, _, err := vmtest.Shared()
+			var u *vmtest.Unavailable
+			return !errors.As(err, &u) || os.Getenv("VMB_REQUIRE_VM") != "", nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// appliance puts the build VM in $VMB_CACHE (built once per machine, by
+			// vmtest) and sets the environment guestfish needs to read disks back.
+			"appliance": func(ts *testscript.TestScript, neg bool, args []string) {
+				ts.Check(vmtest.SeedDir(ts.Getenv("VMB_CACHE")))
+				for _, kv := range vmtest.GuestfishEnv() {
+					k, v, _ := strings.Cut(kv, "=")
+					ts.Setenv(k, v)
+				}
+			},
 		},
 	})
 }

@@ -6,6 +6,8 @@ package vmtest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,27 +28,44 @@ var (
 	err    error
 )
 
-// Require skips the test when this machine cannot boot the build VM (no qemu), and
-// otherwise returns the shared cache holding the appliance.
-func Require(t testing.TB) (*cas.Store, *vmexec.Appliance) {
-	t.Helper()
+// Unavailable says why this machine cannot boot the build VM.
+type Unavailable struct{ Reason string }
+
+func (u *Unavailable) Error() string { return u.Reason }
+
+// Shared returns the shared cache holding the appliance, building it the first time;
+// an *Unavailable error when this machine lacks what the build VM needs.
+func Shared() (*cas.Store, *vmexec.Appliance, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (dev/setup installs it; CI has it)")
+		return nil, nil, &Unavailable{"qemu-system-x86_64 is not installed (dev/setup installs it; CI has it)"}
 	}
 	for _, tool := range []string{"apt-get", "dpkg-deb", "xz"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed: the appliance is built from Debian packages", tool)
+			return nil, nil, &Unavailable{tool + " is not installed: the appliance is built from Debian packages"}
 		}
 	}
 	once.Do(build)
 	if err != nil {
-		t.Fatalf("build the appliance: %v", err)
+		return nil, nil, fmt.Errorf("build the appliance: %w", err)
 	}
 	s, err := cas.Open(shared)
+	return s, appl, err
+}
+
+// Require skips the test when this machine cannot boot the build VM, unless
+// $VMB_REQUIRE_VM is set (dev/test sets it: there, a missing qemu is a failure),
+// and otherwise returns the shared cache holding the appliance.
+func Require(t testing.TB) (*cas.Store, *vmexec.Appliance) {
+	t.Helper()
+	s, a, err := Shared()
+	var u *Unavailable
+	if errors.As(err, &u) && os.Getenv("VMB_REQUIRE_VM") == "" {
+		t.Skip(u.Reason)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, appl
+	return s, a
 }
 
 func build() {
@@ -113,4 +132,35 @@ func Seed(t testing.TB, dst *cas.Store) *vmexec.Appliance {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// SeedDir copies the appliance into the cache at dir, for tests that run vmb itself.
+func SeedDir(dir string) error {
+	src, a, err := Shared()
+	if err != nil {
+		return err
+	}
+	dst, err := cas.Open(dir)
+	if err != nil {
+		return err
+	}
+	return vmexec.CopyAppliance(context.Background(), dst, src, a)
+}
+
+// GuestfishEnv returns the environment libguestfs needs to read a disk back in a
+// test: the direct backend and, on a machine with no kernel in /boot (a container),
+// the appliance's own kernel and modules for supermin.
+func GuestfishEnv() []string {
+	env := []string{"LIBGUESTFS_BACKEND=direct"}
+	if k, _ := filepath.Glob("/boot/vmlinuz-*"); len(k) > 0 {
+		return env
+	}
+	root := filepath.Join(shared, "appliance-work", "root")
+	k, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	if shared == "" || len(k) == 0 {
+		return env
+	}
+	version := strings.TrimPrefix(filepath.Base(k[0]), "vmlinuz-")
+	return append(env, "SUPERMIN_KERNEL="+k[0], "SUPERMIN_KERNEL_VERSION="+version,
+		"SUPERMIN_MODULES="+filepath.Join(root, "lib", "modules", version))
 }
