@@ -108,6 +108,11 @@ func (s *Store) GetAction(a ActionID) (*Result, error) {
 	return r, nil
 }
 
+// TouchAction marks record a, if there is one, as recently used without reading it:
+// for a record a build still relies on but does not need to open (a step before a
+// cached one), so that gc keeps it for the day a later step changes.
+func (s *Store) TouchAction(a ActionID) bool { return s.used(s.actionPath(a)) }
+
 // readAction reads and decodes record a, and returns its bytes too. It fails with
 // ErrNotFound if there is none and a *CorruptError if it cannot be decoded.
 func (s *Store) readAction(a ActionID) (*Result, []byte, error) {

@@ -105,8 +105,27 @@ type compiler struct {
 	done   map[string]*compiled
 	busy   map[string]bool
 	hash   *hasher
-	image  cue.Value // #Image
-	jobs   cue.Value // #Jobs
+	hashed map[string]hashed // by path: an input several steps copy is hashed once
+	image  cue.Value         // #Image
+	jobs   cue.Value         // #Jobs
+}
+
+type hashed struct {
+	d   string
+	err error
+}
+
+// digest returns the digest of the local input at p, once per compile.
+func (c *compiler) digest(p string) (string, error) {
+	if h, ok := c.hashed[p]; ok {
+		return h.d, h.err
+	}
+	d, err := c.hash.digest(p)
+	if c.hashed == nil {
+		c.hashed = map[string]hashed{}
+	}
+	c.hashed[p] = hashed{d, err}
+	return d, err
 }
 
 type compiled struct {
@@ -222,6 +241,9 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 // userPos returns v's position if it is in the user's files, else the image's.
 func (c *compiler) userPos(v, image cue.Value) token.Pos {
 	ps := []token.Pos{v.Pos()}
+	if p := ps[0]; p.IsValid() && !strings.Contains(p.Filename(), stdlibDir) {
+		return p // the common case, and the cheap one
+	}
 	if op, args := v.Expr(); op == cue.AndOp {
 		for _, a := range args {
 			ps = append(ps, a.Pos())
@@ -309,7 +331,7 @@ func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Po
 		c.errs.addf(pos, "%s: src %q is outside the build repository", where, src)
 		return nil, false
 	}
-	d, err := c.hash.digest(p)
+	d, err := c.digest(p)
 	if err != nil {
 		if os.IsNotExist(err) {
 			c.errs.addf(pos, "%s: src %q: no such file or directory in the build repository", where, src)

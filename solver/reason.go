@@ -1,6 +1,7 @@
 package solver
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -61,6 +62,9 @@ func (s *Solver) saveLastBuilds(g *graph.Graph, images []string) {
 		}
 		b, _ := json.Marshal(lb)
 		p := s.refPath(im.Name)
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, b) {
+			continue // a no-op solve writes nothing
+		}
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		tmp := fmt.Sprintf("%s.%d.tmp", p, os.Getpid())
 		if os.WriteFile(tmp, b, 0o644) == nil {

@@ -70,28 +70,63 @@ type Step struct {
 }
 
 // Plan decides, for every node that builds the named images (all if none), whether
-// its result is in the cache, and why not.
+// its result is in the cache, and why not. Only results that are needed are looked
+// up: those of each image's last node, of every node with an output, and of the
+// parent of every node that runs. Walking from the last nodes back, a cached node
+// makes the nodes before it unneeded: they count as cached without a look (their
+// snapshots may even have been collected), so a no-op solve reads a few records an
+// image, not one a step.
 func (s *Solver) Plan(g *graph.Graph, images ...string) ([]*Step, error) {
-	nodes, err := g.Select(images...)
+	nodes, err := g.Select(images...) // parents before children
 	if err != nil {
 		return nil, err
 	}
-	last := s.lastBuilds(g, images)
-	steps := make([]*Step, 0, len(nodes))
+	var last map[string]*lastBuild // read when a node misses
+	reason := func(n *graph.Node) string {
+		if last == nil {
+			last = s.lastBuilds(g, images)
+		}
+		return s.reason(n, last)
+	}
+	needed := make(map[graph.Key]bool, len(nodes))
 	for _, n := range nodes {
+		needed[n.Key] = true
+	}
+	for _, n := range nodes {
+		if n.Parent != nil && graph.Output(n.Parent.Job) == "" {
+			needed[n.Parent.Key] = false // unless a child of it runs
+		}
+	}
+	for _, im := range g.Images {
+		if len(images) == 0 || slices.Contains(images, im.Name) {
+			needed[im.Final().Key] = true // an image's state, though others build on it
+		}
+	}
+	steps := make([]*Step, len(nodes))
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
 		st := &Step{Node: n}
-		if !s.opt.NoCache {
-			rec, err := s.store.GetAction(cas.ActionID(n.Key))
-			if err == nil {
-				if res, err := fromRecord(rec); err == nil {
-					st.Cached, st.result = true, res
-				}
+		steps[i] = st
+		if s.opt.NoCache {
+			st.Reason = reason(n)
+			continue
+		}
+		if !needed[n.Key] {
+			st.Cached = true
+			s.store.TouchAction(cas.ActionID(n.Key))
+			continue
+		}
+		if rec, err := s.store.GetAction(cas.ActionID(n.Key)); err == nil {
+			if res, err := fromRecord(rec); err == nil {
+				st.Cached, st.result = true, res
 			}
 		}
 		if !st.Cached {
-			st.Reason = s.reason(n, last)
+			st.Reason = reason(n)
+			if n.Parent != nil {
+				needed[n.Parent.Key] = true
+			}
 		}
-		steps = append(steps, st)
 	}
 	return steps, nil
 }
@@ -205,15 +240,19 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 		firstErr = err
 	}
 	// Outputs of every image whose nodes all finished, cached or not.
+	led := openLedger(s.opt.OutDir)
 	for _, im := range g.Images {
 		if len(images) > 0 && !slices.Contains(images, im.Name) {
 			continue
 		}
-		paths, err := s.writeOutputs(im, func(k graph.Key) *Result { return slots[k].res })
+		paths, err := s.writeOutputs(im, led, func(k graph.Key) *Result { return slots[k].res })
 		sum.Outputs = append(sum.Outputs, paths...)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
+	}
+	if err := led.save(); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("record outputs: %w", err)
 	}
 	if firstErr == nil {
 		s.saveLastBuilds(g, images)
@@ -252,7 +291,7 @@ func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, err
 }
 
 // writeOutputs writes the files an image's nodes produced to OutDir/<image>/<name>.
-func (s *Solver) writeOutputs(im *graph.Image, result func(graph.Key) *Result) ([]string, error) {
+func (s *Solver) writeOutputs(im *graph.Image, led *ledger, result func(graph.Key) *Result) ([]string, error) {
 	var paths []string
 	for _, n := range graph.Chain(im.Final()) {
 		name := graph.Output(n.Job)
@@ -268,8 +307,11 @@ func (s *Solver) writeOutputs(im *graph.Image, result func(graph.Key) *Result) (
 			return paths, fmt.Errorf("%s: the executor returned no output %q", n.Label(), name)
 		}
 		p := filepath.Join(s.opt.OutDir, im.Name, filepath.FromSlash(name))
-		if err := s.writeBlob(d, p); err != nil {
-			return paths, fmt.Errorf("write output %s: %w", p, err)
+		if !led.current(p, d) {
+			if err := s.writeBlob(d, p); err != nil {
+				return paths, fmt.Errorf("write output %s: %w", p, err)
+			}
+			led.wrote(p, d)
 		}
 		paths = append(paths, p)
 		s.emit(Event{Type: EventOutput, Node: n, Path: p})

@@ -316,3 +316,79 @@ func TestSolveCancel(t *testing.T) {
 		t.Fatalf("store after cancel: %+v", rep.Problems)
 	}
 }
+
+// A cached solve leaves outputs that are in place alone, and writes again those that
+// were removed or changed by hand.
+func TestSolveOutputsInPlace(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	qcow, motd := filepath.Join(e.out, "a/a.qcow2"), filepath.Join(e.out, "b/motd")
+	old, err := os.Stat(qcow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(motd)
+	os.WriteFile(motd, []byte("edited by hand, same length?\n"), 0o644)
+
+	var written []string
+	sum, err := e.solve(t, t.Context(), solver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range e.events {
+		if ev.Type == solver.EventOutput {
+			written = append(written, ev.Path)
+		}
+	}
+	if len(sum.Outputs) != 2 || len(written) != 2 {
+		t.Fatalf("outputs %v, events for %v: every output is reported", sum.Outputs, written)
+	}
+	if cur, _ := os.Stat(qcow); !os.SameFile(old, cur) || !cur.ModTime().Equal(old.ModTime()) {
+		t.Errorf("%s was written again though it was in place", qcow)
+	}
+	if got, _ := os.ReadFile(motd); string(got) != string(want) {
+		t.Errorf("an output changed by hand was not written again: %q, want %q", got, want)
+	}
+	os.Remove(qcow)
+	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(qcow); err != nil {
+		t.Errorf("a removed output was not written again: %v", err)
+	}
+}
+
+// A solve whose images' last nodes are cached does not need the nodes before them:
+// it neither reads their records nor runs them when they are gone (collected), and
+// runs them again when a later step changes and needs their state.
+func TestSolveUnneeded(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := lang.Compile(t.Context(), e.dir, lang.Options{Executor: e.exec.Identity()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := g.Image("a")
+	chain := graph.Chain(a.Final())
+	run := chain[len(chain)-2] // a's run, before its export
+	if err := os.Remove(filepath.Join(e.store.Dir(), "actions", run.Key.String()[:2], run.Key.String())); err != nil {
+		t.Fatalf("remove the record of %s: %v", run.Label(), err)
+	}
+	sum, err := e.solve(t, t.Context(), solver.Options{})
+	if err != nil || sum.Executed != 0 || sum.Cached != 9 {
+		t.Fatalf("with a step before a cached one gone: %+v, %v; want nothing run", sum, err)
+	}
+	// a's export changes: its parent's state is needed, and rebuilt.
+	os.WriteFile(filepath.Join(e.dir, "build.cue"), []byte(strings.Replace(repo, `format: "qcow2", dest: "a.qcow2"`, `format: "vmdk", dest: "a.vmdk"`, 1)), 0o644)
+	sum, err = e.solve(t, t.Context(), solver.Options{})
+	if err != nil || sum.Executed != 2 {
+		t.Fatalf("after changing a's export: %+v, %v; want a's run and export executed", sum, err)
+	}
+	if got := e.reasons()[run.Label()]; got == "" {
+		t.Errorf("no reason given for re-running %s: %v", run.Label(), e.reasons())
+	}
+}
