@@ -124,7 +124,7 @@ func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.
 		if err != nil {
 			return nil, nil, err
 		}
-		d, err := x.export(ctx, work, p, j.Format, log)
+		d, err := x.export(ctx, work, p, j.Format, n.Key.String(), log)
 		files[j.Dest] = d
 		return out, files, err
 	}
@@ -198,7 +198,7 @@ func hashFile(p, algorithm string) (string, error) {
 }
 
 // export converts a raw disk with qemu-img and stores the image.
-func (x *Executor) export(ctx context.Context, work, raw, format string, log io.Writer) (cas.Digest, error) {
+func (x *Executor) export(ctx context.Context, work, raw, format, seed string, log io.Writer) (cas.Digest, error) {
 	if format == "raw" {
 		f, err := os.Open(raw)
 		if err != nil {
@@ -223,6 +223,9 @@ func (x *Executor) export(ctx context.Context, work, raw, format string, log io.
 	fmt.Fprintf(log, "+ qemu-img %s\n", strings.Join(args, " "))
 	if err := cmd.Run(); err != nil {
 		return cas.Digest{}, fmt.Errorf("qemu-img convert: %w", err)
+	}
+	if err := fixIdentifiers(dst, format, seed); err != nil {
+		return cas.Digest{}, err
 	}
 	f, err := os.Open(dst)
 	if err != nil {
