@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -58,12 +60,22 @@ var applianceLinks = map[string]string{
 	"sbin/mkfs.vfat": "mkfs.fat", "sbin/mount.ntfs-3g": "/bin/ntfs-3g",
 }
 
-// applianceModules are the kernel modules loaded at boot (with what they depend on).
-var applianceModules = []string{
-	// soft dependencies first: the checksums ext4, xfs and btrfs ask the crypto API for
-	"crc32c_generic", "crc32c_intel", "xxhash_generic", "blake2b_generic", "sha256_generic",
-	"virtio_pci", "virtio_blk", "ext4", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "xfs", "btrfs",
-	"minix", "ufs", "udf", "exfat", "fuse",
+// applianceModules are the kernel modules of the appliance (with what they depend
+// on), by group: the agent loads "boot" at boot, and a filesystem's group when a job
+// first mounts one of its kind. Loading every filesystem at every boot cost a
+// second a job under TCG (btrfs's raid6 and xor benchmark themselves as they load).
+// The checksum modules ext4, xfs and btrfs ask the crypto API for come first.
+var applianceModules = map[string][]string{
+	"boot":  {"virtio_pci", "virtio_blk"},
+	"ext4":  {"crc32c_generic", "crc32c_intel", "ext4"},
+	"vfat":  {"nls_cp437", "nls_iso8859-1", "nls_ascii", "vfat"},
+	"xfs":   {"crc32c_generic", "crc32c_intel", "xfs"},
+	"btrfs": {"crc32c_generic", "crc32c_intel", "xxhash_generic", "blake2b_generic", "sha256_generic", "btrfs"},
+	"minix": {"minix"},
+	"ufs":   {"ufs"},
+	"udf":   {"udf"},
+	"exfat": {"exfat"},
+	"fuse":  {"fuse"}, // ntfs, through ntfs-3g
 }
 
 // Manifest describes a built appliance. Its digest in the cas names the appliance.
@@ -195,11 +207,22 @@ func BuildAppliance(ctx context.Context, store *cas.Store, opt BuildOptions) (*A
 	if err := b.busybox(); err != nil {
 		return nil, err
 	}
-	mods, err := b.modules(kver, applianceModules)
-	if err != nil {
-		return nil, err
+	// etc/vmb/modules: a group a line, its name then the modules to load in order.
+	var mods []string
+	var list strings.Builder
+	for _, group := range slices.Sorted(maps.Keys(applianceModules)) {
+		paths, err := b.moduleOrder(kver, applianceModules[group])
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&list, "%s %s\n", group, strings.Join(paths, " "))
+		for _, p := range paths {
+			if !slices.Contains(mods, p) {
+				mods = append(mods, p)
+			}
+		}
 	}
-	b.add(cpioEntry{Name: "etc/vmb/modules", Mode: modeFile | 0o644, Data: []byte(strings.Join(mods, "\n") + "\n")})
+	b.add(cpioEntry{Name: "etc/vmb/modules", Mode: modeFile | 0o644, Data: []byte(list.String())})
 	b.add(cpioEntry{Name: "init", Mode: modeFile | 0o755, Data: agent})
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "mnt", "root"} {
 		b.dir(d)
@@ -294,8 +317,9 @@ func debVersion(deb string) string {
 
 // initramfs collects the files of the appliance's initramfs.
 type initramfs struct {
-	root  string // unpacked packages
-	files map[string]cpioEntry
+	root    string // unpacked packages
+	files   map[string]cpioEntry
+	modules map[string]string // module name (with _) -> path in the packages
 }
 
 func (b *initramfs) add(e cpioEntry) {
@@ -447,23 +471,25 @@ func (b *initramfs) busybox() error {
 	return nil
 }
 
-// modules adds the named modules and what they depend on, and returns the paths to
+// moduleOrder adds the named modules and what they depend on, and returns the paths to
 // load, dependencies first. The kernel package has no modules.dep (depmod makes it
 // at install): dependencies are read from each module's .modinfo section.
-func (b *initramfs) modules(kver string, names []string) ([]string, error) {
-	base := "/lib/modules/" + kver
-	byName := map[string]string{} // module name (with _) -> path in the packages
-	err := filepath.WalkDir(filepath.Join(b.root, base), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".ko") {
-			return err
+func (b *initramfs) moduleOrder(kver string, names []string) ([]string, error) {
+	if b.modules == nil {
+		b.modules = map[string]string{}
+		err := filepath.WalkDir(filepath.Join(b.root, "/lib/modules/"+kver), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".ko") {
+				return err
+			}
+			rel, _ := filepath.Rel(b.root, p)
+			b.modules[strings.ReplaceAll(strings.TrimSuffix(d.Name(), ".ko"), "-", "_")] = "/" + filepath.ToSlash(rel)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("appliance: kernel modules: %w", err)
 		}
-		rel, _ := filepath.Rel(b.root, p)
-		byName[strings.ReplaceAll(strings.TrimSuffix(d.Name(), ".ko"), "-", "_")] = "/" + filepath.ToSlash(rel)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("appliance: kernel modules: %w", err)
 	}
+	byName := b.modules
 	var order []string
 	seen := map[string]bool{}
 	var visit func(name string) error

@@ -257,6 +257,9 @@ func (a *agent) mount(p graph.Place) (string, error) {
 		if out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", dev).Output(); err == nil {
 			m.fstype = strings.TrimSpace(string(out))
 		}
+		if err := loadModules(moduleGroup(m.fstype)); err != nil {
+			return "", err
+		}
 		// noload: no journal. A build VM that dies loses its job, not the disk it
 		// started from, and a journal would record commit times.
 		opts := "noatime"
@@ -435,4 +438,20 @@ func kernelSays() {
 	out, _ := exec.Command("dmesg").Output()
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	fmt.Println(strings.Join(lines[max(0, len(lines)-5):], "\n"))
+}
+
+// moduleGroup names the appliance's module group for a filesystem type as blkid
+// names it.
+func moduleGroup(fstype string) string {
+	switch fstype {
+	case "ext2", "ext3", "ext4":
+		return "ext4"
+	case "vfat", "msdos":
+		return "vfat"
+	case "ntfs":
+		return "fuse"
+	case "":
+		return "all" // blkid does not know: the kernel may
+	}
+	return fstype
 }

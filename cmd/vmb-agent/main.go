@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,7 +63,11 @@ func main() {
 	}
 	os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(job.Epoch))
 	fmt.Printf("%s%s\n", proto.ReadyPrefix, nonce)
+	var up unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &up)
+	fmt.Printf("vmb-agent: ready %.2fs after the kernel started\n", float64(up.Nano())/1e9)
 	if job.Shell {
+		loadModules("all") // the user may mount anything
 		status = shell()
 		return
 	}
@@ -100,22 +106,8 @@ func setup() error {
 	os.Setenv("HOME", "/root")
 	os.Setenv("LANG", "C")
 	os.Setenv("TZ", "UTC")
-	list, err := os.ReadFile("/etc/vmb/modules")
-	if err != nil {
+	if err := loadModules("boot"); err != nil {
 		return err
-	}
-	for _, m := range strings.Fields(string(list)) {
-		f, err := os.Open(m)
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		// ENODEV: hardware this machine lacks (crc32c-intel without SSE4.2); a
-		// filesystem that needed the module fails to mount and says so.
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			fmt.Printf("vmb-agent: module %s: %v\n", filepath.Base(m), err)
-		}
 	}
 	// Wait for the disks the modules just made to appear.
 	for i := 0; i < 500; i++ {
@@ -125,6 +117,52 @@ func setup() error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return errors.New("no /dev/vda: the job disk did not appear")
+}
+
+// moduleGroups are the modules of /etc/vmb/modules, by group, dependencies first.
+var moduleGroups map[string][]string
+
+// loadModules loads the kernel modules of group (the appliance's "boot", or a
+// filesystem's), once; group "all" loads every group.
+func loadModules(group string) error {
+	if moduleGroups == nil {
+		list, err := os.ReadFile("/etc/vmb/modules")
+		if err != nil {
+			return err
+		}
+		moduleGroups = map[string][]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 {
+				moduleGroups[f[0]] = f[1:]
+			}
+		}
+	}
+	groups := []string{group}
+	if group == "all" {
+		groups = slices.Sorted(maps.Keys(moduleGroups))
+	}
+	for _, g := range groups {
+		mods, ok := moduleGroups[g]
+		if !ok {
+			continue // built into the kernel, or not in this appliance: mount will say
+		}
+		for _, m := range mods {
+			f, err := os.Open(m)
+			if err != nil {
+				return err
+			}
+			err = unix.FinitModule(int(f.Fd()), "", 0)
+			f.Close()
+			// ENODEV: hardware this machine lacks (crc32c-intel without SSE4.2); a
+			// filesystem that needed the module fails to mount and says so.
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				fmt.Printf("vmb-agent: module %s: %v\n", filepath.Base(m), err)
+			}
+		}
+		delete(moduleGroups, g)
+	}
+	return nil
 }
 
 // readJob reads job.json and the payload from the tar stream on the job disk.
