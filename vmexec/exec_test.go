@@ -205,7 +205,12 @@ func TestReproducible(t *testing.T) {
 }
 
 func TestFailures(t *testing.T) {
-	c := newChain(t, t.TempDir())
+	repo := t.TempDir()
+	big, _ := os.Create(filepath.Join(repo, "big"))
+	big.Write(bytes.Repeat([]byte("vmb fills the disk\n"), 5<<20)) // 95 MB
+	big.Close()
+	os.WriteFile(filepath.Join(repo, "notatar"), []byte("this is not a tar archive\n"), 0o644)
+	c := newChain(t, repo)
 	c.must(&graph.CreateDisk{Disk: "d", Size: 64 << 20})
 	c.must(&graph.Format{Place: place("d"), FS: "ext4"})
 
@@ -219,6 +224,16 @@ func TestFailures(t *testing.T) {
 	_, err = c.run(&graph.Format{Place: place("d:3"), FS: "ext4"})
 	if !errors.As(err, &je) || !strings.Contains(je.Tail, "no partition 3") {
 		t.Fatalf("missing partition: %v (tail %q)", err, tailOf(je))
+	}
+	// A full disk: the job fails and says so.
+	_, err = c.run(&graph.CopyIn{Src: "big", Dest: place("d:/big")})
+	if !errors.As(err, &je) || !strings.Contains(je.Tail, "no space left on device") {
+		t.Fatalf("full disk: %v (tail %q)", err, tailOf(je))
+	}
+	// A payload that is not what the job takes.
+	_, err = c.run(&graph.TarIn{Src: "notatar", Dest: place("d:/")})
+	if !errors.As(err, &je) || !strings.Contains(je.Tail, "tar") {
+		t.Fatalf("malformed tar-in: %v (tail %q)", err, tailOf(je))
 	}
 	// A job that hangs is killed at its timeout.
 	c.x.Timeout = 1
