@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,9 +53,28 @@ type Executor struct {
 	// Verbose adds qemu's command line to the log.
 	Verbose bool
 
-	bootOnce sync.Once
-	bootErr  error
-	boot     struct{ kernel, initrd string }
+	// NoWarm makes every job materialize its disks from the store, as a job in
+	// another process would (see warmDisks).
+	NoWarm bool
+
+	bootOnce     sync.Once
+	bootErr      error
+	boot         struct{ kernel, initrd string }
+	warm         warmDisks
+	materialized atomic.Int64
+}
+
+// Close removes the disks the executor kept for the jobs that would follow.
+func (x *Executor) Close() { x.warm.close() }
+
+// Materialized counts the disks materialized from the store so far.
+func (x *Executor) Materialized() int64 { return x.materialized.Load() }
+
+// keep gives the raw disk at p, which holds snapshot d, to the jobs that follow.
+func (x *Executor) keep(d cas.Digest, p string) {
+	if !x.NoWarm {
+		x.warm.give(x.tmpDir(), d, p)
+	}
 }
 
 // JobError is a job that ran in the VM and failed, or a VM that did not finish.
@@ -115,6 +135,7 @@ func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.
 		if err != nil {
 			return nil, nil, err
 		}
+		x.keep(out[j.Disk], p)
 		fmt.Fprintf(log, "%s %s\n", sum, j.Disk)
 		d, err := x.Store.PutBytes([]byte(sum + "  " + j.Disk + "\n"))
 		files[j.Dest] = d
@@ -125,6 +146,9 @@ func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.
 			return nil, nil, err
 		}
 		d, err := x.export(ctx, work, p, j.Format, n.Key.String(), log)
+		if err == nil {
+			x.keep(out[j.Disk], p)
+		}
 		files[j.Dest] = d
 		return out, files, err
 	}
@@ -147,6 +171,10 @@ func (x *Executor) materialize(ctx context.Context, work, disk string, d cas.Dig
 		return "", fmt.Errorf("disk %q has no snapshot", disk)
 	}
 	p := filepath.Join(work, "disk-"+disk+".raw")
+	if !x.NoWarm && x.warm.take(d, p) {
+		return p, nil
+	}
+	x.materialized.Add(1)
 	return p, x.Store.Materialize(ctx, d, p)
 }
 
@@ -174,8 +202,12 @@ func (x *Executor) onDisk(ctx context.Context, work string, disks map[string]cas
 		return err
 	}
 	d, _, err := x.Store.IngestDisk(ctx, p, cas.IngestOptions{Base: base, Changed: changed})
+	if err != nil {
+		return err
+	}
 	disks[disk] = d
-	return err
+	x.keep(d, p)
+	return nil
 }
 
 func hashFile(p, algorithm string) (string, error) {
@@ -313,6 +345,9 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		if _, ok := files[graph.Output(n.Job)]; !ok {
 			return nil, &JobError{ExitCode: -1, Err: fmt.Errorf("the job wrote no output %q", graph.Output(n.Job))}
 		}
+	}
+	for _, name := range names {
+		x.keep(disks[name], paths[name])
 	}
 	return files, nil
 }
@@ -565,10 +600,11 @@ func (x *Executor) writeBootFiles() error {
 			if err != nil {
 				return fmt.Errorf("appliance: %w", err)
 			}
-			if err := os.WriteFile(p+".tmp", b, 0o644); err != nil {
+			tmp := fmt.Sprintf("%s.%d.tmp", p, os.Getpid())
+			if err := os.WriteFile(tmp, b, 0o644); err != nil {
 				return err
 			}
-			if err := os.Rename(p+".tmp", p); err != nil {
+			if err := os.Rename(tmp, p); err != nil {
 				return err
 			}
 		}

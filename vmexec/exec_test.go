@@ -34,6 +34,7 @@ func newChain(t *testing.T, repo string) *chain {
 	}
 	a := vmtest.Seed(t, store)
 	x := &vmexec.Executor{Store: store, Appliance: a, KVM: vmexec.KVMUsable(), RepoDir: repo, TmpDir: t.TempDir()}
+	t.Cleanup(x.Close)
 	return &chain{t: t, x: x, disks: map[string]cas.Digest{}}
 }
 
@@ -186,9 +187,12 @@ func TestReproducible(t *testing.T) {
 		jobs = append(jobs, &graph.Run{Root: place("d:2"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/busybox", "sh", "-c",
 			"/bin/busybox mkdir -p /var/a /var/b && for i in 1 2 3 4 5 6 7 8; do echo $i > /var/a/$i; /bin/busybox sleep 0.2; done; /bin/busybox rm /var/a/3; /bin/busybox mv /var/a/4 /var/b/; /bin/busybox chmod 700 /var/b"}})
 	}
+	// The first build materializes every job's disks from the store, the second
+	// takes each from the job before (warm disks): they must not differ either.
 	var chains [2]*chain
 	for i := range chains {
 		c := newChain(t, repo)
+		c.x.NoWarm = i == 0
 		chains[i] = c
 		for _, j := range jobs {
 			c.must(j)
@@ -201,6 +205,9 @@ func TestReproducible(t *testing.T) {
 			}
 			c.steps = append(c.steps, c.disks["d"])
 		}
+	}
+	if cold, warm := chains[0].x.Materialized(), chains[1].x.Materialized(); warm != 1 || cold != int64(len(jobs)-1) {
+		t.Errorf("materialized %d disks without warm disks and %d with; want %d and 1", cold, warm, len(jobs)-1)
 	}
 }
 
@@ -249,7 +256,9 @@ func TestFailures(t *testing.T) {
 	if _, _, err := c.x.Run(ctx, n, c.disks, &c.log); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled run: %v", err)
 	}
-	// Nothing outlives a run: no qemu, no job directory.
+	// Nothing outlives a run: no qemu, no job directory, and once the executor is
+	// closed, no disk kept for a next job.
+	c.x.Close()
 	if out, _ := exec.Command("pgrep", "-af", "qemu-system.*"+c.x.TmpDir).Output(); len(out) > 0 {
 		t.Fatalf("qemu still running:\n%s", out)
 	}

@@ -76,6 +76,7 @@ func solve(e *env, a solveArgs) int {
 		return exitFailed
 	}
 	x := &vmexec.Executor{Store: store, Appliance: app, KVM: vmexec.KVMUsable(), Verbose: a.verbose}
+	defer x.Close()
 	g, code := compileWith(e, a.dir, store.Dir(), x.Identity())
 	if code >= 0 {
 		return code
