@@ -161,6 +161,10 @@ func GuestfishEnv() []string {
 		return env
 	}
 	version := strings.TrimPrefix(filepath.Base(k[0]), "vmlinuz-")
+	// supermin reads modules.dep, which the package leaves to depmod at install.
+	if _, err := os.Stat(filepath.Join(root, "lib", "modules", version, "modules.dep")); err != nil {
+		exec.Command("depmod", "-b", root, version).Run()
+	}
 	return append(env, "SUPERMIN_KERNEL="+k[0], "SUPERMIN_KERNEL_VERSION="+version,
 		"SUPERMIN_MODULES="+filepath.Join(root, "lib", "modules", version))
 }
