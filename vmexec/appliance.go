@@ -75,7 +75,8 @@ var applianceModules = map[string][]string{
 	"ufs":   {"ufs"},
 	"udf":   {"udf"},
 	"exfat": {"exfat"},
-	"fuse":  {"fuse"}, // ntfs, through ntfs-3g
+	"fuse":  {"fuse"},       // ntfs, through ntfs-3g
+	"net":   {"virtio_net"}, // a run with network: true
 }
 
 // Manifest describes a built appliance. Its digest in the cas names the appliance.

@@ -291,7 +291,8 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 	if err := x.writeJobDisk(ctx, jobDisk, &job, n.Job); err != nil {
 		return nil, err
 	}
-	vm := &VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd,
+	r, _ := n.Job.(*graph.Run)
+	vm := &VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd, Network: r != nil && r.Network,
 		Cmdline: "console=ttyS0 quiet loglevel=3 panic=-1", Disks: []Drive{{Path: jobDisk, ReadOnly: true}}}
 	var total int64
 	paths := map[string]string{}

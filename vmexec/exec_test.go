@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,4 +275,52 @@ func tailOf(je *vmexec.JobError) string {
 		return ""
 	}
 	return je.Tail
+}
+
+// A run with network: true reaches the host (qemu's user network maps 10.0.2.2 to
+// the host's loopback) and sees qemu's DNS forwarder in /etc/resolv.conf, which
+// is the target's own again afterwards; without it, there is no network.
+func TestNetwork(t *testing.T) {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "served to the build VM\n")
+	}))
+	defer srv.Close()
+	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+
+	repo := t.TempDir()
+	os.MkdirAll(filepath.Join(repo, "root/bin"), 0o755)
+	os.MkdirAll(filepath.Join(repo, "root/etc"), 0o755)
+	os.WriteFile(filepath.Join(repo, "root/bin/busybox"), bb, 0o755)
+	os.WriteFile(filepath.Join(repo, "root/etc/resolv.conf"), []byte("nameserver 192.0.2.1\n"), 0o644)
+	build := exec.Command("go", "build", "-o", filepath.Join(repo, "root/bin/fetch"), "./testdata/fetch")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the client: %v\n%s", err, out)
+	}
+	c := newChain(t, repo)
+	c.must(&graph.CreateDisk{Disk: "d", Size: 64 << 20})
+	c.must(&graph.Format{Place: place("d"), FS: "ext4"})
+	c.must(&graph.CopyIn{Src: "root", Dest: place("d:/")})
+	fetch := "/bin/fetch http://10.0.2.2:" + port + "/ /got && /bin/busybox cat /etc/resolv.conf"
+	_, err = c.run(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/busybox", "sh", "-c", fetch}})
+	var je *vmexec.JobError
+	if !errors.As(err, &je) || !strings.Contains(je.Tail, "network is unreachable") {
+		t.Fatalf("a run without network: %v\n%s", err, c.log.String())
+	}
+	c.log.Reset()
+	c.must(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Network: true, Command: graph.Command{"/bin/busybox", "sh", "-c", fetch}})
+	if !strings.Contains(c.log.String(), "nameserver 10.0.2.3") {
+		t.Errorf("the run did not see qemu's DNS forwarder:\n%s", c.log.String())
+	}
+	raw := c.raw("d")
+	if got := hostTool(t, "debugfs", "-R", "cat /got", raw); !strings.Contains(got, "served to the build VM") {
+		t.Errorf("fetched file: %q", got)
+	}
+	if got := hostTool(t, "debugfs", "-R", "cat /etc/resolv.conf", raw); !strings.Contains(got, "192.0.2.1") {
+		t.Errorf("the target's resolv.conf changed: %q", got)
+	}
 }

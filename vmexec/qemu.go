@@ -17,6 +17,9 @@ type VM struct {
 	Cmdline string
 	// Disks are attached in order as /dev/vda, /dev/vdb, ...
 	Disks []Drive
+	// Network gives the VM a virtio NIC on qemu's user-mode network: outbound
+	// connections only, the host at 10.0.2.2, a DNS forwarder at 10.0.2.3.
+	Network bool
 }
 
 // Drive is a raw disk image attached to the VM.
@@ -25,13 +28,18 @@ type Drive struct {
 	ReadOnly bool
 }
 
-// Args returns qemu's arguments: no default devices, no network, no option ROMs,
-// the serial console on stdio, power-off ends qemu.
+// Args returns qemu's arguments: no default devices, no network unless asked, no
+// option ROMs, the serial console on stdio, power-off ends qemu.
 func (vm *VM) Args() []string {
 	args := []string{"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-machine", "q35", "-m", fmt.Sprint(vm.Memory), "-smp", "1",
-		"-serial", "stdio", "-monitor", "none", "-net", "none",
-		"-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Cmdline}
+		"-serial", "stdio", "-monitor", "none"}
+	if vm.Network {
+		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile=")
+	} else {
+		args = append(args, "-net", "none")
+	}
+	args = append(args, "-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Cmdline)
 	if vm.KVM {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {

@@ -18,6 +18,10 @@ func TestVMArgs(t *testing.T) {
 	if diff := cmp.Diff(want, vm.Args()); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
 	}
+	vm.Network = true
+	if s := vm.String(); !strings.Contains(s, "-netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile= -kernel") || strings.Contains(s, "-net none") {
+		t.Errorf("with a network: %s", s)
+	}
 	vm.KVM = true
 	if s := vm.String(); !strings.Contains(s, "-accel kvm -cpu host") || !strings.Contains(s, "'console=ttyS0 quiet'") {
 		t.Errorf("String() = %s", s)

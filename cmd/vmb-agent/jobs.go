@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -378,6 +379,13 @@ func (a *agent) runChroot(j *graph.Run) error {
 			return fmt.Errorf("mount %s in the target: %w", m.dst, err)
 		}
 	}
+	if j.Network {
+		undo, err := network(root)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		defer undo()
+	}
 	cmd := exec.Command(j.Command[0], j.Command[1:]...)
 	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: root}
 	cmd.Dir = j.Workdir
@@ -454,4 +462,48 @@ func moduleGroup(fstype string) string {
 		return "all" // blkid does not know: the kernel may
 	}
 	return fstype
+}
+
+// network brings up the VM's NIC on qemu's user-mode network and points the
+// target's resolver at qemu's DNS forwarder for the command: a file of ours is
+// mounted over the target's /etc/resolv.conf, which is left as it was. undo
+// unmounts it.
+func network(root string) (undo func(), err error) {
+	undo = func() {}
+	if err := loadModules("net"); err != nil {
+		return undo, err
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat("/sys/class/net/eth0"); err == nil {
+			break
+		}
+		if i == 200 {
+			return undo, fmt.Errorf("no eth0: the NIC did not appear")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "set", "eth0", "up"},
+		{"addr", "add", "10.0.2.15/24", "dev", "eth0"},
+		{"route", "add", "default", "via", "10.0.2.2"},
+	} {
+		if err := sh("ip", args...); err != nil {
+			return undo, err
+		}
+	}
+	resolv := filepath.Join(root, "etc/resolv.conf")
+	fi, err := os.Lstat(resolv)
+	if err != nil || !fi.Mode().IsRegular() {
+		fmt.Println("vmb-agent: the target has no regular /etc/resolv.conf: names will not resolve (the DNS forwarder is 10.0.2.3)")
+		return undo, nil
+	}
+	ours := "/run/resolv.conf"
+	if err := os.WriteFile(ours, []byte("nameserver 10.0.2.3\n"), 0o644); err != nil {
+		return undo, err
+	}
+	if err := unix.Mount(ours, resolv, "", unix.MS_BIND, ""); err != nil {
+		return undo, fmt.Errorf("resolv.conf: %w", err)
+	}
+	return func() { unix.Unmount(resolv, unix.MNT_DETACH) }, nil
 }
