@@ -62,7 +62,7 @@ func main() {
 	os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(job.Epoch))
 	fmt.Printf("%s%s\n", proto.ReadyPrefix, nonce)
 	if job.Shell {
-		status = shell()
+		status = shell(job)
 		return
 	}
 	a := &agent{job: job}
@@ -197,14 +197,6 @@ func extractEntry(tr *tar.Reader, h *tar.Header, dir string) error {
 	}
 	unix.Lutimes(p, []unix.Timeval{unix.NsecToTimeval(h.ModTime.UnixNano()), unix.NsecToTimeval(h.ModTime.UnixNano())})
 	return nil
-}
-
-func shell() int {
-	fmt.Println("vmb shell: the target's filesystems can be mounted under /mnt; nothing you change is kept. Exit to end.")
-	cmd := exec.Command("/bin/sh", "-i")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Run()
-	return 0
 }
 
 // writeOutput writes the files under outputDir as a tar stream onto dev.
