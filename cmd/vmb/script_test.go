@@ -9,7 +9,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"vmb": func() { os.Exit(Main(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})) },
+		"vmb": func() {
+			os.Exit(Main(os.Args[1:], &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}))
+		},
 	})
 }
 

@@ -83,7 +83,7 @@ func solve(e *env, a solveArgs) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	x.RepoDir = g.Dir
-	p := newProgress(e, a.progress)
+	p := newProgress(e, a)
 	s := solver.New(store, qemuExecutor{x}, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
 		OutDir: a.out, Events: p.event})
 	sum, err := s.Solve(ctx, g, a.images...)
@@ -103,15 +103,17 @@ func solve(e *env, a solveArgs) int {
 	return exitOK
 }
 
+// newProgress prints events as a.progress says.
+func newProgress(e *env, a solveArgs) *progress {
+	return &progress{e: e, json: a.progress == "json", hint: func(n *graph.Node) string { return shellCommand(a, n) }}
+}
+
 // progress prints a solve's events as plain lines or JSON objects.
 type progress struct {
 	e    *env
 	json bool
+	hint func(*graph.Node) string // the vmb shell command for a failed node
 	mu   sync.Mutex
-}
-
-func newProgress(e *env, mode string) *progress {
-	return &progress{e: e, json: mode == "json"}
 }
 
 type jsonEvent struct {
@@ -125,6 +127,7 @@ type jsonEvent struct {
 	Error    string  `json:"error,omitempty"`
 	ExitCode int     `json:"exit_code,omitempty"`
 	Path     string  `json:"path,omitempty"`
+	Shell    string  `json:"shell,omitempty"` // failed: the vmb shell command that opens the state it started from
 }
 
 func (p *progress) event(ev solver.Event) {
@@ -138,6 +141,7 @@ func (p *progress) event(ev solver.Event) {
 		}
 		if ev.Err != nil {
 			je.Error, je.ExitCode = ev.Err.Error(), ev.Err.ExitCode
+			je.Shell = p.hint(ev.Node)
 		}
 		b, _ := json.Marshal(je)
 		fmt.Fprintf(p.e.stdout, "%s\n", b)
@@ -164,6 +168,9 @@ func (p *progress) event(ev solver.Event) {
 		}
 		if ev.Err.Tail != "" {
 			fmt.Fprintf(w, "        last lines of its log:\n        %s\n", strings.ReplaceAll(ev.Err.Tail, "\n", "\n        "))
+		}
+		if h := p.hint(ev.Node); h != "" {
+			fmt.Fprintf(w, "        a shell on the state it started from: %s\n", h)
 		}
 	case solver.EventSkipped:
 		fmt.Fprintf(w, "skipped %s %s\n", ev.Node.Key.Short(), ev.Node.Label())
