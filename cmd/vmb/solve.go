@@ -43,7 +43,7 @@ func runSolve(e *env, args []string) int {
 	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
 	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
 	noCache := fs.Bool("no-cache", false, "run every node, still storing results")
-	progress := fs.String("progress", "auto", "progress output: auto, plain or json")
+	progress := fs.String("progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
 	verbose := fs.Bool("x", false, "print each job's qemu command line")
 	if code := parse(fs, args); code >= 0 {
 		return code
@@ -64,6 +64,11 @@ type solveArgs struct {
 }
 
 func solve(e *env, a solveArgs) int {
+	mode, ok := progressMode(e, a.progress)
+	if !ok {
+		fmt.Fprintf(e.stderr, "vmb: --progress %q: want auto, tty, plain or json\n", a.progress)
+		return exitInvalid
+	}
 	c := &cacheCmd{e: e, dir: a.cacheDir}
 	store, err := c.open()
 	if err != nil {
@@ -83,7 +88,8 @@ func solve(e *env, a solveArgs) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	x.RepoDir = g.Dir
-	p := newProgress(e, a)
+	p := newProgress(e, mode, a)
+	defer p.close()
 	s := solver.New(store, qemuExecutor{x}, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
 		OutDir: a.out, Events: p.event})
 	sum, err := s.Solve(ctx, g, a.images...)
@@ -103,9 +109,38 @@ func solve(e *env, a solveArgs) int {
 	return exitOK
 }
 
-// newProgress prints events as a.progress says.
-func newProgress(e *env, a solveArgs) *progress {
-	return &progress{e: e, json: a.progress == "json", hint: func(n *graph.Node) string { return shellCommand(a, n) }}
+// progressSink shows a solve's events.
+type progressSink interface {
+	event(solver.Event)
+	// summary ends the display with the solve's summary and error.
+	summary(*solver.Summary, error)
+	// close ends the display if summary did not.
+	close()
+}
+
+// progressMode resolves --progress: auto is tty when stderr is a terminal (and TERM
+// is not dumb), else plain.
+func progressMode(e *env, mode string) (string, bool) {
+	switch mode {
+	case "tty", "plain", "json":
+		return mode, true
+	case "auto":
+		if _, ok := terminalFd(e.stderr); ok && e.getenv("TERM") != "dumb" {
+			return "tty", true
+		}
+		return "plain", true
+	}
+	return "", false
+}
+
+func newProgress(e *env, mode string, a solveArgs) progressSink {
+	hint := func(n *graph.Node) string { return shellCommand(a, n) }
+	if mode == "tty" {
+		p := newTTYProgress(e.stderr, time.Now, ttySize(e.stderr), hint, a.dryRun)
+		p.run(100 * time.Millisecond)
+		return p
+	}
+	return &progress{e: e, json: mode == "json", hint: hint}
 }
 
 // progress prints a solve's events as plain lines or JSON objects.
@@ -115,6 +150,8 @@ type progress struct {
 	hint func(*graph.Node) string // the vmb shell command for a failed node
 	mu   sync.Mutex
 }
+
+func (p *progress) close() {}
 
 type jsonEvent struct {
 	Type     string  `json:"type"`
