@@ -81,6 +81,9 @@ func runShell(e *env, args []string) int {
 			cache = []string{"--cache", *cacheDir}
 		}
 		solve := append(append([]string{"vmb", "solve"}, cache...), dir, from.Image)
+		if *repo != "" {
+			solve = append(append([]string{"vmb", "build"}, cache...), "--repo", *repo, "--name", from.Image)
+		}
 		fmt.Fprintf(e.stderr, "vmb shell: %s: the state %s left is not in the cache.\n"+
 			"Build it first: %s\n(a solve keeps every step that succeeded, even if a later one fails)\n",
 			what, from.Label(), shellQuote(solve...))
@@ -138,7 +141,11 @@ func shellCommand(a solveArgs, n *graph.Node) string {
 	if a.cacheDir != "" {
 		args = append(args, "--cache", a.cacheDir)
 	}
-	args = append(args, a.dir)
+	if a.repo != "" {
+		args = append(args, "--repo", a.repo)
+	} else {
+		args = append(args, a.dir)
+	}
 	step := fmt.Sprint(n.Step)
 	if cd, ok := n.Job.(*graph.CreateDisk); ok && n.Step < 0 {
 		step = "disks." + cd.Disk

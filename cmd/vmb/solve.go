@@ -58,6 +58,7 @@ func runSolve(e *env, args []string) int {
 
 type solveArgs struct {
 	cacheDir, out, progress, dir string
+	repo                         string // the imported repository's name, if it was named so
 	jobs                         int
 	dryRun, noCache, verbose     bool
 	images                       []string
