@@ -68,7 +68,7 @@ func main() {
 	fmt.Printf("vmb-agent: ready %.2fs after the kernel started\n", float64(up.Nano())/1e9)
 	if job.Shell {
 		loadModules("all") // the user may mount anything
-		status = shell()
+		status = shell(job)
 		return
 	}
 	a := &agent{job: job}
@@ -235,14 +235,6 @@ func extractEntry(tr *tar.Reader, h *tar.Header, dir string) error {
 	}
 	unix.Lutimes(p, []unix.Timeval{unix.NsecToTimeval(h.ModTime.UnixNano()), unix.NsecToTimeval(h.ModTime.UnixNano())})
 	return nil
-}
-
-func shell() int {
-	fmt.Println("vmb shell: the target's filesystems can be mounted under /mnt; nothing you change is kept. Exit to end.")
-	cmd := exec.Command("/bin/sh", "-i")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Run()
-	return 0
 }
 
 // writeOutput writes the files under outputDir as a tar stream onto dev.

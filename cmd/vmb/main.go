@@ -22,6 +22,7 @@ const (
 
 // env is what a subcommand may touch of the outside world.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }
@@ -41,12 +42,14 @@ func commands() map[string]command {
 		"explain":   {usage: "[--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
+		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},
+		"shell":     {usage: "[--cache DIR] [--repo NAME] [-x] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
 	}
 }
 
 func main() {
-	os.Exit(Main(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}))
+	os.Exit(Main(os.Args[1:], &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}))
 }
 
 // Main runs vmb with args and returns its exit code.

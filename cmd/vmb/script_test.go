@@ -31,6 +31,7 @@ func TestScripts(t *testing.T) {
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("VMB_CACHE", e.WorkDir+"/cache")
 			e.Setenv("EXAMPLES", examples)
+			e.Setenv("VMB_CONFIG", e.WorkDir+"/config")
 			return nil
 		},
 		// [vm]: this machine can boot the build VM (or $VMB_REQUIRE_VM says it must:

@@ -43,7 +43,7 @@ func runSolve(e *env, args []string) int {
 	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
 	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
 	noCache := fs.Bool("no-cache", false, "run every node, still storing results")
-	progress := fs.String("progress", "auto", "progress output: auto, plain or json")
+	progress := fs.String("progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
 	verbose := fs.Bool("x", false, "print each job's qemu command line")
 	if code := parse(fs, args); code >= 0 {
 		return code
@@ -58,12 +58,18 @@ func runSolve(e *env, args []string) int {
 
 type solveArgs struct {
 	cacheDir, out, progress, dir string
+	repo                         string // the imported repository's name, if it was named so
 	jobs                         int
 	dryRun, noCache, verbose     bool
 	images                       []string
 }
 
 func solve(e *env, a solveArgs) int {
+	mode, ok := progressMode(e, a.progress)
+	if !ok {
+		fmt.Fprintf(e.stderr, "vmb: --progress %q: want auto, tty, plain or json\n", a.progress)
+		return exitInvalid
+	}
 	c := &cacheCmd{e: e, dir: a.cacheDir}
 	store, err := c.open()
 	if err != nil {
@@ -84,7 +90,8 @@ func solve(e *env, a solveArgs) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	x.RepoDir = g.Dir
-	p := newProgress(e, a.progress)
+	p := newProgress(e, mode, a)
+	defer p.close()
 	s := solver.New(store, qemuExecutor{x}, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
 		OutDir: a.out, Events: p.event})
 	sum, err := s.Solve(ctx, g, a.images...)
@@ -104,16 +111,49 @@ func solve(e *env, a solveArgs) int {
 	return exitOK
 }
 
+// progressSink shows a solve's events.
+type progressSink interface {
+	event(solver.Event)
+	// summary ends the display with the solve's summary and error.
+	summary(*solver.Summary, error)
+	// close ends the display if summary did not.
+	close()
+}
+
+// progressMode resolves --progress: auto is tty when stderr is a terminal (and TERM
+// is not dumb), else plain.
+func progressMode(e *env, mode string) (string, bool) {
+	switch mode {
+	case "tty", "plain", "json":
+		return mode, true
+	case "auto":
+		if _, ok := terminalFd(e.stderr); ok && e.getenv("TERM") != "dumb" {
+			return "tty", true
+		}
+		return "plain", true
+	}
+	return "", false
+}
+
+func newProgress(e *env, mode string, a solveArgs) progressSink {
+	hint := func(n *graph.Node) string { return shellCommand(a, n) }
+	if mode == "tty" {
+		p := newTTYProgress(e.stderr, time.Now, ttySize(e.stderr), hint, a.dryRun)
+		p.run(100 * time.Millisecond)
+		return p
+	}
+	return &progress{e: e, json: mode == "json", hint: hint}
+}
+
 // progress prints a solve's events as plain lines or JSON objects.
 type progress struct {
 	e    *env
 	json bool
+	hint func(*graph.Node) string // the vmb shell command for a failed node
 	mu   sync.Mutex
 }
 
-func newProgress(e *env, mode string) *progress {
-	return &progress{e: e, json: mode == "json"}
-}
+func (p *progress) close() {}
 
 type jsonEvent struct {
 	Type     string  `json:"type"`
@@ -126,6 +166,7 @@ type jsonEvent struct {
 	Error    string  `json:"error,omitempty"`
 	ExitCode int     `json:"exit_code,omitempty"`
 	Path     string  `json:"path,omitempty"`
+	Shell    string  `json:"shell,omitempty"` // failed: the vmb shell command that opens the state it started from
 }
 
 func (p *progress) event(ev solver.Event) {
@@ -139,6 +180,7 @@ func (p *progress) event(ev solver.Event) {
 		}
 		if ev.Err != nil {
 			je.Error, je.ExitCode = ev.Err.Error(), ev.Err.ExitCode
+			je.Shell = p.hint(ev.Node)
 		}
 		b, _ := json.Marshal(je)
 		fmt.Fprintf(p.e.stdout, "%s\n", b)
@@ -165,6 +207,9 @@ func (p *progress) event(ev solver.Event) {
 		}
 		if ev.Err.Tail != "" {
 			fmt.Fprintf(w, "        last lines of its log:\n        %s\n", strings.ReplaceAll(ev.Err.Tail, "\n", "\n        "))
+		}
+		if h := p.hint(ev.Node); h != "" {
+			fmt.Fprintf(w, "        a shell on the state it started from: %s\n", h)
 		}
 	case solver.EventSkipped:
 		fmt.Fprintf(w, "skipped %s %s\n", ev.Node.Key.Short(), ev.Node.Label())

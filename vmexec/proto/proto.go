@@ -45,9 +45,16 @@ type Job struct {
 	// Seed is a hex string derived from the node's key, from which filesystem UUIDs
 	// and hash seeds are made.
 	Seed string `json:"seed"`
-	// Shell, when set, is a debugging session: the agent runs an interactive shell
-	// on the console instead of the job.
+	// Shell, when set, is a debugging session (vmb shell): the agent mounts every
+	// filesystem of the target disks under /mnt/target and runs an interactive shell
+	// on the console instead of the job. Kind and Params, if set, are the step the
+	// session stands before: the agent prepares what that step would use and says
+	// where it is.
 	Shell bool `json:"shell,omitempty"`
+	// Rows, Cols and Term describe the user's terminal in a shell session.
+	Rows int    `json:"rows,omitempty"`
+	Cols int    `json:"cols,omitempty"`
+	Term string `json:"term,omitempty"`
 }
 
 // Result lines.
