@@ -201,6 +201,10 @@ func TestReproducible(t *testing.T) {
 			c.must(j)
 			if i == 1 && c.disks["d"] != chains[0].steps[len(c.steps)] {
 				a, b := chains[0].rawAt(len(c.steps)), c.raw("d")
+				if dump := os.Getenv("VMB_TEST_DUMP"); dump != "" { // both disks, to look at
+					exec.Command("cp", "--sparse=always", a, filepath.Join(dump, "a.raw")).Run()
+					exec.Command("cp", "--sparse=always", b, filepath.Join(dump, "b.raw")).Run()
+				}
 				out, _ := exec.Command("cmp", "-l", a, b).CombinedOutput()
 				lines := strings.SplitN(string(out), "\n", 20)
 				t.Fatalf("%s: two builds of the same disk differ: %s and %s; bytes differ at (offset old new, octal):\n%s",

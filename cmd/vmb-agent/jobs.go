@@ -267,6 +267,12 @@ func (a *agent) mount(p graph.Place) (string, error) {
 		if m.fstype == "ext3" || m.fstype == "ext4" {
 			opts += ",noload"
 		}
+		if m.fstype == "ext4" {
+			// Blocks are allocated as files are written, not when writeback
+			// comes: a file created and removed before writeback would otherwise
+			// leave the allocator somewhere else depending on the timing.
+			opts += ",nodelalloc"
+		}
 		os.MkdirAll(dir, 0o755)
 		args := []string{"mount", "-o", opts}
 		switch m.fstype {
@@ -317,6 +323,7 @@ func (a *agent) unmountAll() error {
 		}
 		if err == nil {
 			keep(a.fixTimes(m, fixes))
+			keep(a.fixFAT(m))
 		}
 	}
 	a.mounted = nil
