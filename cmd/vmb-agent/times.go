@@ -141,6 +141,19 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		return fmt.Errorf("inode tables: %w", err)
 	}
 	fmt.Printf("+ inode tables: %d free inodes cleared, %d change counters zeroed\n", cleared, scrubbed)
+	if err := a.fixInodes(m, fixes); err != nil {
+		return err
+	}
+	// Last, since e2fsprogs stamp it with the clock, which runs: the superblock.
+	return stampSuperblock(m.dev, a.job.Epoch)
+}
+
+// fixInodes sets creation times and generations with debugfs, and has e2fsck write
+// again the checksums seeded by a generation that changed.
+func (a *agent) fixInodes(m mountpoint, fixes []inodeFix) error {
+	if len(fixes) == 0 {
+		return nil
+	}
 	at := fmt.Sprintf("@%d", a.job.Epoch)
 	var cmds strings.Builder
 	rewrite := false
@@ -153,9 +166,6 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		}
 		rewrite = rewrite || f.blocks
 	}
-	for _, f := range []string{"mtime " + at, "wtime " + at, "mnt_count 0", "kbytes_written 0"} {
-		fmt.Fprintf(&cmds, "ssv %s\n", f)
-	}
 	f, err := os.CreateTemp("", "debugfs")
 	if err != nil {
 		return err
@@ -165,9 +175,9 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		return err
 	}
 	f.Close()
-	fmt.Printf("+ debugfs: creation times and generations of %d inodes, the superblock's times\n", len(fixes))
-	fake := fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", a.job.Epoch)
-	out, err := runEnv([]string{fake}, "debugfs", "-w", "-f", f.Name(), m.dev)
+	fmt.Printf("+ debugfs: creation times and generations of %d inodes\n", len(fixes))
+	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", a.job.Epoch), fmt.Sprintf("E2FSCK_TIME=%d", a.job.Epoch)}
+	out, err := runEnv(env, "debugfs", "-w", "-f", f.Name(), m.dev)
 	if err == nil {
 		// debugfs reports a command that failed but exits 0: every line that is not
 		// its banner or the echo of a command is an error.
@@ -187,7 +197,7 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 	// With metadata_csum, the checksums of directory and extent blocks are seeded
 	// with their inode's generation: e2fsck writes them again.
 	fmt.Println("+ e2fsck -fy: checksums seeded with the new generations")
-	out, err = runEnv([]string{fake}, "e2fsck", "-fy", m.dev)
+	out, err = runEnv(env, "e2fsck", "-fy", m.dev)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() < 4 {
 		err = nil // 1 and 2: errors corrected
@@ -196,6 +206,39 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		return fmt.Errorf("e2fsck: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// stampSuperblock sets the primary superblock's mount, write and check times to
+// the epoch and its mount count and lifetime write count to zero, and writes its
+// checksum again. The kernel and e2fsprogs write them from the clock and from how
+// much was written; backups are not touched by a mount.
+func stampSuperblock(dev string, epoch int64) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	if le.Uint16(sb[56:]) != 0xEF53 {
+		return fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
+	}
+	for _, off := range []int{0x2c, 0x30, 0x40} { // s_mtime, s_wtime, s_lastcheck
+		le.PutUint32(sb[off:], uint32(epoch))
+	}
+	sb[0x274], sb[0x275], sb[0x277] = byte(epoch>>32), byte(epoch>>32), byte(epoch>>32) // their high bytes
+	le.PutUint16(sb[0x34:], 0)                                                          // s_mnt_count
+	le.PutUint64(sb[0x178:], 0)                                                         // s_kbytes_written
+	if le.Uint32(sb[100:])&0x400 != 0 {                                                 // metadata_csum
+		le.PutUint32(sb[0x3fc:], crc32c(^uint32(0), sb[:0x3fc]))
+	}
+	if _, err := f.WriteAt(sb, 1024); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // copyTree copies the payload tree src onto dst (merging into directories that

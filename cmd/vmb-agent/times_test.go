@@ -57,3 +57,32 @@ func TestClampFATTimes(t *testing.T) {
 		t.Errorf("a second pass changed %d entries", n2)
 	}
 }
+
+// stampSuperblock leaves a superblock e2fsck accepts (its checksum is right) with
+// the epoch as its times.
+func TestStampSuperblock(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("e2fsprogs is not installed")
+	}
+	img := filepath.Join(t.TempDir(), "ext4.img")
+	f, _ := os.Create(img)
+	f.Truncate(32 << 20)
+	f.Close()
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	if err := stampSuperblock(img, 1577836800); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn after stampSuperblock: %v\n%s", err, out)
+	}
+	dump := exec.Command("dumpe2fs", "-h", img)
+	dump.Env = append(os.Environ(), "TZ=UTC")
+	out, _ := dump.CombinedOutput()
+	for _, want := range []string{"Last write time:          Wed Jan  1 00:00:00 2020", "Last checked:             Wed Jan  1 00:00:00 2020", "Mount count:              0"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("dumpe2fs -h lacks %q:\n%s", want, out)
+		}
+	}
+}
