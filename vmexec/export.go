@@ -2,6 +2,7 @@ package vmexec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"regexp"
@@ -39,28 +40,54 @@ func derivedUUID(seed, what string) []byte {
 	return u
 }
 
-var vmdkCID = regexp.MustCompile(`(?m)^CID=[0-9a-f]{8}$`)
+var vmdkCID = regexp.MustCompile(`(?m)^CID=[0-9a-fA-F]{1,8}$`)
 
-// fixVMDK sets the content ID of a monolithic sparse VMDK's embedded descriptor
-// (in the sectors after the 512-byte header; same length, so nothing moves).
+// fixVMDK sets the content ID of a monolithic sparse VMDK's embedded descriptor.
+// qemu-img prints the random CID without leading zeros, so its length varies: the
+// descriptor's text is rewritten with an eight-digit CID inside the sectors the
+// header gives it, and the rest of those sectors zeroed, so the result does not
+// depend on the random ID it replaces.
 func fixVMDK(path, seed string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	head := make([]byte, 64<<10)
-	n, err := f.ReadAt(head, 0)
-	if n < 1024 {
-		return fmt.Errorf("vmdk %s: %d bytes: %v", path, n, err)
+	var hdr [44]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return fmt.Errorf("vmdk %s: %w", path, err)
 	}
-	head = head[:n]
-	loc := vmdkCID.FindIndex(head)
+	if string(hdr[:4]) != "KDMV" {
+		return fmt.Errorf("vmdk %s: not a monolithic sparse VMDK", path)
+	}
+	off := int64(binary.LittleEndian.Uint64(hdr[28:])) * 512
+	size := int64(binary.LittleEndian.Uint64(hdr[36:])) * 512
+	if off < 512 || size <= 0 || size > 1<<20 {
+		return fmt.Errorf("vmdk %s: descriptor at %d, %d bytes: not one qemu-img writes", path, off, size)
+	}
+	desc := make([]byte, size)
+	if _, err := f.ReadAt(desc, off); err != nil {
+		return fmt.Errorf("vmdk %s: descriptor: %w", path, err)
+	}
+	text := desc
+	if i := bytes.IndexByte(desc, 0); i >= 0 {
+		text = desc[:i]
+	}
+	loc := vmdkCID.FindIndex(text)
 	if loc == nil {
 		return fmt.Errorf("vmdk %s: no CID in the descriptor", path)
 	}
-	cid := fmt.Sprintf("CID=%x", derived(seed, "vmdk cid", 4))
-	if _, err := f.WriteAt([]byte(cid), int64(loc[0])); err != nil {
+	cid := binary.BigEndian.Uint32(derived(seed, "vmdk cid", 4))
+	var out bytes.Buffer
+	out.Write(text[:loc[0]])
+	fmt.Fprintf(&out, "CID=%08x", cid)
+	out.Write(text[loc[1]:])
+	if int64(out.Len()) >= size {
+		return fmt.Errorf("vmdk %s: descriptor does not fit its %d bytes", path, size)
+	}
+	clear(desc)
+	copy(desc, out.Bytes())
+	if _, err := f.WriteAt(desc, off); err != nil {
 		return err
 	}
 	return f.Close()
