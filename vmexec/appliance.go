@@ -36,7 +36,7 @@ const kernelMeta = "linux-image-amd64"
 // appliancePackages are the Debian packages whose files the appliance takes.
 var appliancePackages = []string{
 	"busybox-static", "e2fsprogs", "fdisk", "dosfstools", "xfsprogs", "btrfs-progs", "ntfs-3g",
-	"udftools", "exfatprogs", "util-linux", "tar", "xz-utils", "zstd",
+	"udftools", "exfatprogs", "makefs", "util-linux", "tar", "xz-utils", "zstd",
 	// libraries of the above
 	"libc6", "libacl1", "libattr1", "libblkid1", "libcom-err2", "libext2fs2", "libss2",
 	"libfdisk1", "libinih1", "liblz4-1", "liblzma5", "libmount1", "libntfs-3g89", "libpcre2-8-0",
@@ -50,8 +50,8 @@ var appliancePackages = []string{
 var applianceBinaries = []string{
 	"/sbin/sfdisk", "/sbin/mke2fs", "/sbin/e2fsck", "/sbin/debugfs", "/sbin/tune2fs", "/sbin/mkfs.fat",
 	"/sbin/mkfs.xfs", "/sbin/mkfs.btrfs", "/sbin/mkntfs", "/bin/ntfs-3g", "/usr/sbin/mkudffs",
-	"/sbin/mkfs.exfat", "/sbin/mkfs.minix", "/sbin/fstrim", "/sbin/blkid", "/bin/tar",
-	"/sbin/wipefs", "/usr/bin/xz", "/usr/bin/zstd",
+	"/sbin/mkfs.exfat", "/sbin/tune.exfat", "/sbin/mkfs.minix", "/sbin/fstrim", "/sbin/blkid", "/bin/tar",
+	"/sbin/wipefs", "/usr/bin/xz", "/usr/bin/zstd", "/usr/sbin/makefs",
 }
 
 // applianceLinks are names the tools are also called by.
@@ -72,8 +72,8 @@ var applianceModules = map[string][]string{
 	"xfs":   {"crc32c_generic", "crc32c_intel", "xfs"},
 	"btrfs": {"crc32c_generic", "crc32c_intel", "xxhash_generic", "blake2b_generic", "sha256_generic", "btrfs"},
 	"minix": {"minix"},
-	"ufs":   {"ufs"},
 	"udf":   {"udf"},
+	"ufs":   {"ufs"},
 	"exfat": {"exfat"},
 	"fuse":  {"fuse"},       // ntfs, through ntfs-3g
 	"net":   {"virtio_net"}, // a run with network: true

@@ -192,7 +192,7 @@ func (a *agent) format(j *graph.Format) error {
 	}
 	u := a.uuid(0)
 	var args []string
-	env := os.Environ()
+	env := append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", a.job.Epoch))
 	switch j.FS {
 	case "ext2", "ext3", "ext4":
 		args = []string{"mkfs." + j.FS, "-F", "-q", "-U", u, "-E", "hash_seed=" + u + ",lazy_itable_init=0,lazy_journal_init=0"}
@@ -203,7 +203,8 @@ func (a *agent) format(j *graph.Format) error {
 		// SOURCE_DATE_EPOCH.
 		env = append(env, fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", a.job.Epoch))
 	case "fat32":
-		args = []string{"mkfs.fat", "-F", "32", "-i", a.hex32(0)}
+		// No fake MBR on a whole disk: mkfs.fat would draw its signature from the clock.
+		args = []string{"mkfs.fat", "-F", "32", "--mbr=n", "-i", a.hex32(0)}
 		if j.Label != "" {
 			args = append(args, "-n", j.Label)
 		}
@@ -220,7 +221,7 @@ func (a *agent) format(j *graph.Format) error {
 	case "minix":
 		args = []string{"mkfs.minix", "-3"}
 	case "exfat":
-		args = []string{"mkfs.exfat", "--volume-serial", "0x" + a.hex32(0)}
+		args = []string{"mkfs.exfat"}
 		if j.Label != "" {
 			args = append(args, "-L", j.Label)
 		}
@@ -230,7 +231,7 @@ func (a *agent) format(j *graph.Format) error {
 			args = append(args, "-L", j.Label)
 		}
 	case "udf":
-		args = []string{"mkudffs", "--uuid=" + a.uuid(0)[:16]}
+		args = []string{"mkudffs", "--uuid=" + strings.ReplaceAll(a.uuid(0), "-", "")[:16]}
 		if j.Label != "" {
 			args = append(args, "--label="+j.Label)
 		}
@@ -242,7 +243,19 @@ func (a *agent) format(j *graph.Format) error {
 	fmt.Printf("+ %s\n", strings.Join(args, " "))
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stdout, os.Stdout
-	return cmd.Run()
+	if err := cmd.Run(); err != nil {
+		return err
+	}
+	switch j.FS {
+	case "fat32":
+		// mkfs.fat dates the label's directory entry with the clock.
+		_, err = clampFATTimes(dev, a.job.Epoch)
+	case "exfat":
+		// mkfs.exfat of exfatprogs 1.2 draws the serial from the clock and takes
+		// none: tune.exfat sets it (and the boot region's checksum).
+		err = sh("tune.exfat", "-I", "0x"+a.hex32(0), dev)
+	}
+	return err
 }
 
 // mount mounts the filesystem of p's volume (once per job) and returns the host

@@ -68,6 +68,11 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 				fixes = append(fixes, fix)
 			}
 		}
+		if m.fstype == "ntfs" && d.Type()&fs.ModeSymlink == 0 {
+			if err := clampNTFSTimes(p, epoch); err != nil {
+				return err
+			}
+		}
 		if !changed(&st, epoch) {
 			return nil
 		}
@@ -440,4 +445,32 @@ func inodeChecksum(in []byte, seed, ino uint32, hi bool) {
 	if hi {
 		le.PutUint16(in[0x82:], uint16(c>>16))
 	}
+}
+
+// clampNTFSTimes clamps the four times NTFS keeps of a file (creation, data change,
+// access, MFT record change; ntfs-3g shows them as the system.ntfs_times attribute)
+// to the epoch: the creation time is the clock's when ntfs-3g created the file, to
+// 100 ns, and utimensat cannot set it.
+func clampNTFSTimes(p string, epoch int64) error {
+	var b [32]byte
+	n, err := unix.Lgetxattr(p, "system.ntfs_times", b[:])
+	if err != nil || n != len(b) {
+		return fmt.Errorf("ntfs times of %s: %v (%d bytes)", p, err, n)
+	}
+	const ntfsEpoch = 11644473600 // 1601-01-01 to 1970-01-01, in seconds
+	limit := uint64(epoch+ntfsEpoch) * 10_000_000
+	dirty := false
+	for i := 0; i < len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) > limit {
+			binary.LittleEndian.PutUint64(b[i:], limit)
+			dirty = true
+		}
+	}
+	if !dirty {
+		return nil
+	}
+	if err := unix.Lsetxattr(p, "system.ntfs_times", b[:], 0); err != nil {
+		return fmt.Errorf("set ntfs times of %s: %w", p, err)
+	}
+	return nil
 }

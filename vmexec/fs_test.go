@@ -1,0 +1,204 @@
+package vmexec_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/vmexec/vmtest"
+)
+
+// fsCase is a filesystem vmb formats, with how the host checks it on its own.
+type fsCase struct {
+	fs    string
+	label string
+	// check runs the host's own checker on the raw filesystem image and reads
+	// the copied files back where a host tool can, returning what it read of
+	// /dir/motd; "" leaves the reading to guestfish.
+	check func(t *testing.T, raw string) string
+	// vfs is guestfish's mount-vfs type and options where it reads the files.
+	vfs, vfsOpts string
+	// notReproducible says why two builds of this filesystem still differ
+	// (BUILD.md, "Reproducibility"); the test reports how much, and fails if
+	// they no longer do, so that the claim is updated.
+	notReproducible string
+}
+
+var filesystems = []fsCase{
+	{fs: "ext2", label: "root", check: e2check},
+	{fs: "ext3", label: "root", check: e2check},
+	{fs: "ext4", label: "root", check: e2check},
+	{fs: "fat32", label: "EFI", check: func(t *testing.T, raw string) string {
+		hostTool(t, "fsck.fat", "-n", raw)
+		return hostTool(t, "mtype", "-i", raw, "::/dir/motd")
+	}},
+	{fs: "ntfs", label: "win", notReproducible: "ntfs-3g's record update counts", check: func(t *testing.T, raw string) string {
+		hostTool(t, "ntfsfix", "-n", raw)
+		return hostTool(t, "ntfscat", raw, "/dir/motd")
+	}},
+	{fs: "btrfs", label: "root", notReproducible: "mkfs.btrfs's device and chunk tree UUIDs and root inode times", check: func(t *testing.T, raw string) string {
+		hostTool(t, "btrfs", "check", "--readonly", raw)
+		out := t.TempDir()
+		hostTool(t, "btrfs", "restore", raw, out)
+		b, err := os.ReadFile(filepath.Join(out, "dir/motd"))
+		if err != nil {
+			t.Error(err)
+		}
+		return string(b)
+	}},
+	{fs: "xfs", label: "root", vfs: "xfs", notReproducible: "mkfs.xfs's root inode times, the log's unmount record", check: func(t *testing.T, raw string) string {
+		hostTool(t, "xfs_repair", "-n", "-f", raw)
+		return ""
+	}},
+	{fs: "exfat", label: "data", vfs: "exfat", check: func(t *testing.T, raw string) string {
+		hostTool(t, "fsck.exfat", "-n", raw)
+		return ""
+	}},
+	{fs: "udf", label: "disc", vfs: "udf", notReproducible: "mkudffs's descriptor times", check: func(t *testing.T, raw string) string {
+		hostTool(t, "udfinfo", raw)
+		return ""
+	}},
+	{fs: "minix", vfs: "minix", check: func(t *testing.T, raw string) string {
+		hostTool(t, "fsck.minix", "-f", raw)
+		return ""
+	}},
+}
+
+func e2check(t *testing.T, raw string) string {
+	hostTool(t, "e2fsck", "-fn", raw)
+	out, err := exec.Command("debugfs", "-R", "cat /dir/motd", raw).Output() // its banner goes to stderr
+	if err != nil {
+		t.Errorf("debugfs: %v", err)
+	}
+	return string(out)
+}
+
+// TestFilesystems formats each filesystem but UFS, copies a tree in and
+// removes a file, twice in two empty caches: both builds give the same snapshot
+// after every job, and the host's own tools (fsck, readers, guestfish) find the
+// filesystem sound, labelled and holding the files.
+func TestFilesystems(t *testing.T) {
+	vmtest.Require(t)
+	repo := t.TempDir()
+	os.MkdirAll(filepath.Join(repo, "tree/dir/sub"), 0o755)
+	os.WriteFile(filepath.Join(repo, "tree/dir/motd"), []byte("hello from vmb\n"), 0o644)
+	os.WriteFile(filepath.Join(repo, "tree/dir/sub/gone"), []byte("removed by the next job\n"), 0o644)
+	big := make([]byte, 3<<20)
+	for i := range big {
+		big[i] = byte(i * 7 >> 3)
+	}
+	os.WriteFile(filepath.Join(repo, "tree/dir/sub/big"), big, 0o600)
+
+	var guestfish []fsCase
+	outer := t.TempDir()
+	var raws []string
+	for _, fc := range filesystems {
+		ok := t.Run(fc.fs, func(t *testing.T) {
+			jobs := []graph.Job{
+				// xfsprogs refuses a filesystem under 300 MB; the disk is sparse.
+				&graph.CreateDisk{Disk: "d", Size: 320 << 20},
+				&graph.Format{Place: place("d"), FS: fc.fs, Label: fc.label},
+				&graph.CopyIn{Src: "tree", Dest: place("d:/")},
+				&graph.Remove{Path: place("d:/dir/sub/gone")},
+			}
+			var first []cas.Digest
+			var c, c0 *chain
+			same := true
+			for build := range 2 {
+				c = newChain(t, repo)
+				if build == 0 {
+					c0 = c
+				}
+				for i, j := range jobs {
+					c.must(j)
+					if build == 0 {
+						first = append(first, c.disks["d"])
+					} else if same && c.disks["d"] != first[i] {
+						same = false
+						msg := fmt.Sprintf("%s: two builds of the same disk differ: %s and %s\n%s", graph.Describe(j), first[i].Short(), c.disks["d"].Short(),
+							differ(t, c0.x.Store, first[i], c, fc.fs))
+						if fc.notReproducible == "" {
+							t.Fatal(msg)
+						}
+						t.Logf("not reproducible yet (%s): %s", fc.notReproducible, msg)
+					}
+				}
+			}
+			if same && fc.notReproducible != "" {
+				t.Logf("two builds are the same in this run: is %s reproducible now? (BUILD.md, and notReproducible here)", fc.fs)
+			}
+			raw := filepath.Join(outer, fc.fs+".raw") // read by guestfish after the subtest
+			if err := c.x.Store.Materialize(t.Context(), c.disks["d"], raw); err != nil {
+				t.Fatal(err)
+			}
+			blkid := hostTool(t, "blkid", "-p", "-o", "export", raw)
+			if fc.label != "" && !strings.Contains(blkid, "LABEL="+fc.label+"\n") {
+				t.Errorf("blkid finds no label %q:\n%s", fc.label, blkid)
+			}
+			if fc.check != nil {
+				if got := fc.check(t, raw); fc.vfs == "" && got != "hello from vmb\n" {
+					t.Errorf("/dir/motd as the host reads it: %q", got)
+				}
+			}
+			if fc.vfs != "" {
+				guestfish = append(guestfish, fc)
+				raws = append(raws, raw)
+			}
+		})
+		if !ok && testing.Short() {
+			break
+		}
+	}
+	if len(guestfish) == 0 {
+		return
+	}
+	// The filesystems the host has no reader for: one guestfish session, one disk
+	// for each, mounted in turn.
+	var script strings.Builder
+	args := []string{"--ro"}
+	for i, fc := range guestfish {
+		args = append(args, "-a", raws[i])
+		dev := fmt.Sprintf("/dev/sd%c", 'a'+i)
+		opts := fc.vfsOpts
+		if opts == "" {
+			opts = "ro"
+		}
+		fmt.Fprintf(&script, "mount-vfs %s %s %s /\necho %s\ncat /dir/motd\nls /dir/sub\nfilesize /dir/sub/big\numount /\n", opts, fc.vfs, dev, fc.fs)
+	}
+	cmd := exec.Command("guestfish", args...)
+	cmd.Env = append(os.Environ(), vmtest.GuestfishEnv()...)
+	cmd.Stdin = strings.NewReader("run\n" + script.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("guestfish: %v\n%s", err, out)
+	}
+	got := string(out)
+	for _, fc := range guestfish {
+		// guestfish ends what cat prints with a newline of its own.
+		want := fmt.Sprintf("%s\nhello from vmb\n\nbig\n%d\n", fc.fs, 3<<20)
+		if !strings.Contains(got, want) {
+			t.Errorf("%s: guestfish did not read the files back (want %q):\n%s", fc.fs, want, got)
+		}
+	}
+}
+
+// differ says where two snapshots of a disk differ, and copies both to
+// $VMB_TEST_DUMP when it is set.
+func differ(t *testing.T, store *cas.Store, other cas.Digest, c *chain, name string) string {
+	a, b := filepath.Join(t.TempDir(), "a.raw"), c.raw("d")
+	if err := store.Materialize(t.Context(), other, a); err != nil {
+		return err.Error()
+	}
+	if dump := os.Getenv("VMB_TEST_DUMP"); dump != "" {
+		exec.Command("cp", "--sparse=always", a, filepath.Join(dump, name+"-a.raw")).Run()
+		exec.Command("cp", "--sparse=always", b, filepath.Join(dump, name+"-b.raw")).Run()
+	}
+	out, _ := exec.Command("cmp", "-l", a, b).Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return fmt.Sprintf("%d bytes differ; the first (offset, octal):\n%s", len(lines), strings.Join(lines[:min(len(lines), 16)], "\n"))
+}
