@@ -73,7 +73,6 @@ var applianceModules = map[string][]string{
 	"btrfs": {"crc32c_generic", "crc32c_intel", "xxhash_generic", "blake2b_generic", "sha256_generic", "btrfs"},
 	"minix": {"minix"},
 	"udf":   {"udf"},
-	"ufs":   {"ufs"},
 	"exfat": {"exfat"},
 	"fuse":  {"fuse"},       // ntfs, through ntfs-3g
 	"net":   {"virtio_net"}, // a run with network: true

@@ -230,6 +230,8 @@ func (a *agent) format(j *graph.Format) error {
 		if j.Label != "" {
 			args = append(args, "-L", j.Label)
 		}
+	case "ufs", "ufs2":
+		return a.formatUFS(dev, j)
 	case "udf":
 		args = []string{"mkudffs", "--uuid=" + strings.ReplaceAll(a.uuid(0), "-", "")[:16]}
 		if j.Label != "" {
@@ -270,6 +272,20 @@ func (a *agent) mount(p graph.Place) (string, error) {
 		m := mountpoint{dir: dir, dev: dev}
 		if out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", dev).Output(); err == nil {
 			m.fstype = strings.TrimSpace(string(out))
+		}
+		if m.fstype == "ufs" {
+			u, err := readUFSParams(dev)
+			if err == nil {
+				os.MkdirAll(dir, 0o755)
+				fmt.Printf("+ read UFS%d %s into memory\n", u.version, p.Volume())
+				err = readUFS(dev, dir)
+			}
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", p.Volume(), err)
+			}
+			m.ufs = &u
+			a.mounted = append(a.mounted, m)
+			return filepath.Join(dir, filepath.Clean("/"+p.Path)), nil
 		}
 		if err := loadModules(moduleGroup(m.fstype)); err != nil {
 			return "", err
@@ -326,6 +342,10 @@ func (a *agent) unmountAll() error {
 		m := a.mounted[i]
 		for _, sub := range []string{"dev", "proc", "sys"} {
 			unix.Unmount(filepath.Join(m.dir, sub), unix.MNT_DETACH)
+		}
+		if m.ufs != nil {
+			keep(m.ufs.build(m.dev, m.dir, a.job.Epoch, nil))
+			continue
 		}
 		fixes, err := a.normalize(m)
 		keep(err)

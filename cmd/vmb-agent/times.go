@@ -19,6 +19,7 @@ import (
 // A mounted target filesystem.
 type mountpoint struct {
 	dir, dev, fstype string
+	ufs              *ufsFS // a UFS filesystem, read into memory: built again at unmount
 }
 
 // Filesystems record the moment of every change: inode change and creation times,
