@@ -45,9 +45,6 @@ func (a *agent) formatUFS(dev string, j *graph.Format) error {
 
 // build writes a UFS filesystem holding dir's tree over all of dev.
 func (u ufsFS) build(dev, dir string, epoch int64, options []string) error {
-	if len(u.label) > 31 {
-		return fmt.Errorf("ufs: label %q is longer than 31 bytes", u.label)
-	}
 	size, err := deviceSize(dev)
 	if err != nil {
 		return err
