@@ -344,7 +344,7 @@ func (a *agent) unmountAll() error {
 			unix.Unmount(filepath.Join(m.dir, sub), unix.MNT_DETACH)
 		}
 		if m.ufs != nil {
-			keep(m.ufs.build(m.dev, m.dir, a.job.Epoch, nil))
+			keep(a.buildUFS(*m.ufs, m.dev, m.dir, nil))
 			continue
 		}
 		fixes, err := a.normalize(m)

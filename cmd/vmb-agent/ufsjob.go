@@ -17,7 +17,9 @@ import (
 // works on a UFS filesystem works on a copy of its tree in the build VM's memory:
 // mounting reads the tree out with vmb's own reader (readUFS), and unmounting
 // builds the filesystem again from it with makefs (NetBSD's), with the same version,
-// block and fragment sizes, label and ID. makefs clamps every time to the epoch.
+// block and fragment sizes, label and ID. makefs records the times of the tree as
+// they are (its -T clamps UFS1's, not UFS2's), to the second: the tree is
+// normalized first, as a mounted filesystem is.
 
 // ufsFS is what a rebuild of a UFS filesystem keeps from the one it replaces.
 type ufsFS struct {
@@ -40,11 +42,15 @@ func (a *agent) formatUFS(dev string, j *graph.Format) error {
 		return err
 	}
 	defer os.Remove(empty)
-	return u.build(dev, empty, a.job.Epoch, j.Options)
+	return a.buildUFS(u, dev, empty, j.Options)
 }
 
-// build writes a UFS filesystem holding dir's tree over all of dev.
-func (u ufsFS) build(dev, dir string, epoch int64, options []string) error {
+// buildUFS writes a UFS filesystem holding dir's tree over all of dev, with the
+// tree's times normalized.
+func (a *agent) buildUFS(u ufsFS, dev, dir string, options []string) error {
+	if _, err := a.normalize(mountpoint{dir: dir, dev: dev, fstype: "ufs"}); err != nil {
+		return err
+	}
 	size, err := deviceSize(dev)
 	if err != nil {
 		return err
@@ -53,7 +59,7 @@ func (u ufsFS) build(dev, dir string, epoch int64, options []string) error {
 	if u.bsize > 0 {
 		opts += fmt.Sprintf(",bsize=%d,fsize=%d", u.bsize, u.fsize)
 	}
-	args := []string{"-t", "ffs", "-o", opts, "-s", fmt.Sprint(size), "-T", fmt.Sprint(epoch)}
+	args := []string{"-t", "ffs", "-o", opts, "-s", fmt.Sprint(size), "-T", fmt.Sprint(a.job.Epoch)}
 	args = append(args, options...)
 	args = append(args, dev, dir)
 	fmt.Printf("+ makefs %s\n", strings.Join(args, " "))
