@@ -19,7 +19,10 @@ const (
 	EventDone    EventType = "done"    // the job succeeded and its result was recorded
 	EventFailed  EventType = "failed"  // the job failed (Err)
 	EventSkipped EventType = "skipped" // not run: a node before it failed, or the build was stopped
-	EventOutput  EventType = "output"  // an output file was written (Path)
+	// EventInterrupted: the job was stopped because the solve was (Ctrl-C, SIGTERM);
+	// nothing of it was recorded.
+	EventInterrupted EventType = "interrupted"
+	EventOutput      EventType = "output" // an output file was written (Path)
 )
 
 // Event is one step of a solve's progress.

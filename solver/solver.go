@@ -131,14 +131,25 @@ func (s *Solver) Plan(g *graph.Graph, images ...string) ([]*Step, error) {
 	return steps, nil
 }
 
+// interrupted is a solve's error when its context ended (Ctrl-C): what finished is
+// kept, what was running is not. It unwraps to the context's error.
+type interrupted struct{ cause error }
+
+func (e interrupted) Error() string {
+	return "interrupted: the jobs that finished are kept in the cache"
+}
+func (e interrupted) Unwrap() error { return e.cause }
+
 // Summary says what a solve did.
 type Summary struct {
-	Executed int           `json:"executed"`
-	Cached   int           `json:"cached"`
-	Failed   int           `json:"failed"`
-	Skipped  int           `json:"skipped"` // not run because a node before them failed
-	Outputs  []string      `json:"outputs"`
-	Duration time.Duration `json:"duration"`
+	Executed int `json:"executed"`
+	Cached   int `json:"cached"`
+	Failed   int `json:"failed"`
+	Skipped  int `json:"skipped"` // not run because a node before them failed
+	// Interrupted counts the jobs stopped by the solve's interruption.
+	Interrupted int           `json:"interrupted,omitempty"`
+	Outputs     []string      `json:"outputs"`
+	Duration    time.Duration `json:"duration"`
 }
 
 // Solve builds the named images (all if none): it runs every node whose result is not
@@ -222,6 +233,10 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 			res, err := s.run(ctx, n, in)
 			mu.Lock()
 			defer mu.Unlock()
+			if err != nil && ctx.Err() != nil {
+				sum.Interrupted++
+				return nil
+			}
 			if err != nil {
 				sum.Failed++
 				stop = true
@@ -236,8 +251,8 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 		})
 	}
 	eg.Wait()
-	if err := ctx.Err(); err != nil && firstErr == nil {
-		firstErr = err
+	if ctx.Err() != nil && firstErr == nil {
+		firstErr = interrupted{ctx.Err()}
 	}
 	// Outputs of every image whose nodes all finished, cached or not.
 	led := openLedger(s.opt.OutDir)
@@ -279,6 +294,10 @@ func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, err
 		err = s.store.PutAction(cas.ActionID(n.Key), rec)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			s.emit(Event{Type: EventInterrupted, Node: n, Duration: dur, Log: logDigest})
+			return nil, interrupted{ctx.Err()}
+		}
 		var je *JobError
 		if !errors.As(err, &je) {
 			je = &JobError{Node: n, ExitCode: -1, Err: err, Tail: tail(logBuf.String(), 20)}

@@ -301,11 +301,11 @@ func TestSolveCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() { <-e.exec.start; cancel() }()
 	sum, err := e.solve(t, ctx, solver.Options{Jobs: 1}, "a")
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled solve = %v, want context.Canceled", err)
+	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "interrupted") {
+		t.Fatalf("cancelled solve = %v, want interrupted, context.Canceled", err)
 	}
-	if sum.Executed != 0 {
-		t.Fatalf("cancelled solve executed %d", sum.Executed)
+	if sum.Executed != 0 || sum.Failed != 0 || sum.Interrupted != 1 {
+		t.Fatalf("cancelled solve: %+v, want 1 interrupted, none executed or failed", sum)
 	}
 	e.exec.block = nil
 	sum, err = e.solve(t, t.Context(), solver.Options{}, "a")

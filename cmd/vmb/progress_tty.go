@@ -129,6 +129,10 @@ func (p *ttyProgress) event(ev solver.Event) {
 	case solver.EventSkipped:
 		p.finished++
 		p.pending = append(p.pending, fmt.Sprintf(" => SKIPPED %s %s", n.Key.Short(), n.Label()))
+	case solver.EventInterrupted:
+		p.remove(n)
+		p.finished++
+		p.pending = append(p.pending, fmt.Sprintf(" => STOPPED %s %s  %s", n.Key.Short(), n.Label(), seconds(ev.Duration)))
 	case solver.EventOutput:
 		p.pending = append(p.pending, " => output  "+ev.Path)
 	}
@@ -215,8 +219,7 @@ func (p *ttyProgress) live() []string {
 
 func (p *ttyProgress) summary(sum *solver.Summary, err error) {
 	p.end()
-	fmt.Fprintf(p.w, "%d executed, %d cached, %d failed, %d skipped in %s\n",
-		sum.Executed, sum.Cached, sum.Failed, sum.Skipped, sum.Duration.Round(time.Millisecond))
+	fmt.Fprintln(p.w, summaryLine(sum))
 	if err != nil {
 		fmt.Fprintln(p.w, "vmb:", err)
 	}

@@ -213,6 +213,8 @@ func (p *progress) event(ev solver.Event) {
 		}
 	case solver.EventSkipped:
 		fmt.Fprintf(w, "skipped %s %s\n", ev.Node.Key.Short(), ev.Node.Label())
+	case solver.EventInterrupted:
+		fmt.Fprintf(w, "stopped %s %s (%s): interrupted\n", ev.Node.Key.Short(), ev.Node.Label(), ev.Duration.Round(time.Millisecond))
 	case solver.EventOutput:
 		fmt.Fprintf(w, "output  %s\n", ev.Path)
 	}
@@ -230,11 +232,19 @@ func (p *progress) summary(sum *solver.Summary, err error) {
 		fmt.Fprintf(p.e.stdout, "%s\n", b)
 		return
 	}
-	fmt.Fprintf(p.e.stderr, "%d executed, %d cached, %d failed, %d skipped in %s\n",
-		sum.Executed, sum.Cached, sum.Failed, sum.Skipped, sum.Duration.Round(time.Millisecond))
+	fmt.Fprintln(p.e.stderr, summaryLine(sum))
 	if err != nil {
 		fmt.Fprintln(p.e.stderr, "vmb:", err)
 	}
+}
+
+// summaryLine is the last line of a plain or tty display.
+func summaryLine(sum *solver.Summary) string {
+	s := fmt.Sprintf("%d executed, %d cached, %d failed, %d skipped", sum.Executed, sum.Cached, sum.Failed, sum.Skipped)
+	if sum.Interrupted > 0 {
+		s += fmt.Sprintf(", %d interrupted", sum.Interrupted)
+	}
+	return s + " in " + sum.Duration.Round(time.Millisecond).String()
 }
 
 func errString(err error) string {
