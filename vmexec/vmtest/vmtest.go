@@ -149,22 +149,46 @@ func SeedDir(dir string) error {
 
 // GuestfishEnv returns the environment libguestfs needs to read a disk back in a
 // test: the direct backend and, on a machine with no kernel in /boot (a container),
-// the appliance's own kernel and modules for supermin.
+// the appliance's own kernel and modules for supermin. Those are linked into a
+// directory of their own (with the modules.dep supermin reads, which the package
+// leaves to depmod at install): an appliance build in another test process starts
+// by removing the one it unpacks packages into.
 func GuestfishEnv() []string {
 	env := []string{"LIBGUESTFS_BACKEND=direct"}
-	if k, _ := filepath.Glob("/boot/vmlinuz-*"); len(k) > 0 {
+	if k, _ := filepath.Glob("/boot/vmlinuz-*"); len(k) > 0 || shared == "" {
 		return env
 	}
+	lock, err := os.OpenFile(filepath.Join(shared, "test.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return env
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return env
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	root := filepath.Join(shared, "appliance-work", "root")
 	k, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
-	if shared == "" || len(k) == 0 {
+	if len(k) == 0 {
 		return env
 	}
 	version := strings.TrimPrefix(filepath.Base(k[0]), "vmlinuz-")
-	// supermin reads modules.dep, which the package leaves to depmod at install.
-	if _, err := os.Stat(filepath.Join(root, "lib", "modules", version, "modules.dep")); err != nil {
-		exec.Command("depmod", "-b", root, version).Run()
+	dst := filepath.Join(shared, "guestfish", version)
+	kernel := filepath.Join(dst, "boot", "vmlinuz-"+version)
+	modules := filepath.Join(dst, "lib", "modules", version)
+	if _, err := os.Stat(filepath.Join(modules, "modules.dep")); err != nil {
+		os.RemoveAll(dst)
+		os.MkdirAll(filepath.Dir(kernel), 0o755)
+		os.MkdirAll(filepath.Dir(modules), 0o755)
+		for _, c := range [][]string{
+			{"cp", "-l", k[0], kernel},
+			{"cp", "-al", filepath.Join(root, "lib", "modules", version), modules},
+			{"depmod", "-b", dst, version},
+		} {
+			if err := exec.Command(c[0], c[1:]...).Run(); err != nil {
+				return env // guestfish will say what it misses
+			}
+		}
 	}
-	return append(env, "SUPERMIN_KERNEL="+k[0], "SUPERMIN_KERNEL_VERSION="+version,
-		"SUPERMIN_MODULES="+filepath.Join(root, "lib", "modules", version))
+	return append(env, "SUPERMIN_KERNEL="+kernel, "SUPERMIN_KERNEL_VERSION="+version, "SUPERMIN_MODULES="+modules)
 }
