@@ -23,10 +23,15 @@ import (
 
 // Options configures a Solver.
 type Options struct {
-	Jobs    int  // jobs run at once; 0 means GOMAXPROCS
-	NoCache bool // run every node, still recording results
-	DryRun  bool // plan only
-	OutDir  string
+	Jobs    int    // jobs run at once; 0 means GOMAXPROCS
+	NoCache bool   // run every node, still recording results
+	DryRun  bool   // plan only
+	OutDir  string // where images' outputs go; "" writes none
+	// Need, when set, names the nodes to build instead of the images' final
+	// states (vmb shell builds the state a step starts from, which a solve skips
+	// when the steps after it are cached); nodes after them do not run. The
+	// solve writes no outputs and records no last build then.
+	Need []graph.Key
 	// Events receives progress; it is called from many goroutines, one event at a time.
 	Events func(Event)
 	// Now replaces time.Now, for tests.
@@ -100,6 +105,25 @@ func (s *Solver) Plan(g *graph.Graph, images ...string) ([]*Step, error) {
 	for _, im := range g.Images {
 		if len(images) == 0 || slices.Contains(images, im.Name) {
 			needed[im.Final().Key] = true // an image's state, though others build on it
+		}
+	}
+	if len(s.opt.Need) > 0 {
+		// Only the needed nodes and the chains before them.
+		keep := map[graph.Key]bool{}
+		for _, k := range s.opt.Need {
+			i := slices.IndexFunc(nodes, func(n *graph.Node) bool { return n.Key == k })
+			if i < 0 {
+				return nil, fmt.Errorf("solve: node %s is not one of the images' nodes", k.Short())
+			}
+			for n := nodes[i]; n != nil && !keep[n.Key]; n = n.Parent {
+				keep[n.Key] = true
+			}
+		}
+		// (A new slice: nodes may be the graph's own.)
+		nodes = slices.DeleteFunc(slices.Clone(nodes), func(n *graph.Node) bool { return !keep[n.Key] })
+		clear(needed)
+		for _, k := range s.opt.Need {
+			needed[k] = true
 		}
 	}
 	steps := make([]*Step, len(nodes))
@@ -257,6 +281,9 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 	// Outputs of every image whose nodes all finished, cached or not.
 	led := openLedger(s.opt.OutDir)
 	for _, im := range g.Images {
+		if s.opt.OutDir == "" || len(s.opt.Need) > 0 {
+			break
+		}
 		if len(images) > 0 && !slices.Contains(images, im.Name) {
 			continue
 		}
@@ -269,7 +296,7 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 	if err := led.save(); err != nil && firstErr == nil {
 		firstErr = fmt.Errorf("record outputs: %w", err)
 	}
-	if firstErr == nil {
+	if firstErr == nil && len(s.opt.Need) == 0 {
 		s.saveLastBuilds(g, images)
 	}
 	sum.Duration = s.opt.Now().Sub(start)

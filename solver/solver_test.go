@@ -392,3 +392,34 @@ func TestSolveUnneeded(t *testing.T) {
 		t.Errorf("no reason given for re-running %s: %v", run.Label(), e.reasons())
 	}
 }
+
+// Need asks for a node the plan would skip (its child is cached): it is built
+// again, the nodes before it are taken as cached and the node after it is left
+// alone.
+func TestSolveNeed(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := lang.Compile(t.Context(), e.dir, lang.Options{Executor: e.exec.Identity()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := g.Image("a")
+	chain := graph.Chain(a.Final())
+	run := chain[len(chain)-2]
+	if err := os.Remove(filepath.Join(e.store.Dir(), "actions", run.Key.String()[:2], run.Key.String())); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := e.solve(t, t.Context(), solver.Options{Need: []graph.Key{run.Key}}, "a")
+	if err != nil || sum.Executed != 1 || sum.Cached != len(chain)-2 {
+		t.Fatalf("solve needing %s: %+v, %v; want it alone executed, the %d nodes before it cached", run.Label(), sum, err, len(chain)-2)
+	}
+	if _, err := solver.Cached(e.store, run); err != nil {
+		t.Fatalf("%s after the solve that needed it: %v", run.Label(), err)
+	}
+	other, _ := g.Image("b")
+	if _, err := e.solve(t, t.Context(), solver.Options{Need: []graph.Key{other.Final().Key}}, "a"); err == nil || !strings.Contains(err.Error(), "not one of the images' nodes") {
+		t.Errorf("a solve of a needing a node of b only: %v", err)
+	}
+}

@@ -43,6 +43,7 @@ func runShell(e *env, args []string) int {
 		return exitFailed
 	}
 	x := &vmexec.Executor{Store: store, Appliance: app, KVM: vmexec.KVMUsable(), Verbose: *verbose}
+	defer x.Close()
 	g, code := compileWith(e, dir, store.Dir(), x.Identity())
 	if code >= 0 {
 		return code
@@ -76,18 +77,22 @@ func runShell(e *env, args []string) int {
 	}
 	res, err := solver.Cached(store, from)
 	if errors.Is(err, cas.ErrNotFound) {
-		cache := []string{}
-		if *cacheDir != "" {
-			cache = []string{"--cache", *cacheDir}
+		// Never built, or collected: build it, as a solve of the image would,
+		// keeping this state even though the image's final one may be cached.
+		fmt.Fprintf(e.stderr, "vmb shell: %s: the state %s left is not in the cache: building it\n", what, from.Label())
+		a := solveArgs{cacheDir: *cacheDir, repo: *repo, dir: dir}
+		p := &progress{e: e, hint: func(n *graph.Node) string { return shellCommand(a, n) }}
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+		sum, serr := solver.New(store, qemuExecutor{x}, solver.Options{Need: []graph.Key{from.Key}, Events: p.event}).Solve(ctx, g, im.Name)
+		cancel()
+		if sum != nil {
+			p.summary(sum, serr)
 		}
-		solve := append(append([]string{"vmb", "solve"}, cache...), dir, from.Image)
-		if *repo != "" {
-			solve = append(append([]string{"vmb", "build"}, cache...), "--repo", *repo, "--name", from.Image)
+		if serr != nil {
+			fmt.Fprintf(e.stderr, "vmb shell: %s: the state %s left could not be built\n", what, from.Label())
+			return exitFailed
 		}
-		fmt.Fprintf(e.stderr, "vmb shell: %s: the state %s left is not in the cache.\n"+
-			"Build it first: %s\n(a solve keeps every step that succeeded, even if a later one fails)\n",
-			what, from.Label(), shellQuote(solve...))
-		return exitFailed
+		res, err = solver.Cached(store, from)
 	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb shell:", err)

@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/lang"
+	"vmb.dev/vmb/vmexec"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
 
@@ -142,15 +144,42 @@ images: t: {
 		t.Errorf("second session: exit %d, the first one's file is not gone:\n%s\n%s", code, stdout, stderr)
 	}
 
-	// The image's final state was never built: the shell says what to run first.
+	// The image's final state was never built: the shell builds it, and says
+	// that it could not, since a step fails.
 	code, _, stderr = vmb(t, "", "shell", "--cache", cache, repo, "t")
-	if code != exitFailed || !strings.Contains(stderr, "is not in the cache") || !strings.Contains(stderr, "Build it first: vmb solve --cache "+cache+" "+repo+" t") {
+	if code != exitFailed || !strings.Contains(stderr, "is not in the cache: building it") || !strings.Contains(stderr, "could not be built") ||
+		!strings.Contains(stderr, "FAILED") {
 		t.Errorf("shell on a state not in the cache: exit %d\n%s", code, stderr)
 	}
 	// Before the first node there is nothing.
 	code, _, stderr = vmb(t, "", "shell", "--cache", cache, repo, "t", "disks.fs")
 	if code != exitInvalid || !strings.Contains(stderr, "no disk exists yet") {
 		t.Errorf("shell before the first node: exit %d\n%s", code, stderr)
+	}
+
+	// The state step 2 starts from was collected: the shell builds it again
+	// (that step alone) and opens it.
+	app, err := vmexec.LoadAppliance(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := lang.Compile(t.Context(), repo, lang.Options{Executor: (&vmexec.Executor{Store: store, Appliance: app}).Identity()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := g.Image("t")
+	step, err := im.Find("2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := step.Node.Parent.Key.String()
+	if err := os.Remove(filepath.Join(cache, "actions", k[:2], k)); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = vmb(t, "cat /mnt/target/fs/etc/motd\nexit\n", strings.Fields(m[1])[1:]...)
+	if code != exitOK || !strings.Contains(stderr, "not in the cache: building it") || !strings.Contains(stderr, "1 executed, 2 cached") ||
+		!strings.Contains(stdout, "hello from the repository") {
+		t.Errorf("shell on a collected state: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
 
