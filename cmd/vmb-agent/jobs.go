@@ -28,6 +28,10 @@ func (a *agent) run() error {
 		return fmt.Errorf("params: %w", err)
 	}
 	os.MkdirAll(outputDir, 0o755)
+	switch job.(type) {
+	case *graph.CopyOut, *graph.TarOut, *graph.Diff:
+		a.readOnly = true
+	}
 	err := a.do(job)
 	if uerr := a.unmountAll(); err == nil {
 		err = uerr
@@ -344,7 +348,9 @@ func (a *agent) unmountAll() error {
 			unix.Unmount(filepath.Join(m.dir, sub), unix.MNT_DETACH)
 		}
 		if m.ufs != nil {
-			keep(a.buildUFS(*m.ufs, m.dev, m.dir, nil))
+			if !a.readOnly {
+				keep(a.buildUFS(*m.ufs, m.dev, m.dir, nil))
+			}
 			continue
 		}
 		fixes, err := a.normalize(m)
@@ -357,6 +363,7 @@ func (a *agent) unmountAll() error {
 		if err == nil {
 			keep(a.fixTimes(m, fixes))
 			keep(a.fixFAT(m))
+			keep(a.fixExFAT(m))
 		}
 	}
 	a.mounted = nil
