@@ -68,6 +68,12 @@ type CompactStats struct {
 // form; a reader that has it open keeps reading the old file, which holds the same
 // content. Digests that are not in the store are skipped.
 func (s *Store) Compact(ctx context.Context, ds []Digest) (CompactStats, error) {
+	return s.CompactWorkers(ctx, ds, 0)
+}
+
+// CompactWorkers is Compact with at most workers goroutines (0: one a CPU): a
+// compaction beside a running build takes a core, not every one.
+func (s *Store) CompactWorkers(ctx context.Context, ds []Digest, workers int) (CompactStats, error) {
 	var todo []Digest
 	seen := map[Digest]bool{}
 	add := func(d Digest) {
@@ -86,15 +92,15 @@ func (s *Store) Compact(ctx context.Context, ds []Digest) (CompactStats, error) 
 			}
 		}
 	}
-	return s.compact(ctx, todo)
+	return s.compact(ctx, todo, workers)
 }
 
-func (s *Store) compact(ctx context.Context, todo []Digest) (CompactStats, error) {
+func (s *Store) compact(ctx context.Context, todo []Digest, workers int) (CompactStats, error) {
 	var st CompactStats
 	var objects, before, after atomic.Int64
 	stage := &staging{s: s}
 	defer stage.abort()
-	err := forEach(ctx, 0, len(todo), func() func(int) error {
+	err := forEach(ctx, workers, len(todo), func() func(int) error {
 		return func(i int) error {
 			d := todo[i]
 			p := s.objectPath(d)

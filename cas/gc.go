@@ -126,7 +126,7 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		}
 	}
 	if !opt.DryRun {
-		if rep.Compacted, err = s.compact(ctx, compact); err != nil {
+		if rep.Compacted, err = s.compact(ctx, compact, 0); err != nil {
 			return nil, fmt.Errorf("gc %s: %w", s.dir, err)
 		}
 		rep.KeptBytes -= rep.Compacted.BytesBefore - rep.Compacted.BytesAfter

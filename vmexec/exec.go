@@ -62,10 +62,34 @@ type Executor struct {
 	boot         struct{ kernel, initrd string }
 	warm         warmDisks
 	materialized atomic.Int64
+	compacting   sync.WaitGroup
 }
 
-// Close removes the disks the executor kept for the jobs that would follow.
-func (x *Executor) Close() { x.warm.close() }
+// Close waits for the compression of what the jobs stored, and removes the disks
+// the executor kept for the jobs that would follow.
+func (x *Executor) Close() {
+	x.compacting.Wait()
+	x.warm.close()
+}
+
+// ingest stores a disk after a job. New chunks are stored uncompressed, so the
+// next job starts sooner, and compressed in the background, on one core, while
+// it runs (under TCG the VM keeps one core busy; with KVM, mostly none). A
+// compression that fails leaves the chunks raw, which reads just as well, and
+// vmb cache gc compresses them later.
+func (x *Executor) ingest(ctx context.Context, path string, opt cas.IngestOptions) (cas.Digest, error) {
+	opt.DeferCompression = true
+	d, _, err := x.Store.IngestDisk(ctx, path, opt)
+	if err != nil {
+		return d, err
+	}
+	x.compacting.Add(1)
+	go func() {
+		defer x.compacting.Done()
+		x.Store.CompactWorkers(context.Background(), []cas.Digest{d}, 1)
+	}()
+	return d, nil
+}
 
 // Materialized counts the disks materialized from the store so far.
 func (x *Executor) Materialized() int64 { return x.materialized.Load() }
@@ -201,7 +225,7 @@ func (x *Executor) onDisk(ctx context.Context, work string, disks map[string]cas
 	if err != nil {
 		return err
 	}
-	d, _, err := x.Store.IngestDisk(ctx, p, cas.IngestOptions{Base: base, Changed: changed})
+	d, err := x.ingest(ctx, p, cas.IngestOptions{Base: base, Changed: changed})
 	if err != nil {
 		return err
 	}
@@ -332,7 +356,7 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		if err != nil {
 			return nil, err
 		}
-		d, _, err := x.Store.IngestDisk(ctx, paths[name], cas.IngestOptions{Base: base})
+		d, err := x.ingest(ctx, paths[name], cas.IngestOptions{Base: base})
 		if err != nil {
 			return nil, err
 		}

@@ -143,6 +143,12 @@ func TestDiskJobs(t *testing.T) {
 	if got := hostTool(t, "blkid", "-o", "export", part); !strings.Contains(got, "LABEL=root") || !strings.Contains(got, "TYPE=ext4") {
 		t.Errorf("blkid: %s", got)
 	}
+	// Jobs store new chunks raw and compress them in the background: once the
+	// executor is closed, there is nothing left to compress.
+	c.x.Close()
+	if st, err := c.x.Store.Compact(t.Context(), []cas.Digest{c.disks["root"]}); err != nil || st.Objects != 0 {
+		t.Errorf("after Close, Compact compressed %d objects (%v); want none left raw", st.Objects, err)
+	}
 }
 
 // partition returns the start and size, in sectors, of partition n of a disk image.
