@@ -360,6 +360,23 @@ func TestSolveOutputsInPlace(t *testing.T) {
 	}
 }
 
+// forgetRun removes the action record of image a's run step, the node before its
+// export, as gc would collect it, and returns the graph, a's chain and that node.
+func (e *env) forgetRun(t *testing.T) (*graph.Graph, []*graph.Node, *graph.Node) {
+	t.Helper()
+	g, err := lang.Compile(t.Context(), e.dir, lang.Options{Executor: e.exec.Identity()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := g.Image("a")
+	chain := graph.Chain(a.Final())
+	run := chain[len(chain)-2]
+	if err := os.Remove(filepath.Join(e.store.Dir(), "actions", run.Key.String()[:2], run.Key.String())); err != nil {
+		t.Fatalf("remove the record of %s: %v", run.Label(), err)
+	}
+	return g, chain, run
+}
+
 // A solve whose images' last nodes are cached does not need the nodes before them:
 // it neither reads their records nor runs them when they are gone (collected), and
 // runs them again when a later step changes and needs their state.
@@ -368,16 +385,7 @@ func TestSolveUnneeded(t *testing.T) {
 	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	g, err := lang.Compile(t.Context(), e.dir, lang.Options{Executor: e.exec.Identity()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := g.Image("a")
-	chain := graph.Chain(a.Final())
-	run := chain[len(chain)-2] // a's run, before its export
-	if err := os.Remove(filepath.Join(e.store.Dir(), "actions", run.Key.String()[:2], run.Key.String())); err != nil {
-		t.Fatalf("remove the record of %s: %v", run.Label(), err)
-	}
+	_, _, run := e.forgetRun(t)
 	sum, err := e.solve(t, t.Context(), solver.Options{})
 	if err != nil || sum.Executed != 0 || sum.Cached != 9 {
 		t.Fatalf("with a step before a cached one gone: %+v, %v; want nothing run", sum, err)
@@ -401,16 +409,7 @@ func TestSolveNeed(t *testing.T) {
 	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	g, err := lang.Compile(t.Context(), e.dir, lang.Options{Executor: e.exec.Identity()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := g.Image("a")
-	chain := graph.Chain(a.Final())
-	run := chain[len(chain)-2]
-	if err := os.Remove(filepath.Join(e.store.Dir(), "actions", run.Key.String()[:2], run.Key.String())); err != nil {
-		t.Fatal(err)
-	}
+	g, chain, run := e.forgetRun(t)
 	sum, err := e.solve(t, t.Context(), solver.Options{Need: []graph.Key{run.Key}}, "a")
 	if err != nil || sum.Executed != 1 || sum.Cached != len(chain)-2 {
 		t.Fatalf("solve needing %s: %+v, %v; want it alone executed, the %d nodes before it cached", run.Label(), sum, err, len(chain)-2)

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"time"
 )
 
@@ -14,15 +13,11 @@ import (
 // entry, but on a busy host the clock may have run 10 ms or more before the kernel
 // reads it. It returns how many entry sets it changed.
 func clampExFATTimes(dev string, epoch int64) (int, error) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	f, bs, err := openBootSector(dev)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	bs := make([]byte, 512)
-	if _, err := f.ReadAt(bs, 0); err != nil {
-		return 0, err
-	}
 	if string(bs[3:11]) != "EXFAT   " {
 		return 0, fmt.Errorf("exfat %s: no exFAT boot sector", dev)
 	}

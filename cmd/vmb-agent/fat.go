@@ -14,15 +14,11 @@ import (
 // past the 10 ms FAT keeps when the host was busy. It returns how many entries it
 // changed. Other FAT variants are left alone.
 func clampFATTimes(dev string, epoch int64) (int, error) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	f, bs, err := openBootSector(dev)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	bs := make([]byte, 512)
-	if _, err := f.ReadAt(bs, 0); err != nil {
-		return 0, err
-	}
 	le := binary.LittleEndian
 	bps := int64(le.Uint16(bs[11:]))
 	spc := int64(bs[13])
@@ -105,6 +101,21 @@ func clampFATTimes(dev string, epoch int64) (int, error) {
 		}
 	}
 	return changed, nil
+}
+
+// openBootSector opens a FAT or exFAT filesystem for writing and reads its boot
+// sector.
+func openBootSector(dev string) (*os.File, []byte, error) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, 0); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: boot sector: %w", dev, err)
+	}
+	return f, bs, nil
 }
 
 // fixFAT runs clampFATTimes on an unmounted vfat target.

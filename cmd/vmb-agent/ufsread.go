@@ -105,6 +105,20 @@ func readUFSSuper(f *os.File) (*ufsSuper, error) {
 	return nil, errors.New("ufs: no UFS1 or UFS2 superblock (little-endian)")
 }
 
+// openUFS opens dev with flag and reads its superblock.
+func openUFS(dev string, flag int) (*os.File, *ufsSuper, error) {
+	f, err := os.OpenFile(dev, flag, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := readUFSSuper(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, s, nil
+}
+
 // cgstart is the first fragment of cylinder group c.
 func (s *ufsSuper) cgstart(c int64) int64 {
 	base := s.fpg * c
@@ -276,15 +290,11 @@ func (r *ufsReader) content(i *ufsInode, fn func([]byte) error) error {
 // readUFS recreates the tree of the UFS filesystem on dev under dst, an existing
 // directory: contents, modes, owners, times, symlinks, device nodes, hard links.
 func readUFS(dev, dst string) error {
-	f, err := os.Open(dev)
+	f, s, err := openUFS(dev, os.O_RDONLY)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	s, err := readUFSSuper(f)
-	if err != nil {
-		return err
-	}
 	r := &ufsReader{f: f, s: s, links: map[uint32]string{}}
 	root, err := r.inode(ufsRootIno)
 	if err != nil {
@@ -394,15 +404,11 @@ func (r *ufsReader) meta(i *ufsInode, p string) error {
 
 // readUFSParams returns what a rebuild of the UFS filesystem on dev keeps.
 func readUFSParams(dev string) (ufsFS, error) {
-	f, err := os.Open(dev)
+	f, s, err := openUFS(dev, os.O_RDONLY)
 	if err != nil {
 		return ufsFS{}, err
 	}
-	defer f.Close()
-	s, err := readUFSSuper(f)
-	if err != nil {
-		return ufsFS{}, err
-	}
+	f.Close()
 	return ufsFS{version: s.version, bsize: int(s.bsize), fsize: int(s.fsize), label: s.label, id: s.id}, nil
 }
 
@@ -414,15 +420,11 @@ func fixUFS(dev, label string, id uint32) error {
 	if len(label) > 31 {
 		return fmt.Errorf("ufs: label %q is longer than 31 bytes", label)
 	}
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	f, s, err := openUFS(dev, os.O_RDWR)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	s, err := readUFSSuper(f)
-	if err != nil {
-		return err
-	}
 	locs := []int64{s.loc}
 	for c := int64(0); c < s.ncg; c++ {
 		locs = append(locs, (s.cgstart(c)+s.sblkno)*s.fsize)
