@@ -260,6 +260,8 @@ func (a *agent) format(j *graph.Format) error {
 		// mkfs.exfat of exfatprogs 1.2 draws the serial from the clock and takes
 		// none: tune.exfat sets it (and the boot region's checksum).
 		err = sh("tune.exfat", "-I", "0x"+a.hex32(0), dev)
+	case "udf":
+		err = a.fixUDFFormat(dev, j.Place.Partition == 0)
 	}
 	return err
 }
@@ -364,6 +366,7 @@ func (a *agent) unmountAll() error {
 			keep(a.fixTimes(m, fixes))
 			keep(a.fixFAT(m))
 			keep(a.fixExFAT(m))
+			keep(a.fixUDF(m))
 		}
 	}
 	a.mounted = nil
