@@ -367,6 +367,7 @@ func (a *agent) unmountAll() error {
 			keep(a.fixFAT(m))
 			keep(a.fixExFAT(m))
 			keep(a.fixUDF(m))
+			keep(a.fixNTFS(m))
 		}
 	}
 	a.mounted = nil

@@ -458,7 +458,6 @@ func clampNTFSTimes(p string, epoch int64) error {
 	if err != nil || n != len(b) {
 		return fmt.Errorf("ntfs times of %s: %v (%d bytes)", p, err, n)
 	}
-	const ntfsEpoch = 11644473600 // 1601-01-01 to 1970-01-01, in seconds
 	limit := uint64(epoch+ntfsEpoch) * 10_000_000
 	dirty := false
 	for i := 0; i < len(b); i += 8 {
