@@ -42,7 +42,7 @@ var appliancePackages = []string{
 	"libfdisk1", "libinih1", "liblz4-1", "liblzma5", "libmount1", "libntfs-3g89", "libpcre2-8-0",
 	"libreadline8", "libselinux1", "libsmartcols1", "libtinfo6", "libudev1", "liburcu8", "libuuid1",
 	"zlib1g", "libzstd1", "liblzo2-2", "libgcc-s1", "libcap-ng0", "libaudit1", "libcrypt1",
-	"libgcrypt20", "libgpg-error0", "libsystemd0", "libsepol2",
+	"libgcrypt20", "libgpg-error0", "libsystemd0", "libsepol2", "libedit2", "libbsd0", "libmd0",
 }
 
 // applianceBinaries are the programs the agent runs, by path in the packages
@@ -52,6 +52,7 @@ var applianceBinaries = []string{
 	"/sbin/mkfs.xfs", "/sbin/mkfs.btrfs", "/sbin/mkntfs", "/bin/ntfs-3g", "/usr/sbin/mkudffs",
 	"/sbin/mkfs.exfat", "/sbin/tune.exfat", "/sbin/mkfs.minix", "/sbin/fstrim", "/sbin/blkid", "/bin/tar",
 	"/sbin/wipefs", "/usr/bin/xz", "/usr/bin/zstd", "/usr/sbin/makefs",
+	"/sbin/xfs_db", // formats an XFS log as mkfs.xfs does (cmd/vmb-agent/xfs.go)
 }
 
 // applianceLinks are names the tools are also called by.

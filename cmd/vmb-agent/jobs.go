@@ -262,6 +262,9 @@ func (a *agent) format(j *graph.Format) error {
 		err = sh("tune.exfat", "-I", "0x"+a.hex32(0), dev)
 	case "udf":
 		err = a.fixUDFFormat(dev, j.Place.Partition == 0)
+	case "xfs":
+		// mkfs.xfs stamps its first inodes with the clock, to the nanosecond.
+		err = a.fixXFS(mountpoint{dev: dev, fstype: "xfs"})
 	}
 	return err
 }
@@ -368,6 +371,7 @@ func (a *agent) unmountAll() error {
 			keep(a.fixExFAT(m))
 			keep(a.fixUDF(m))
 			keep(a.fixNTFS(m))
+			keep(a.fixXFS(m))
 		}
 	}
 	a.mounted = nil
