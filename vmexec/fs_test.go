@@ -23,10 +23,6 @@ type fsCase struct {
 	check func(t *testing.T, raw string) string
 	// vfs is guestfish's mount-vfs type and options where it reads the files.
 	vfs, vfsOpts string
-	// notReproducible says why two builds of this filesystem still differ
-	// (BUILD.md, "Reproducibility"); the test reports how much, and fails if
-	// they no longer do, so that the claim is updated.
-	notReproducible string
 	// blkid is a line blkid -p -o export must print.
 	blkid string
 }
@@ -43,7 +39,7 @@ var filesystems = []fsCase{
 		hostTool(t, "ntfsfix", "-n", raw)
 		return hostTool(t, "ntfscat", raw, "/dir/motd")
 	}},
-	{fs: "btrfs", label: "root", notReproducible: "mkfs.btrfs's device and chunk tree UUIDs and root inode times", check: func(t *testing.T, raw string) string {
+	{fs: "btrfs", label: "root", check: func(t *testing.T, raw string) string {
 		hostTool(t, "btrfs", "check", "--readonly", raw)
 		out := t.TempDir()
 		hostTool(t, "btrfs", "restore", raw, out)
@@ -115,7 +111,6 @@ func TestFilesystems(t *testing.T) {
 			}
 			var first []cas.Digest
 			var c, c0 *chain
-			same := true
 			for build := range 2 {
 				c = newChain(t, repo)
 				if build == 0 {
@@ -129,26 +124,18 @@ func TestFilesystems(t *testing.T) {
 						if b, err := c.x.Store.Get(files["motd"]); err != nil || string(b) != "hello from vmb\n" {
 							t.Errorf("copy-out of /dir/motd: %q, %v", b, err)
 						}
-						if c.disks["d"] != c.steps[len(c.steps)-1] && fc.notReproducible == "" {
+						if c.disks["d"] != c.steps[len(c.steps)-1] {
 							t.Errorf("copy-out changed the disk: %s, was %s", c.disks["d"].Short(), c.steps[len(c.steps)-1].Short())
 						}
 					}
 					c.steps = append(c.steps, c.disks["d"])
 					if build == 0 {
 						first = append(first, c.disks["d"])
-					} else if same && c.disks["d"] != first[i] {
-						same = false
-						msg := fmt.Sprintf("%s: two builds of the same disk differ: %s and %s\n%s", graph.Describe(j), first[i].Short(), c.disks["d"].Short(),
+					} else if c.disks["d"] != first[i] {
+						t.Fatalf("%s: two builds of the same disk differ: %s and %s\n%s", graph.Describe(j), first[i].Short(), c.disks["d"].Short(),
 							differ(t, c0.x.Store, first[i], c, fc.fs))
-						if fc.notReproducible == "" {
-							t.Fatal(msg)
-						}
-						t.Logf("not reproducible yet (%s): %s", fc.notReproducible, msg)
 					}
 				}
-			}
-			if same && fc.notReproducible != "" {
-				t.Logf("two builds are the same in this run: is %s reproducible now? (BUILD.md, and notReproducible here)", fc.fs)
 			}
 			raw := filepath.Join(outer, fc.fs+".raw") // read by guestfish after the subtest
 			if err := c.x.Store.Materialize(t.Context(), c.disks["d"], raw); err != nil {

@@ -265,6 +265,8 @@ func (a *agent) format(j *graph.Format) error {
 	case "xfs":
 		// mkfs.xfs stamps its first inodes with the clock, to the nanosecond.
 		err = a.fixXFS(mountpoint{dev: dev, fstype: "xfs"})
+	case "btrfs":
+		err = a.fixBtrfsFormat(dev)
 	}
 	return err
 }
@@ -302,8 +304,21 @@ func (a *agent) mount(p graph.Place) (string, error) {
 		// noload: no journal. A build VM that dies loses its job, not the disk it
 		// started from, and a journal would record commit times.
 		opts := "noatime"
+		if a.readOnly {
+			// Mounting writes on some filesystems (btrfs commits a transaction
+			// at unmount): a job that only reads leaves the disk as it was.
+			opts = "ro"
+			if m.fstype == "xfs" {
+				opts += ",norecovery" // or it writes an unmount record to its log
+			}
+		}
 		if m.fstype == "ext3" || m.fstype == "ext4" {
 			opts += ",noload"
+		}
+		if m.fstype == "btrfs" && !a.readOnly {
+			// One transaction, committed at unmount: the commit timer (30 s)
+			// would add generations to a long job's disk as the clock goes.
+			opts += ",commit=3600"
 		}
 		if m.fstype == "ext4" {
 			// Blocks are allocated as files are written, not when writeback
@@ -352,14 +367,21 @@ func (a *agent) unmountAll() error {
 		for _, sub := range []string{"dev", "proc", "sys"} {
 			unix.Unmount(filepath.Join(m.dir, sub), unix.MNT_DETACH)
 		}
-		if m.ufs != nil {
-			if !a.readOnly {
-				keep(a.buildUFS(*m.ufs, m.dev, m.dir, nil))
+		if a.readOnly { // mounted read-only, or a UFS copy in memory
+			if m.ufs == nil {
+				keep(sh("umount", m.dir))
 			}
+			continue
+		}
+		if m.ufs != nil {
+			keep(a.buildUFS(*m.ufs, m.dev, m.dir, nil))
 			continue
 		}
 		fixes, err := a.normalize(m)
 		keep(err)
+		// Committed first: btrfs frees the blocks a transaction replaced only
+		// when it commits, and fstrim discards only free blocks.
+		syncfs(m.dir)
 		exec.Command("fstrim", m.dir).Run() // not every filesystem can
 		if err := sh("umount", m.dir); err != nil {
 			keep(err)
@@ -372,6 +394,7 @@ func (a *agent) unmountAll() error {
 			keep(a.fixUDF(m))
 			keep(a.fixNTFS(m))
 			keep(a.fixXFS(m))
+			keep(a.fixBtrfs(m))
 		}
 	}
 	a.mounted = nil
@@ -561,4 +584,12 @@ func network(root string) (undo func(), err error) {
 		return undo, fmt.Errorf("resolv.conf: %w", err)
 	}
 	return func() { unix.Unmount(resolv, unix.MNT_DETACH) }, nil
+}
+
+// syncfs writes a mounted filesystem's changes (a btrfs commits its transaction).
+func syncfs(dir string) {
+	if fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		unix.Syncfs(fd)
+		unix.Close(fd)
+	}
 }

@@ -332,7 +332,8 @@ func shIn(stdin io.Reader, name string, args ...string) error {
 type agent struct {
 	job     *proto.Job
 	mounted []mountpoint
-	// readOnly: the job only reads the target (copy-out, tar-out, diff), so a UFS
-	// filesystem it read into memory is not built again.
+	// readOnly: the job only reads the target (copy-out, tar-out, diff): it mounts
+	// filesystems read-only, and a UFS filesystem it read into memory is not built
+	// again.
 	readOnly bool
 }

@@ -386,7 +386,7 @@ func (a *agent) fixNTFS(m mountpoint) error {
 	}
 	n, err := clampNTFSVolume(m.dev, a.job.Epoch)
 	if err != nil {
-		return fmt.Errorf("NTFS times: %w", err)
+		return notReproducible("NTFS", err)
 	}
 	if n > 0 {
 		fmt.Printf("+ NTFS: %d records and index blocks clamped to the epoch\n", n)

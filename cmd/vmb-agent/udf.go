@@ -148,12 +148,12 @@ func (v *udfVolume) walk() error {
 		return errors.New("no logical volume or partition descriptor")
 	}
 	if lbs := le.Uint32(lvd[212:]); int64(lbs) != v.bs {
-		return fmt.Errorf("logical block size %d, volume's %d: not supported", lbs, v.bs)
+		return fmt.Errorf("%w: logical block size %d, volume's %d", errUnsupported, lbs, v.bs)
 	}
 	// Only a type 1 (physical) partition map is supported: what mkudffs writes for
 	// the revisions before 2.50.
 	if n := le.Uint32(lvd[268:]); n != 1 || lvd[440] != 1 || le.Uint16(lvd[444:]) != v.partNum {
-		return fmt.Errorf("partition maps other than one physical partition (%d maps, first type %d): not supported", n, lvd[440])
+		return fmt.Errorf("%w: partition maps other than one physical partition (%d maps, first type %d)", errUnsupported, n, lvd[440])
 	}
 	if err := v.integritySequence(le.Uint32(lvd[432:]), le.Uint32(lvd[436:])); err != nil {
 		return err
@@ -320,7 +320,7 @@ func (v *udfVolume) extents(ads []byte, kind uint16, size uint64) ([]byte, error
 	le := binary.LittleEndian
 	adSize := map[uint16]int{0: 8, 1: 16}[kind]
 	if adSize == 0 {
-		return nil, fmt.Errorf("allocation descriptors of type %d: not supported", kind)
+		return nil, fmt.Errorf("%w: allocation descriptors of type %d", errUnsupported, kind)
 	}
 	if size > 64<<20 {
 		return nil, fmt.Errorf("a directory of %d bytes", size)
@@ -470,26 +470,29 @@ func udfCRC(b []byte) uint16 {
 // disk the signature of the MBR it writes there, which it draws at random.
 func (a *agent) fixUDFFormat(dev string, wholeDisk bool) error {
 	if wholeDisk {
-		f, err := os.OpenFile(dev, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		mbr := make([]byte, 512)
-		if _, err := f.ReadAt(mbr, 0); err != nil {
-			return err
-		}
-		if mbr[510] == 0x55 && mbr[511] == 0xaa {
-			sig, _ := hex.DecodeString(a.hex32(1))
-			if _, err := f.WriteAt(sig, 440); err != nil {
-				return err
-			}
-		}
-		if err := f.Close(); err != nil {
+		sig, _ := hex.DecodeString(a.hex32(1))
+		if err := setMBRSignature(dev, sig); err != nil {
 			return err
 		}
 	}
 	return a.fixUDF(mountpoint{dev: dev, fstype: "udf"})
+}
+
+// setMBRSignature sets the disk signature of the MBR at the start of dev, if
+// there is one.
+func setMBRSignature(dev string, sig []byte) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	mbr := make([]byte, 512)
+	if _, err = f.ReadAt(mbr, 0); err == nil && mbr[510] == 0x55 && mbr[511] == 0xaa {
+		_, err = f.WriteAt(sig, 440)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // fixUDF runs clampUDFTimes on an unmounted udf target.
@@ -499,7 +502,7 @@ func (a *agent) fixUDF(m mountpoint) error {
 	}
 	n, err := clampUDFTimes(m.dev, a.job.Epoch)
 	if err != nil {
-		return fmt.Errorf("UDF times: %w", err)
+		return notReproducible("UDF", err)
 	}
 	if n > 0 {
 		fmt.Printf("+ UDF: %d descriptors clamped to the epoch\n", n)

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"os"
 	"os/exec"
-	"sort"
 )
 
 // XFS (v5, with checksums) records the moment and order of every change: inode
@@ -17,10 +16,13 @@ import (
 // set later), a random generation for every new inode, and in every metadata block
 // the log sequence number (LSN) of its last write, which depends on how the log
 // went. The log itself holds the session's transactions and an unmount record with
-// a random ticket ID. fixXFS, on an unmounted filesystem, sets every time after the
-// epoch to the epoch and every generation to 0 in each inode of each inode chunk,
-// sets every metadata block's LSN to 0 as mkfs.xfs leaves them, writes the
-// checksums again, and formats the log as mkfs.xfs does (xfs_db logformat).
+// a random ticket ID. fixXFS, on an unmounted filesystem, walks the metadata as
+// xfs_repair does (AG headers and btrees, inode chunks, and the blocks inodes map
+// that are not a regular file's data), sets every time after the epoch to the
+// epoch and every generation and change count to 0 in each inode of each chunk
+// (the kernel counts changes when its clock has ticked), sets every metadata
+// block's LSN to 0 as mkfs.xfs leaves them, writes the checksums again, and
+// formats the log as mkfs.xfs does (xfs_db logformat).
 
 // xfsCRC writes the CRC32C of b, with the checksum at b[at:at+4] zeroed, there.
 func xfsCRC(b []byte, at int) {
@@ -38,15 +40,12 @@ func xfsCRCOK(b []byte, at int) bool {
 
 // The metadata block formats: where the LSN, the UUID, the block's own address (in
 // 512-byte units) and the CRC are.
-type xfsBlockFormat struct {
-	lsn, uuid, blkno, crc int
-	dir                   bool // a directory block: dirblksize long
-}
+type xfsBlockFormat struct{ lsn, uuid, blkno, crc int }
 
 var (
 	xfsShortBtree = xfsBlockFormat{lsn: 24, uuid: 32, blkno: 16, crc: 52}
 	xfsLongBtree  = xfsBlockFormat{lsn: 32, uuid: 40, blkno: 24, crc: 64}
-	xfsDir3Block  = xfsBlockFormat{lsn: 16, uuid: 24, blkno: 8, crc: 4, dir: true}
+	xfsDir3Block  = xfsBlockFormat{lsn: 16, uuid: 24, blkno: 8, crc: 4}
 	xfsDA3Block   = xfsBlockFormat{lsn: 24, uuid: 32, blkno: 16, crc: 12}
 	xfsRemote     = xfsBlockFormat{lsn: 48, uuid: 16, blkno: 40, crc: 12}
 )
@@ -65,11 +64,7 @@ func xfsFormatOf(b []byte) (xfsBlockFormat, bool) {
 		return xfsRemote, true
 	}
 	switch be.Uint16(b[8:]) {
-	case 0x3ebe, 0x3df1, 0x3dff: // da3 node, dir3 leaf1, dir3 leafn: a directory's
-		f := xfsDA3Block
-		f.dir = true
-		return f, true
-	case 0x3bee: // attr3 leaf
+	case 0x3ebe, 0x3df1, 0x3dff, 0x3bee: // da3 node, dir3 leaf1 and leafn, attr3 leaf
 		return xfsDA3Block, true
 	}
 	return xfsBlockFormat{}, false
@@ -91,6 +86,8 @@ type xfsFS struct {
 	logBlocks int64
 	dblocks   int64
 	sparse    bool // sparse inode chunks: inode btree records have a hole mask
+	reflink   bool // a reference count btree
+	finobt    bool // a free inode btree
 	changed   int
 }
 
@@ -127,7 +124,7 @@ func (x *xfsFS) fix() error {
 		return errors.New("no XFS superblock")
 	}
 	if v := be.Uint16(sb[100:]) & 0xf; v != 5 {
-		return fmt.Errorf("version %d: only version 5 (with checksums) is made reproducible", v)
+		return fmt.Errorf("%w: version %d (only version 5, with checksums)", errUnsupported, v)
 	}
 	x.blockSize, x.sectSize = int64(be.Uint32(sb[4:])), int64(be.Uint16(sb[102:]))
 	x.agBlocks, x.agCount = int64(be.Uint32(sb[84:])), int64(be.Uint32(sb[88:]))
@@ -135,6 +132,17 @@ func (x *xfsFS) fix() error {
 	x.dirBlk = x.blockSize << sb[192]
 	x.logStart, x.logBlocks = int64(be.Uint64(sb[48:])), int64(be.Uint32(sb[96:]))
 	x.dblocks, x.sparse = int64(be.Uint64(sb[8:])), be.Uint32(sb[216:])&2 != 0
+	roCompat := be.Uint32(sb[212:])
+	x.finobt, x.reflink = roCompat&1 != 0, roCompat&4 != 0
+	if roCompat&2 != 0 {
+		return fmt.Errorf("%w: reverse mapping btrees (rmapbt)", errUnsupported)
+	}
+	if be.Uint16(sb[176:]) != 0 {
+		return fmt.Errorf("%w: quotas", errUnsupported)
+	}
+	if be.Uint64(sb[16:]) != 0 {
+		return fmt.Errorf("%w: a realtime device", errUnsupported)
+	}
 	if x.blockSize < 512 || x.blockSize > 65536 || x.sectSize < 512 || x.sectSize > x.blockSize ||
 		x.inodeSize < 256 || x.inodeSize > 2048 || x.agBlocks <= 0 || x.agCount <= 0 || x.agCount > 1<<20 ||
 		x.dirBlk > 65536 || x.blockSize>>x.inoPBLog != x.inodeSize {
@@ -181,20 +189,28 @@ func (x *xfsFS) fixAG(ag int64) error {
 	}
 	agf, agi := sect(1), sect(2)
 
-	// Free space, from the by-block btree: not read.
-	var free [][2]int64
-	err := x.walkBtree(ag, int64(be.Uint32(agf[16:])), int(be.Uint32(agf[28:])), 8, 8, func(rec []byte) error {
-		free = append(free, [2]int64{int64(be.Uint32(rec)), int64(be.Uint32(rec[4:]))})
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("free space btree: %w", err)
+	// The AG's btrees: free space by block and by size, reference counts; the
+	// inode btrees, whose records are the inode chunks, fixed inode by inode.
+	for _, t := range []struct {
+		hdr             []byte
+		root, level     int
+		recSize, keySiz int
+		on              bool
+	}{
+		{agf, 16, 28, 8, 8, true},
+		{agf, 20, 32, 8, 8, true},
+		{agf, 88, 92, 12, 4, x.reflink},
+		{agi, 328, 332, 16, 4, x.finobt},
+	} {
+		if !t.on {
+			continue
+		}
+		err := x.walkBtree(ag, int64(be.Uint32(t.hdr[t.root:])), int(be.Uint32(t.hdr[t.level:])), t.recSize, t.keySiz, nil)
+		if err != nil {
+			return fmt.Errorf("btree at %d: %w", be.Uint32(t.hdr[t.root:]), err)
+		}
 	}
-	// Inode chunks, from the inode btree: fixed inode by inode. Their blocks are
-	// not scanned; a sparse chunk's holes may hold anything.
-	var skip [][2]int64
-	per := int64(1) << x.inoPBLog // inodes a block
-	err = x.walkBtree(ag, int64(be.Uint32(agi[20:])), int(be.Uint32(agi[24:])), 16, 4, func(rec []byte) error {
+	err := x.walkBtree(ag, int64(be.Uint32(agi[20:])), int(be.Uint32(agi[24:])), 16, 4, func(rec []byte) error {
 		agino := int64(be.Uint32(rec))
 		var holes uint16 // a bit for each 4 inodes
 		if x.sparse {
@@ -207,106 +223,82 @@ func (x *xfsFS) fixAG(ag int64) error {
 			if err := x.fixInode(ag, agino+i); err != nil {
 				return err
 			}
-			if (agino+i)%per == 0 || i == 0 {
-				skip = append(skip, [2]int64{(agino + i) >> x.inoPBLog, 1})
-			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("inode btree: %w", err)
 	}
-
-	// Everything else that is allocated: metadata blocks, found by their magic
-	// and checked by their UUID, own address and CRC (a file's data never is one).
-	skip = append(skip, free...)
-	skip = append(skip, [2]int64{0, max(1, (4*x.sectSize+x.blockSize-1)/x.blockSize)}) // the headers
-	if x.logStart != 0 && x.logStart>>x.agBlkLog == ag {
-		skip = append(skip, [2]int64{x.logStart & (1<<x.agBlkLog - 1), x.logBlocks})
+	// The free list's blocks: btree blocks the AG keeps for its next splits,
+	// maybe old ones.
+	const agflHdr = 36
+	size := (x.sectSize - agflHdr) / 4
+	first, count := int64(be.Uint32(agf[40:])), int64(be.Uint32(agf[48:]))
+	if first >= size || count > size {
+		return fmt.Errorf("free list of %d from %d, in %d", count, first, size)
 	}
-	sort.Slice(skip, func(i, j int) bool { return skip[i][0] < skip[j][0] })
-	next := int64(0)
-	for _, s := range append(skip, [2]int64{min(x.agBlocks, x.dblocks-ag*x.agBlocks), 0}) {
-		if s[0] > next {
-			if err := x.scan(ag, next, s[0]); err != nil {
-				return err
-			}
+	agfl := sect(3)
+	for i := range count {
+		agbno := int64(be.Uint32(agfl[agflHdr+4*((first+i)%size):]))
+		if agbno <= 0 || agbno >= x.agBlocks {
+			return fmt.Errorf("free list block %d out of the AG", agbno)
 		}
-		next = max(next, s[0]+s[1])
-	}
-	return nil
-}
-
-// scan reads the AG's blocks [from, to) and fixes the metadata blocks among them.
-func (x *xfsFS) scan(ag, from, to int64) error {
-	const chunk = 4 << 20
-	buf := make([]byte, chunk+x.dirBlk)
-	for at := from; at < to; {
-		n := min(to-at, chunk/x.blockSize)
-		off := (ag*x.agBlocks + at) * x.blockSize
-		// A directory block of several filesystem blocks may run past n.
-		m := min(int64(len(buf)), (to-at)*x.blockSize)
-		if _, err := x.f.ReadAt(buf[:m], off); err != nil {
-			return fmt.Errorf("blocks %d to %d: %w", at, at+n, err)
+		if err := x.fixBlock((ag*x.agBlocks+agbno)*x.blockSize, x.blockSize); err != nil {
+			return err
 		}
-		for i := int64(0); i < n; i++ {
-			b := buf[i*x.blockSize : m]
-			fm, ok := xfsFormatOf(b)
-			if !ok {
-				continue
-			}
-			daddr := uint64(off+i*x.blockSize) / 512
-			if !bytes.Equal(b[fm.uuid:fm.uuid+16], x.uuid) || binary.BigEndian.Uint64(b[fm.blkno:]) != daddr ||
-				binary.BigEndian.Uint64(b[fm.lsn:]) == 0 {
-				continue
-			}
-			// A directory's blocks are dirblksize long; a da3 node is a
-			// directory's or an attribute fork's (a filesystem block).
-			sizes := []int64{x.blockSize}
-			if fm.dir && x.dirBlk != x.blockSize {
-				sizes = []int64{x.dirBlk, x.blockSize}
-			}
-			found := false
-			for _, size := range sizes {
-				if int64(len(b)) >= size && xfsCRCOK(b[:size], fm.crc) {
-					b, found = b[:size], true
-					break
-				}
-			}
-			if !found {
-				continue
-			}
-			binary.BigEndian.PutUint64(b[fm.lsn:], 0)
-			xfsCRC(b, fm.crc)
-			if _, err := x.f.WriteAt(b, off+i*x.blockSize); err != nil {
-				return err
-			}
-			x.changed++
-		}
-		at += n
 	}
 	return nil
 }
 
-// walkBtree calls fn with each record of a short-form btree of an AG, whose
-// records and keys are of the given sizes.
+// fixBlock sets the LSN of the metadata block at byte off to 0, if there is one:
+// found by its magic, and checked by the filesystem's UUID, its own address and
+// its CRC. A directory's blocks are dirblksize long (size); a da3 node may be a
+// directory's or an attribute fork's (a filesystem block).
+func (x *xfsFS) fixBlock(off, size int64) error {
+	b := make([]byte, size)
+	if _, err := x.f.ReadAt(b, off); err != nil {
+		return err
+	}
+	fm, ok := xfsFormatOf(b)
+	if !ok || !bytes.Equal(b[fm.uuid:fm.uuid+16], x.uuid) || binary.BigEndian.Uint64(b[fm.blkno:]) != uint64(off/512) ||
+		binary.BigEndian.Uint64(b[fm.lsn:]) == 0 {
+		return nil
+	}
+	if !xfsCRCOK(b, fm.crc) {
+		if size == x.blockSize || !xfsCRCOK(b[:x.blockSize], fm.crc) {
+			return nil
+		}
+		b = b[:x.blockSize]
+	}
+	binary.BigEndian.PutUint64(b[fm.lsn:], 0)
+	xfsCRC(b, fm.crc)
+	x.changed++
+	_, err := x.f.WriteAt(b, off)
+	return err
+}
+
+// walkBtree sets the LSN of each block of a short-form btree of an AG to 0 and
+// calls fn (if not nil) with each record; records and keys are of the given sizes.
 func (x *xfsFS) walkBtree(ag, root int64, levels, recSize, keySize int, fn func([]byte) error) error {
 	be := binary.BigEndian
 	if levels < 1 || levels > 9 {
 		return fmt.Errorf("%d levels", levels)
 	}
 	const hdr = 56
-	blk := make([]byte, x.blockSize)
 	var walk func(agbno int64, level int) error
 	walk = func(agbno int64, level int) error {
 		if agbno <= 0 || agbno >= x.agBlocks {
 			return fmt.Errorf("block %d out of the AG", agbno)
 		}
 		off := (ag*x.agBlocks + agbno) * x.blockSize
+		if err := x.fixBlock(off, x.blockSize); err != nil {
+			return err
+		}
+		blk := make([]byte, x.blockSize)
 		if _, err := x.f.ReadAt(blk, off); err != nil {
 			return err
 		}
-		if _, ok := xfsFormatOf(blk); !ok || int(be.Uint16(blk[4:])) != level {
+		if f, ok := xfsFormatOf(blk); !ok || f != xfsShortBtree || int(be.Uint16(blk[4:])) != level {
 			return fmt.Errorf("block %d: no btree block of level %d", agbno, level)
 		}
 		n := int(be.Uint16(blk[6:]))
@@ -314,9 +306,11 @@ func (x *xfsFS) walkBtree(ag, root int64, levels, recSize, keySize int, fn func(
 			if hdr+n*recSize > len(blk) {
 				return fmt.Errorf("block %d: %d records", agbno, n)
 			}
-			recs := bytes.Clone(blk[hdr : hdr+n*recSize])
 			for i := range n {
-				if err := fn(recs[i*recSize : (i+1)*recSize]); err != nil {
+				if fn == nil {
+					break
+				}
+				if err := fn(blk[hdr+i*recSize : hdr+(i+1)*recSize]); err != nil {
 					return err
 				}
 			}
@@ -327,12 +321,8 @@ func (x *xfsFS) walkBtree(ag, root int64, levels, recSize, keySize int, fn func(
 		if n > maxRecs {
 			return fmt.Errorf("block %d: %d keys", agbno, n)
 		}
-		ptrs := make([]int64, n)
 		for i := range n {
-			ptrs[i] = int64(be.Uint32(blk[hdr+maxRecs*keySize+4*i:]))
-		}
-		for _, p := range ptrs {
-			if err := walk(p, level-1); err != nil {
+			if err := walk(int64(be.Uint32(blk[hdr+maxRecs*keySize+4*i:])), level-1); err != nil {
 				return err
 			}
 		}
@@ -341,8 +331,132 @@ func (x *xfsFS) walkBtree(ag, root int64, levels, recSize, keySize int, fn func(
 	return walk(root, levels-1)
 }
 
-// fixInode clamps an inode's times to the epoch and sets its generation and LSN
-// to 0.
+// forks fixes the metadata blocks an inode's forks point to: the blocks of a
+// directory, a symbolic link or extended attributes, and the blocks of an
+// extent btree (a regular file's data is not read).
+func (x *xfsFS) forks(in []byte) error {
+	be := binary.BigEndian
+	const lit = 176 // the literal area, after a version 3 inode core
+	forkOff := int(in[82]) * 8
+	dsize := int(x.inodeSize) - lit
+	if forkOff != 0 {
+		dsize = forkOff
+	}
+	if lit+dsize > len(in) {
+		return fmt.Errorf("attribute fork offset %d", forkOff)
+	}
+	mode := be.Uint16(in[2:]) & 0xf000
+	meta := mode == 0x4000 || mode == 0xa000 // a directory, a symbolic link
+	blockSize := x.blockSize
+	if mode == 0x4000 {
+		blockSize = x.dirBlk
+	}
+	if err := x.fork(in[5], in[lit:lit+dsize], int(be.Uint32(in[76:])), meta, blockSize); err != nil {
+		return fmt.Errorf("data fork: %w", err)
+	}
+	if forkOff != 0 {
+		if err := x.fork(in[83], in[lit+forkOff:], int(be.Uint16(in[80:])), true, x.blockSize); err != nil {
+			return fmt.Errorf("attribute fork: %w", err)
+		}
+	}
+	return nil
+}
+
+// fork fixes the blocks of one fork: its extent btree's, and, for meta, those its
+// extents map, in steps of blockSize.
+func (x *xfsFS) fork(format byte, lit []byte, nextents int, meta bool, blockSize int64) error {
+	be := binary.BigEndian
+	var extents [][]byte
+	switch format {
+	case 2: // extents, in the inode
+		if 16*nextents > len(lit) {
+			return fmt.Errorf("%d extents in the inode", nextents)
+		}
+		for i := range nextents {
+			extents = append(extents, lit[16*i:16*i+16])
+		}
+	case 3: // a btree, rooted in the inode
+		if len(lit) < 4 {
+			return errors.New("btree root")
+		}
+		level, n := int(be.Uint16(lit)), int(be.Uint16(lit[2:]))
+		maxRecs := (len(lit) - 4) / 16
+		if level < 1 || n > maxRecs {
+			return fmt.Errorf("btree root of level %d, %d keys", level, n)
+		}
+		for i := range n {
+			if err := x.bmbt(int64(be.Uint64(lit[4+maxRecs*8+8*i:])), level-1, &extents, meta); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil // local: in the inode
+	}
+	if !meta {
+		return nil
+	}
+	for _, e := range extents {
+		l0, l1 := be.Uint64(e), be.Uint64(e[8:])
+		fsb := int64(l0&(1<<9-1)<<43 | l1>>21)
+		count := int64(l1 & (1<<21 - 1))
+		start := x.fsbOffset(fsb)
+		for b := int64(0); b*x.blockSize < count*x.blockSize; b += blockSize / x.blockSize {
+			if err := x.fixBlock(start+b*x.blockSize, min(blockSize, (count-b)*x.blockSize)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fsbOffset returns the byte offset of a filesystem block number (AG number and
+// block in the AG).
+func (x *xfsFS) fsbOffset(fsb int64) int64 {
+	return (fsb>>x.agBlkLog*x.agBlocks + fsb&(1<<x.agBlkLog-1)) * x.blockSize
+}
+
+// bmbt fixes the blocks of an extent btree under fsb and collects its leaves'
+// extents when they are wanted.
+func (x *xfsFS) bmbt(fsb int64, level int, extents *[][]byte, want bool) error {
+	be := binary.BigEndian
+	const hdr = 72
+	off := x.fsbOffset(fsb)
+	if off <= 0 || off >= x.dblocks*x.blockSize {
+		return fmt.Errorf("extent btree block %d out of the filesystem", fsb)
+	}
+	if err := x.fixBlock(off, x.blockSize); err != nil {
+		return err
+	}
+	blk := make([]byte, x.blockSize)
+	if _, err := x.f.ReadAt(blk, off); err != nil {
+		return err
+	}
+	if string(blk[:4]) != "BMA3" || int(be.Uint16(blk[4:])) != level {
+		return fmt.Errorf("block %d: no extent btree block of level %d", fsb, level)
+	}
+	n := int(be.Uint16(blk[6:]))
+	maxRecs := (len(blk) - hdr) / 16
+	if n > maxRecs {
+		return fmt.Errorf("block %d: %d records", fsb, n)
+	}
+	if level == 0 {
+		if want {
+			for i := range n {
+				*extents = append(*extents, blk[hdr+16*i:hdr+16*i+16])
+			}
+		}
+		return nil
+	}
+	for i := range n {
+		if err := x.bmbt(int64(be.Uint64(blk[hdr+maxRecs*8+8*i:])), level-1, extents, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fixInode clamps an inode's times to the epoch and sets its generation, change
+// count and LSN to 0.
 func (x *xfsFS) fixInode(ag, agino int64) error {
 	be := binary.BigEndian
 	off := (ag*x.agBlocks+agino>>x.inoPBLog)*x.blockSize + agino&(1<<x.inoPBLog-1)*x.inodeSize
@@ -369,14 +483,22 @@ func (x *xfsFS) fixInode(ag, agino int64) error {
 		}
 	}
 	be.PutUint32(in[92:], 0)  // generation
+	be.PutUint64(in[104:], 0) // change count: how often the kernel counted depends on its clock's ticks
 	be.PutUint64(in[112:], 0) // LSN
-	if bytes.Equal(in, orig) {
+	if !bytes.Equal(in, orig) {
+		xfsCRC(in, 100)
+		x.changed++
+		if _, err := x.f.WriteAt(in, off); err != nil {
+			return err
+		}
+	}
+	if be.Uint16(in[2:]) == 0 { // free
 		return nil
 	}
-	xfsCRC(in, 100)
-	x.changed++
-	_, err := x.f.WriteAt(in, off)
-	return err
+	if err := x.forks(in); err != nil {
+		return fmt.Errorf("inode %d: %w", ino, err)
+	}
+	return nil
 }
 
 // fixXFSTarget runs fixXFS on an unmounted xfs target.
@@ -386,7 +508,7 @@ func (a *agent) fixXFS(m mountpoint) error {
 	}
 	n, err := fixXFS(m.dev, a.job.Epoch, "xfs_db")
 	if err != nil {
-		return err
+		return notReproducible("XFS", err)
 	}
 	if n > 0 {
 		fmt.Printf("+ XFS: %d inodes and blocks set to the epoch and LSN 0, log formatted\n", n)

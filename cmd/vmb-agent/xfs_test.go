@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Two XFS filesystems made the same way at different times, mkfs.xfs and a
@@ -48,6 +51,18 @@ func TestFixXFS(t *testing.T) {
 			big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 			os.WriteFile(filepath.Join(mnt, "dir/sub/big"), big, 0o644)
 			os.Symlink(strings.Repeat("long/", 200), filepath.Join(mnt, "dir/link"))
+			// A file of 200 extents (an extent btree) and a remote attribute value.
+			frag, err := os.Create(filepath.Join(mnt, "dir/frag"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range 200 {
+				frag.WriteAt(big[:4096], int64(j)*8192)
+			}
+			frag.Close()
+			if err := unix.Setxattr(filepath.Join(mnt, "dir/sub"), "user.big", big[:6000], 0); err != nil {
+				t.Fatal(err)
+			}
 			os.WriteFile(filepath.Join(mnt, "dir/sub/motd"), []byte("hello\n"), 0o644)
 			os.Remove(filepath.Join(mnt, "dir", strings.Repeat("n", 40)+"-0007"))
 			run(t, "umount", mnt)
@@ -95,8 +110,16 @@ func TestFixXFS(t *testing.T) {
 		}
 		t.Errorf("two XFS filesystems made the same way differ in %d bytes after fixXFS", n)
 	}
-	if _, err := fixXFS(os.Args[0], epoch, ""); err == nil {
-		t.Error("fixXFS of a file that is no XFS: no error")
+	if _, err := fixXFS(os.Args[0], epoch, ""); err == nil || errors.Is(err, errUnsupported) {
+		t.Errorf("fixXFS of a file that is no XFS: %v", err)
+	}
+	// A version 4 filesystem is left as it is, which the job says.
+	v4 := filepath.Join(t.TempDir(), "v4.img")
+	os.WriteFile(v4, nil, 0o644)
+	os.Truncate(v4, 320<<20)
+	run(t, "mkfs.xfs", "-f", "-q", "-m", "crc=0", v4)
+	if _, err := fixXFS(v4, epoch, ""); !errors.Is(err, errUnsupported) {
+		t.Errorf("fixXFS of a version 4 XFS: %v, want errUnsupported", err)
 	}
 }
 

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Two mkfs.btrfs runs with the same filesystem UUID differ in the device, chunk
+// tree and subvolume UUIDs they draw, and in times; after fixBtrfs they are the
+// same, btrfs check finds them sound with the UUIDs given, and (where the host
+// can mount btrfs) the kernel writes them and a second fixBtrfs keeps them sound.
+func TestFixBtrfs(t *testing.T) {
+	for _, tool := range []string{"mkfs.btrfs", "btrfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (dev/setup installs btrfs-progs)", tool)
+		}
+	}
+	epoch := time.Now().Add(-time.Hour).Unix()
+	u := btrfsUUIDs{}
+	copy(u.dev[:], "vmb-device-uuid!")
+	copy(u.chunkTree[:], "vmb-chunk-tree-u")
+	copy(u.subvol[:], "vmb-subvolume-uu")
+	var imgs [2]string
+	var raw [2][]byte
+	for i := range imgs {
+		imgs[i] = filepath.Join(t.TempDir(), "btrfs.img")
+		if err := os.WriteFile(imgs[i], nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(imgs[i], 320<<20); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "mkfs.btrfs", "-f", "-q", "-U", "5b9b05c4-10e5-4a41-8d1e-000000000002", "-L", "vmb", imgs[i])
+		n, err := fixBtrfs(imgs[i], epoch, &u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 4 {
+			t.Errorf("fixBtrfs rewrote %d blocks, want the superblocks and the trees", n)
+		}
+		raw[i], _ = os.ReadFile(imgs[i])
+		if i == 0 {
+			time.Sleep(1100 * time.Millisecond) // mkfs.btrfs's times are in seconds
+		}
+	}
+	if !bytes.Equal(raw[0], raw[1]) {
+		t.Errorf("two mkfs.btrfs runs differ after fixBtrfs")
+	}
+	run(t, "btrfs", "check", "--readonly", imgs[0])
+	super := run(t, "btrfs", "inspect-internal", "dump-super", imgs[0])
+	if !strings.Contains(super, "dev_item.uuid\t\t766d622d-6465-7669-6365-2d7575696421") {
+		t.Errorf("dump-super does not show the device UUID given:\n%s", super)
+	}
+	tree := run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0])
+	for _, want := range []string{"chunk uuid 766d622d-6368-756e-6b2d-747265652d75", "uuid 766d622d-7375-6276-6f6c-756d652d7575"} {
+		if !strings.Contains(tree, want) {
+			t.Errorf("dump-tree has no %q", want)
+		}
+	}
+
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", imgs[0], mnt).CombinedOutput(); err != nil {
+		t.Skipf("the host cannot mount btrfs (%v: %s)", err, out)
+	}
+	os.MkdirAll(filepath.Join(mnt, "dir/sub"), 0o755)
+	os.WriteFile(filepath.Join(mnt, "dir/sub/motd"), []byte("hello\n"), 0o644)
+	run(t, "umount", mnt)
+	n, err := fixBtrfs(imgs[0], epoch, nil)
+	if err != nil || n == 0 {
+		t.Errorf("fixBtrfs after a mount: %d blocks, %v", n, err)
+	}
+	run(t, "btrfs", "check", "--readonly", imgs[0])
+	times := regexp.MustCompile(`[acmo]time (\d+)\.(\d+)`).FindAllStringSubmatch(run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0]), -1)
+	if len(times) < 8 {
+		t.Errorf("dump-tree shows %d times", len(times))
+	}
+	for _, m := range times {
+		if s, _ := strconv.ParseInt(m[1], 10, 64); s > epoch || s == epoch && m[2] != "0" {
+			t.Errorf("a time after the epoch is left: %s", m[0])
+		}
+	}
+	run(t, "mount", "-o", "loop,ro", imgs[0], mnt)
+	got, _ := os.ReadFile(filepath.Join(mnt, "dir/sub/motd"))
+	run(t, "umount", mnt)
+	if string(got) != "hello\n" {
+		t.Errorf("/dir/sub/motd after fixBtrfs: %q", got)
+	}
+	if _, err := fixBtrfs(os.Args[0], epoch, nil); err == nil {
+		t.Error("fixBtrfs of a file that is no btrfs: no error")
+	}
+}
