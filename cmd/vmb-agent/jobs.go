@@ -267,6 +267,8 @@ func (a *agent) format(j *graph.Format) error {
 		err = a.fixXFS(mountpoint{dev: dev, fstype: "xfs"})
 	case "btrfs":
 		err = a.fixBtrfsFormat(dev)
+	case "ntfs":
+		err = a.fixNTFSFormat(dev)
 	}
 	return err
 }

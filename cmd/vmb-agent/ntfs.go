@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // NTFS keeps four times per file in its standard information, copies of them in
@@ -392,4 +394,67 @@ func (a *agent) fixNTFS(m mountpoint) error {
 		fmt.Printf("+ NTFS: %d records and index blocks clamped to the epoch\n", n)
 	}
 	return nil
+}
+
+// fixNTFSFormat makes what mkntfs wrote reproducible. mkntfs (ntfs-3g 2022.10)
+// stamps its records and index entries with the clock, to the second, and draws
+// the volume serial from a generator seeded with that second: the serial becomes
+// one derived from the key, the times the epoch.
+func (a *agent) fixNTFSFormat(dev string) error {
+	serial, _ := hex.DecodeString(strings.ReplaceAll(a.uuid(0), "-", "")[:16])
+	if err := setNTFSSerial(dev, serial); err != nil {
+		return err
+	}
+	if _, err := clampNTFSVolume(dev, a.job.Epoch); err != nil {
+		return fmt.Errorf("ntfs %s: %w", dev, err)
+	}
+	return nil
+}
+
+// setNTFSSerial sets the 8-byte volume serial number in the boot sector of the
+// NTFS volume dev and in its backup, the sector just past the volume's last
+// (the device's last, as mkntfs leaves it).
+func setNTFSSerial(dev string, serial []byte) error {
+	if len(serial) != 8 {
+		return fmt.Errorf("ntfs %s: a serial of %d bytes, not 8", dev, len(serial))
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	le := binary.LittleEndian
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, 0); err != nil {
+		return fmt.Errorf("ntfs %s: boot sector: %w", dev, err)
+	}
+	if string(bs[3:11]) != "NTFS    " {
+		return fmt.Errorf("ntfs %s: no NTFS boot sector", dev)
+	}
+	sector := int64(le.Uint16(bs[11:]))
+	if sector < 256 || sector > 4096 || sector&(sector-1) != 0 {
+		return fmt.Errorf("ntfs %s: sector size %d: out of range", dev, sector)
+	}
+	sectors := int64(le.Uint64(bs[40:]))
+	if sectors <= 0 || sectors > 1<<48 {
+		return fmt.Errorf("ntfs %s: %d sectors: out of range", dev, sectors)
+	}
+	copy(bs[72:80], serial)
+	if _, err := f.WriteAt(bs, 0); err != nil {
+		return fmt.Errorf("ntfs %s: boot sector: %w", dev, err)
+	}
+	// The backup: ntfs-3g reads it when the boot sector is damaged; ntfsfix
+	// compares them.
+	backup := make([]byte, 512)
+	if _, err := f.ReadAt(backup, sectors*sector); err != nil {
+		return fmt.Errorf("ntfs %s: backup boot sector at sector %d: %w", dev, sectors, err)
+	}
+	if string(backup[3:11]) != "NTFS    " {
+		return fmt.Errorf("ntfs %s: no backup boot sector at sector %d", dev, sectors)
+	}
+	copy(backup[72:80], serial)
+	if _, err := f.WriteAt(backup, sectors*sector); err != nil {
+		return fmt.Errorf("ntfs %s: backup boot sector: %w", dev, err)
+	}
+	return f.Sync()
 }

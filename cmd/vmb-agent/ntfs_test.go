@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"vmb.dev/vmb/vmexec/proto"
 )
 
 // clampNTFSVolume leaves no time after the epoch anywhere on a volume ntfs-3g
@@ -91,5 +94,77 @@ func TestClampNTFSVolume(t *testing.T) {
 	}
 	if _, err := clampNTFSVolume(os.Args[0], epoch); err == nil {
 		t.Error("clampNTFSVolume of a file that is no NTFS volume: no error")
+	}
+}
+
+// mkntfs stamps the volume with the clock and draws its serial from it: after
+// fixNTFSFormat two volumes it made are identical, with the key's serial in both
+// boot sectors, no time after the epoch, and sound to ntfsfix; a second format
+// with another key gets another serial.
+func TestFixNTFSFormat(t *testing.T) {
+	for _, tool := range []string{"mkntfs", "ntfsfix"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (dev/setup installs ntfs-3g)", tool)
+		}
+	}
+	epoch := time.Now().Add(-time.Hour).Unix()
+	limit := uint64(epoch+ntfsEpoch) * 10_000_000
+	late := func(b []byte) int {
+		n := 0
+		for i := 0; i+8 <= len(b); i++ {
+			if x := binary.LittleEndian.Uint64(b[i:]); x > limit && x < limit+4*3600*10_000_000 {
+				n++
+			}
+		}
+		return n
+	}
+	format := func(seed string) []byte {
+		img := filepath.Join(t.TempDir(), "ntfs.img")
+		if err := os.WriteFile(img, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(img, 32<<20); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mkntfs", "-F", "-f", "-q", "-L", "win", img).CombinedOutput(); err != nil {
+			t.Fatalf("mkntfs: %v\n%s", err, out)
+		}
+		b, _ := os.ReadFile(img)
+		if n := late(b); n < 20 {
+			t.Fatalf("mkntfs left %d times after the epoch: the test finds too few", n)
+		}
+		a := &agent{job: &proto.Job{Epoch: epoch, Seed: seed}}
+		if err := a.fixNTFSFormat(img); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("ntfsfix", "-n", img).CombinedOutput(); err != nil {
+			t.Errorf("ntfsfix -n: %v\n%s", err, out)
+		}
+		b, _ = os.ReadFile(img)
+		if n := late(b); n != 0 {
+			t.Errorf("%d times after the epoch left", n)
+		}
+		serial := strings.ReplaceAll(a.uuid(0), "-", "")[:16]
+		boot, backup := fmt.Sprintf("%x", b[72:80]), fmt.Sprintf("%x", b[len(b)-512+72:len(b)-512+80])
+		if boot != serial || backup != serial {
+			t.Errorf("serial %s, backup's %s, not the key's %s", boot, backup, serial)
+		}
+		return b
+	}
+	a, b := format("0123"), format("0123")
+	if !bytes.Equal(a, b) {
+		n := 0
+		for i := range a {
+			if a[i] != b[i] {
+				n++
+			}
+		}
+		t.Errorf("two mkntfs runs differ in %d bytes after fixNTFSFormat", n)
+	}
+	if c := format("4567"); bytes.Equal(a[72:80], c[72:80]) {
+		t.Error("two keys, one serial")
+	}
+	if err := setNTFSSerial(os.Args[0], make([]byte, 8)); err == nil {
+		t.Error("setNTFSSerial of a file that is no NTFS volume: no error")
 	}
 }
