@@ -249,6 +249,13 @@ func (a *agent) format(j *graph.Format) error {
 	fmt.Printf("+ %s\n", strings.Join(args, " "))
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stdout, os.Stdout
+	// The mkfs tools that ignore SOURCE_DATE_EPOCH stamp what they make with the
+	// clock, to the second (mkfs.minix's root inode; mkntfs seeds its serial with
+	// it): the clock started at the epoch when the VM booted, but a second may
+	// have gone since.
+	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &unix.Timespec{Sec: a.job.Epoch}); err != nil {
+		return err
+	}
 	if err := cmd.Run(); err != nil {
 		return err
 	}
