@@ -91,7 +91,11 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 			if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &st); err != nil {
 				return err
 			}
-			if st.Ctime.Sec == epoch && st.Ctime.Nsec == 0 || try == 100 {
+			if st.Ctime.Sec == epoch && st.Ctime.Nsec == 0 || try == 100 || m.fstype == "ntfs" {
+				// ntfs-3g stamps the change with its own reading of the clock,
+				// to 100 ns, which is never the epoch: trying again only costs
+				// (100 tries a file through FUSE). clampNTFSVolume sets it after
+				// unmounting.
 				return nil
 			}
 		}
