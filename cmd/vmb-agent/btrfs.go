@@ -3,13 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"sort"
-	"strings"
 )
 
 // mkfs.btrfs 6.2 draws three UUIDs at random and takes no option for them: the
@@ -446,8 +444,7 @@ func (a *agent) fixBtrfs(m mountpoint) error {
 func (a *agent) fixBtrfsFormat(dev string) error {
 	var u btrfsUUIDs
 	for i, dst := range []*[16]byte{&u.dev, &u.chunkTree, &u.subvol} {
-		h, _ := hex.DecodeString(strings.ReplaceAll(a.uuid(1+i), "-", ""))
-		copy(dst[:], h)
+		copy(dst[:], a.uuidBytes(1+i))
 	}
 	n, err := fixBtrfs(dev, a.job.Epoch, &u)
 	if err != nil {

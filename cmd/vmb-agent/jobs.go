@@ -91,13 +91,19 @@ func (a *agent) do(job graph.Job) error {
 	return fmt.Errorf("job %s does not run in the build VM", job.Kind())
 }
 
-// uuid derives the n-th UUID of this job from its seed, so that a filesystem made by
-// the same node is the same every time.
-func (a *agent) uuid(n int) string {
+// uuidBytes derives the n-th UUID of this job from its seed, so that a filesystem
+// made by the same node is the same every time; serials and signatures are its
+// first bytes.
+func (a *agent) uuidBytes(n int) []byte {
 	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", a.job.Seed, n)))
 	h[6] = h[6]&0x0f | 0x40
 	h[8] = h[8]&0x3f | 0x80
-	x := hex.EncodeToString(h[:16])
+	return h[:16]
+}
+
+// uuid is uuidBytes(n) as text.
+func (a *agent) uuid(n int) string {
+	x := hex.EncodeToString(a.uuidBytes(n))
 	return x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }
 

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 )
 
 // NTFS keeps four times per file in its standard information, copies of them in
@@ -401,8 +399,7 @@ func (a *agent) fixNTFS(m mountpoint) error {
 // the volume serial from a generator seeded with that second: the serial becomes
 // one derived from the key, the times the epoch.
 func (a *agent) fixNTFSFormat(dev string) error {
-	serial, _ := hex.DecodeString(strings.ReplaceAll(a.uuid(0), "-", "")[:16])
-	if err := setNTFSSerial(dev, serial); err != nil {
+	if err := setNTFSSerial(dev, a.uuidBytes(0)[:8]); err != nil {
 		return err
 	}
 	if _, err := clampNTFSVolume(dev, a.job.Epoch); err != nil {
