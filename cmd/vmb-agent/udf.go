@@ -81,6 +81,9 @@ func (v *udfVolume) free() ([][2]int64, error) {
 		return nil, nil // no bitmap: an unallocated space table, which mkudffs does not write
 	}
 	le := binary.LittleEndian
+	if int64(v.bitmap[0]) > 24+(v.partLen+7)/8+v.bs {
+		return nil, fmt.Errorf("space bitmap of %d bytes, for a partition of %d blocks", v.bitmap[0], v.partLen)
+	}
 	var sbd []byte
 	for i := uint32(0); int64(i)*v.bs < int64(v.bitmap[0]); i++ {
 		b, err := v.readLogical(v.bitmap[1] + i)
@@ -332,8 +335,7 @@ func (v *udfVolume) extents(ads []byte, kind uint16, size uint64) ([]byte, error
 		if n == 0 {
 			return nil, errors.New("allocation descriptors end before the data")
 		}
-		switch typ {
-		case 3: // the next extent of allocation descriptors
+		if typ == 3 { // the next extent of allocation descriptors
 			if hops++; hops > 1024 {
 				return nil, errors.New("too many allocation extents")
 			}
@@ -347,7 +349,10 @@ func (v *udfVolume) extents(ads []byte, kind uint16, size uint64) ([]byte, error
 			}
 			ads = b[24 : 24+l]
 			continue
-		case 0: // recorded
+		}
+		// No more than the directory's size is read, whatever the extent says.
+		n = uint32(min(uint64(n), size-uint64(len(data))))
+		if typ == 0 { // recorded
 			for i := int64(0); i*v.bs < int64(n); i++ {
 				b, err := v.readLogical(pos + uint32(i))
 				if err != nil {
@@ -355,7 +360,7 @@ func (v *udfVolume) extents(ads []byte, kind uint16, size uint64) ([]byte, error
 				}
 				data = append(data, b[:min(int64(n)-i*v.bs, v.bs)]...)
 			}
-		default: // not recorded: zeros
+		} else { // not recorded: zeros
 			data = append(data, make([]byte, n)...)
 		}
 	}

@@ -94,3 +94,33 @@ func TestUDFTime(t *testing.T) {
 		t.Errorf("udfStamp(1577836800) reads back as %v", got)
 	}
 }
+
+// clampUDFTimes reads a volume it did not write: whatever the bytes, it returns
+// (an error, or what it did) and does not panic or read without bound. The seed is
+// the smallest volume mkudffs makes (300 blocks of 512 bytes), where the host has
+// mkudffs.
+func FuzzClampUDFTimes(f *testing.F) {
+	if _, err := exec.LookPath("mkudffs"); err == nil {
+		img := filepath.Join(f.TempDir(), "udf.img")
+		if err := os.WriteFile(img, make([]byte, 300*512), 0o644); err != nil {
+			f.Fatal(err)
+		}
+		if out, err := exec.Command("mkudffs", "--blocksize=512", "--bootarea=erase", "--uuid=0123456789abcdef", img).CombinedOutput(); err != nil {
+			f.Fatalf("mkudffs: %v\n%s", err, out)
+		}
+		b, err := os.ReadFile(img)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(make([]byte, 300*512))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		img := filepath.Join(dir, "fuzz.img")
+		if err := os.WriteFile(img, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		clampUDFTimes(img, 1577836800)
+	})
+}
