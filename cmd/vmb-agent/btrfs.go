@@ -425,21 +425,6 @@ func (b *btrfsFS) fixSuperblock(at int64) error {
 	return err
 }
 
-// fixBtrfs runs fixBtrfs on an unmounted btrfs target.
-func (a *agent) fixBtrfs(m mountpoint) error {
-	if m.fstype != "btrfs" {
-		return nil
-	}
-	n, err := fixBtrfs(m.dev, a.job.Epoch, nil)
-	if err != nil {
-		return notReproducible("btrfs", err)
-	}
-	if n > 0 {
-		fmt.Printf("+ btrfs: %d tree blocks with times clamped to the epoch\n", n)
-	}
-	return nil
-}
-
 // fixBtrfsFormat sets the UUIDs mkfs.btrfs drew to ones derived from the key.
 func (a *agent) fixBtrfsFormat(dev string) error {
 	var u btrfsUUIDs

@@ -156,18 +156,3 @@ func exfatSetChecksum(set []byte) uint16 {
 	}
 	return sum
 }
-
-// fixExFAT runs clampExFATTimes on an unmounted exFAT target.
-func (a *agent) fixExFAT(m mountpoint) error {
-	if m.fstype != "exfat" {
-		return nil
-	}
-	n, err := clampExFATTimes(m.dev, a.job.Epoch)
-	if err != nil {
-		return fmt.Errorf("exFAT times: %w", err)
-	}
-	if n > 0 {
-		fmt.Printf("+ exFAT: %d entry sets clamped to the epoch\n", n)
-	}
-	return nil
-}

@@ -117,18 +117,3 @@ func openBootSector(dev string) (*os.File, []byte, error) {
 	}
 	return f, bs, nil
 }
-
-// fixFAT runs clampFATTimes on an unmounted vfat target.
-func (a *agent) fixFAT(m mountpoint) error {
-	if m.fstype != "vfat" {
-		return nil
-	}
-	n, err := clampFATTimes(m.dev, a.job.Epoch)
-	if err != nil {
-		return fmt.Errorf("FAT times: %w", err)
-	}
-	if n > 0 {
-		fmt.Printf("+ FAT: %d directory entries clamped to the epoch\n", n)
-	}
-	return nil
-}

@@ -277,7 +277,7 @@ func (a *agent) format(j *graph.Format) error {
 		err = a.fixUDFFormat(dev, j.Place.Partition == 0)
 	case "xfs":
 		// mkfs.xfs stamps its first inodes with the clock, to the nanosecond.
-		err = a.fixXFS(mountpoint{dev: dev, fstype: "xfs"})
+		err = a.fixVolume("xfs", dev)
 	case "btrfs":
 		err = a.fixBtrfsFormat(dev)
 	case "ntfs":
@@ -404,12 +404,7 @@ func (a *agent) unmountAll() error {
 		}
 		if err == nil {
 			keep(a.fixTimes(m, fixes))
-			keep(a.fixFAT(m))
-			keep(a.fixExFAT(m))
-			keep(a.fixUDF(m))
-			keep(a.fixNTFS(m))
-			keep(a.fixXFS(m))
-			keep(a.fixBtrfs(m))
+			keep(a.fixVolume(m.fstype, m.dev))
 		}
 	}
 	a.mounted = nil

@@ -379,21 +379,6 @@ func ntfsAttributes(rec []byte) []ntfsAttribute {
 	return out
 }
 
-// fixNTFS runs clampNTFSVolume on an unmounted ntfs target.
-func (a *agent) fixNTFS(m mountpoint) error {
-	if m.fstype != "ntfs" {
-		return nil
-	}
-	n, err := clampNTFSVolume(m.dev, a.job.Epoch)
-	if err != nil {
-		return notReproducible("NTFS", err)
-	}
-	if n > 0 {
-		fmt.Printf("+ NTFS: %d records and index blocks clamped to the epoch\n", n)
-	}
-	return nil
-}
-
 // fixNTFSFormat makes what mkntfs wrote reproducible. mkntfs (ntfs-3g 2022.10)
 // stamps its records and index entries with the clock, to the second, and draws
 // the volume serial from a generator seeded with that second: the serial becomes

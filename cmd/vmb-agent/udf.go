@@ -475,7 +475,7 @@ func (a *agent) fixUDFFormat(dev string, wholeDisk bool) error {
 			return err
 		}
 	}
-	return a.fixUDF(mountpoint{dev: dev, fstype: "udf"})
+	return a.fixVolume("udf", dev)
 }
 
 // setMBRSignature sets the disk signature of the MBR at the start of dev, if
@@ -493,19 +493,4 @@ func setMBRSignature(dev string, sig []byte) error {
 		err = cerr
 	}
 	return err
-}
-
-// fixUDF runs clampUDFTimes on an unmounted udf target.
-func (a *agent) fixUDF(m mountpoint) error {
-	if m.fstype != "udf" {
-		return nil
-	}
-	n, err := clampUDFTimes(m.dev, a.job.Epoch)
-	if err != nil {
-		return notReproducible("UDF", err)
-	}
-	if n > 0 {
-		fmt.Printf("+ UDF: %d descriptors clamped to the epoch\n", n)
-	}
-	return nil
 }

@@ -500,18 +500,3 @@ func (x *xfsFS) fixInode(ag, agino int64) error {
 	}
 	return nil
 }
-
-// fixXFSTarget runs fixXFS on an unmounted xfs target.
-func (a *agent) fixXFS(m mountpoint) error {
-	if m.fstype != "xfs" {
-		return nil
-	}
-	n, err := fixXFS(m.dev, a.job.Epoch, "xfs_db")
-	if err != nil {
-		return notReproducible("XFS", err)
-	}
-	if n > 0 {
-		fmt.Printf("+ XFS: %d inodes and blocks set to the epoch and LSN 0, log formatted\n", n)
-	}
-	return nil
-}
