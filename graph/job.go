@@ -97,12 +97,13 @@ type PartitionSpec struct {
 	Bootable bool   `json:"bootable,omitempty"`
 }
 
-// GUIDAliases names common gpt partition types.
+// GUIDAliases names common gpt partition types. It is the only table of them:
+// lang resolves an alias before the job is keyed, so the agent sees GUIDs only.
 var GUIDAliases = map[string]string{
 	"linux":       "0FC63DAF-8483-4772-8E79-3D69D8477DE4", // Linux filesystem data
 	"efi":         "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", // EFI system partition
 	"swap":        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
-	"bios":        "21686148-6943-6F68-6E49-6E6565644566", // BIOS boot partition (grub)
+	"bios":        "21686148-6449-6E6F-744E-656564454649", // BIOS boot partition (grub): "Hah!IdontNeedEFI"
 	"root-x86-64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", // discoverable partitions: root
 	"root-arm64":  "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
 }

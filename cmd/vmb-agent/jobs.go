@@ -121,13 +121,6 @@ func (a *agent) label(j *graph.Label) error {
 	return shIn(strings.NewReader(script), "sfdisk", "--quiet", "--wipe", "always", dev)
 }
 
-var gptTypes = map[string]string{
-	"linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-	"efi":   "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-	"swap":  "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
-	"bios":  "21686148-6449-6E6F-744E-656564454649",
-}
-
 func (a *agent) partition(j *graph.Partition) error {
 	dev, err := a.disk(j.Disk)
 	if err != nil {
@@ -167,14 +160,8 @@ func (a *agent) partition(j *graph.Partition) error {
 		}
 		switch {
 		case gpt:
-			t := p.GUID
-			if g, ok := gptTypes[strings.ToLower(t)]; ok || t == "" {
-				if t == "" {
-					g = gptTypes["linux"]
-				}
-				t = g
-			}
-			fmt.Fprintf(&script, "type=%s, uuid=%s", t, strings.ToUpper(a.uuid(1+i)))
+			// lang resolved aliases (graph.ResolveGUID): p.GUID is a GUID.
+			fmt.Fprintf(&script, "type=%s, uuid=%s", p.GUID, strings.ToUpper(a.uuid(1+i)))
 			if p.Name != "" {
 				fmt.Fprintf(&script, ", name=%q", p.Name)
 			}
