@@ -184,8 +184,48 @@ type Run struct {
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir"`
 	Mode    string            `json:"mode"` // chroot or boot
-	Network bool              `json:"network"`
+	Network Network           `json:"network"`
 	Timeout int               `json:"timeout,omitempty"` // seconds; 0: the executor's default
+}
+
+// Network is what a run's network reaches: nothing (false, the default), the
+// outside world but not the host (true), or the host's loopback too ("host"). It
+// encodes as it is written, so the keys of false and true runs are what they were
+// when the field was a bool.
+type Network string
+
+const (
+	NoNetwork  Network = ""
+	NetOutside Network = "outside"
+	NetHost    Network = "host"
+)
+
+// MarshalJSON writes false, true or "host".
+func (n Network) MarshalJSON() ([]byte, error) {
+	switch n {
+	case NoNetwork:
+		return []byte("false"), nil
+	case NetOutside:
+		return []byte("true"), nil
+	case NetHost:
+		return []byte(`"host"`), nil
+	}
+	return nil, fmt.Errorf("network %q: want false, true or \"host\"", string(n))
+}
+
+// UnmarshalJSON reads false, true or "host".
+func (n *Network) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case "false", "null":
+		*n = NoNetwork
+	case "true":
+		*n = NetOutside
+	case `"host"`:
+		*n = NetHost
+	default:
+		return fmt.Errorf("network: want false, true or \"host\", not %s", b)
+	}
+	return nil
 }
 
 // Hash writes the digest of a raw disk to an output.

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -74,7 +73,7 @@ func (h *hasher) digest(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var list strings.Builder
+	var list graph.TreeDigest
 	if fi.IsDir() {
 		err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -88,37 +87,34 @@ func (h *hasher) digest(path string) (string, error) {
 			if err != nil {
 				return err
 			}
-			line, err := h.entry(p, filepath.ToSlash(rel), info)
-			list.WriteString(line)
-			return err
+			return h.entry(&list, p, filepath.ToSlash(rel), info)
 		})
 	} else {
-		var line string
-		line, err = h.entry(path, ".", fi)
-		list.WriteString(line)
+		err = h.entry(&list, path, ".", fi)
 	}
 	if err != nil {
 		return "", err
 	}
-	sum := blake3.Sum256([]byte(list.String()))
-	return "blake3:" + hex.EncodeToString(sum[:]), nil
+	return list.Sum(), nil
 }
 
-// entry renders one line of a tree listing. WalkDir visits in lexical order, so the
+// entry adds one entry to a tree listing. WalkDir visits in lexical order, so the
 // listing is sorted.
-func (h *hasher) entry(p, rel string, fi fs.FileInfo) (string, error) {
-	perm := graph.NormalMode(fi.Mode())
+func (h *hasher) entry(list *graph.TreeDigest, p, rel string, fi fs.FileInfo) error {
 	switch {
 	case fi.Mode().IsRegular():
 		d, err := h.file(p, fi)
-		return fmt.Sprintf("file %04o %q %s\n", perm, rel, d), err
+		list.File(rel, fi.Mode(), d)
+		return err
 	case fi.IsDir():
-		return fmt.Sprintf("dir %04o %q\n", perm, rel), nil
+		list.Dir(rel, fi.Mode())
+		return nil
 	case fi.Mode()&fs.ModeSymlink != 0:
 		target, err := os.Readlink(p)
-		return fmt.Sprintf("symlink %q %q\n", rel, target), err
+		list.Symlink(rel, target)
+		return err
 	}
-	return "", fmt.Errorf("%s: not a regular file, directory or symlink", p)
+	return fmt.Errorf("%s: not a regular file, directory or symlink", p)
 }
 
 // file returns the hex BLAKE3 of a regular file's content, from the stat cache when

@@ -3,7 +3,6 @@ package vmexec
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,12 +15,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"lukechampine.com/blake3"
@@ -29,15 +28,11 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/vmexec/proto"
+	"vmb.dev/vmb/vmexec/qemu"
 )
 
 // DefaultTimeout bounds a job that sets none.
 const DefaultTimeout = 30 * time.Minute
-
-// Epoch is the time every build's guest clock and SOURCE_DATE_EPOCH say
-// (2020-01-01T00:00:00Z). It is part of the protocol: changing it changes
-// proto.Version.
-const Epoch = 1577836800
 
 // Executor runs jobs in the appliance under qemu, reading and writing disks as
 // snapshots in the store.
@@ -138,7 +133,7 @@ func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.
 		})
 		return out, files, err
 	case *graph.DD:
-		src, err := os.ReadFile(x.src(j.Src))
+		src, err := x.readSrc(n, j.Src)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -309,15 +304,16 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 	nonce := make([]byte, 8)
 	rand.Read(nonce)
 	job := proto.Job{Nonce: hex.EncodeToString(nonce), Kind: n.Job.Kind(), Params: params, Disks: names,
-		Output: graph.Output(n.Job) != "", Epoch: Epoch, Seed: n.Key.String()}
+		Output: graph.Output(n.Job) != "", Epoch: proto.Epoch, Seed: n.Key.String()}
 
 	jobDisk := filepath.Join(work, "job.tar")
-	if err := x.writeJobDisk(ctx, jobDisk, &job, n.Job); err != nil {
+	if err := x.writeJobDisk(ctx, jobDisk, &job, n); err != nil {
 		return nil, err
 	}
-	r, _ := n.Job.(*graph.Run)
-	vm := &VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd, Network: r != nil && r.Network,
-		Cmdline: "console=ttyS0 quiet loglevel=3 panic=-1", Disks: []Drive{{Path: jobDisk, ReadOnly: true}}}
+	vm := x.newVM(jobDisk)
+	if r, ok := n.Job.(*graph.Run); ok {
+		vm.Network = vmNetwork[r.Network]
+	}
 	var total int64
 	paths := map[string]string{}
 	for _, name := range names {
@@ -328,7 +324,7 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		paths[name] = p
 		fi, _ := os.Stat(p)
 		total += fi.Size()
-		vm.Disks = append(vm.Disks, Drive{Path: p})
+		vm.Disks = append(vm.Disks, qemu.Drive{Path: p})
 	}
 	outDisk := ""
 	if job.Output {
@@ -339,7 +335,7 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		}
 		f.Truncate(total + 64<<20)
 		f.Close()
-		vm.Disks = append(vm.Disks, Drive{Path: outDisk})
+		vm.Disks = append(vm.Disks, qemu.Drive{Path: outDisk})
 	}
 	timeout := x.Timeout
 	if timeout == 0 {
@@ -378,34 +374,19 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 }
 
 // boot1 boots the VM once and waits for the job's result line.
-func (x *Executor) boot1(ctx context.Context, vm *VM, nonce string, timeout time.Duration, log io.Writer) error {
+func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout time.Duration, log io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if x.Verbose {
 		fmt.Fprintf(log, "+ %s\n", vm)
 	}
-	cmd := exec.Command(vm.Qemu, vm.Args()...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	p, err := vm.Start(ctx)
 	if err != nil {
 		return err
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start qemu: %w", err)
-	}
-	killed := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		case <-killed:
-		}
-	}()
 	status, gotResult := -1, false
 	var tail []string
-	sc := bufio.NewScanner(stdout)
+	sc := bufio.NewScanner(p.Console)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := cleanLine(sc.Text())
@@ -422,8 +403,7 @@ func (x *Executor) boot1(ctx context.Context, vm *VM, nonce string, timeout time
 			tail = tail[1:]
 		}
 	}
-	werr := cmd.Wait()
-	close(killed)
+	werr := p.Wait()
 	tailText := strings.Join(tail, "\n")
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -433,11 +413,22 @@ func (x *Executor) boot1(ctx context.Context, vm *VM, nonce string, timeout time
 	case !gotResult && strings.Contains(tailText, "Kernel panic"):
 		return &JobError{ExitCode: -1, Tail: tailText, Err: errors.New("the build VM's kernel panicked")}
 	case !gotResult:
-		return &JobError{ExitCode: -1, Tail: tailText, Err: fmt.Errorf("the build VM stopped without a result (qemu: %v %s)", werr, strings.TrimSpace(stderr.String()))}
+		return &JobError{ExitCode: -1, Tail: tailText, Err: fmt.Errorf("the build VM stopped without a result (%v)", werr)}
 	case status != 0:
 		return &JobError{ExitCode: status, Tail: tailText, Err: fmt.Errorf("exit status %d", status)}
 	}
 	return nil
+}
+
+// vmNetwork is the VM network a run's network setting asks for.
+var vmNetwork = map[graph.Network]qemu.Network{
+	graph.NoNetwork: qemu.NoNetwork, graph.NetOutside: qemu.NetOutside, graph.NetHost: qemu.NetHost,
+}
+
+// newVM describes a boot of the appliance with the job disk as its first disk.
+func (x *Executor) newVM(jobDisk string) *qemu.VM {
+	return &qemu.VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd,
+		Cmdline: "console=ttyS0 quiet loglevel=3 panic=-1", Disks: []qemu.Drive{{Path: jobDisk, ReadOnly: true}}}
 }
 
 // cleanLine drops terminal escape sequences the firmware writes.
@@ -457,8 +448,9 @@ func cleanLine(s string) string {
 	return b.String()
 }
 
-// writeJobDisk writes job.json and the job's payload as a tar stream.
-func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job, j graph.Job) error {
+// writeJobDisk writes job.json and the payload of node n (nil: none) as a tar
+// stream.
+func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job, n *graph.Node) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -466,20 +458,24 @@ func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job
 	defer f.Close()
 	tw := tar.NewWriter(f)
 	jb, _ := json.Marshal(job)
-	mtime := time.Unix(Epoch, 0)
-	if err := tw.WriteHeader(&tar.Header{Name: "job.json", Mode: 0o644, Size: int64(len(jb)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
+	mtime := time.Unix(proto.Epoch, 0)
+	if err := tw.WriteHeader(&tar.Header{Name: proto.JobFile, Mode: 0o644, Size: int64(len(jb)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
 		return err
 	}
 	tw.Write(jb)
+	var j graph.Job
+	if n != nil {
+		j = n.Job
+	}
 	switch j := j.(type) {
 	case *graph.CopyIn:
-		err = addTree(tw, x.src(j.Src), "src", mtime)
+		err = x.addSrc(tw, n, j.Src, mtime)
 	case *graph.TarIn:
-		err = addTree(tw, x.src(j.Src), "src", mtime)
+		err = x.addSrc(tw, n, j.Src, mtime)
 	case *graph.Fetch:
 		var p string
 		if p, err = x.fetch(ctx, j); err == nil {
-			err = addTree(tw, p, "src", mtime)
+			_, err = addTree(tw, p, proto.PayloadSrc, mtime)
 		}
 	}
 	if err != nil {
@@ -492,10 +488,52 @@ func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job
 	return f.Truncate(max(fi.Size(), 1<<20))
 }
 
+// ErrSrcChanged is a local source whose content is not what the build was keyed by.
+var ErrSrcChanged = errors.New("src changed since the build started")
+
+// addSrc adds a job's local source to the payload, and checks that what it added
+// is what the node's key holds: a source edited since the build was compiled fails
+// the job rather than be cached under the key of its old content.
+func (x *Executor) addSrc(tw *tar.Writer, n *graph.Node, src string, mtime time.Time) error {
+	got, err := addTree(tw, x.src(src), proto.PayloadSrc, mtime)
+	if err != nil {
+		return fmt.Errorf("src %q: %w", src, err)
+	}
+	return checkSrc(n, src, got)
+}
+
+// readSrc reads a job's local source file, checked as addSrc checks a tree.
+func (x *Executor) readSrc(n *graph.Node, src string) ([]byte, error) {
+	p := x.src(src)
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var t graph.TreeDigest
+	sum := blake3.Sum256(b)
+	t.File(".", fi.Mode(), hex.EncodeToString(sum[:]))
+	return b, checkSrc(n, src, t.Sum())
+}
+
+func checkSrc(n *graph.Node, src, got string) error {
+	for _, in := range n.Inputs {
+		if in.Name == "src" && in.Digest != got {
+			return fmt.Errorf("src %q: %w (keyed by %s, now %s): run the build again", src, ErrSrcChanged, in.Digest, got)
+		}
+	}
+	return nil
+}
+
 // addTree adds a local file or tree under name, with modes normalized as lang keys
-// them, owner 0:0 and the build's mtime, in sorted order.
-func addTree(tw *tar.Writer, root, name string, mtime time.Time) error {
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+// them, owner 0:0 and the build's mtime, in sorted order, and returns the digest
+// (graph.TreeDigest) of exactly what it added.
+func addTree(tw *tar.Writer, root, name string, mtime time.Time) (string, error) {
+	var t graph.TreeDigest
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -504,14 +542,19 @@ func addTree(tw *tar.Writer, root, name string, mtime time.Time) error {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		h := &tar.Header{Name: filepath.ToSlash(filepath.Join(name, rel)), ModTime: mtime, Mode: int64(graph.NormalMode(fi.Mode()))}
+		rel = filepath.ToSlash(rel)
+		h := &tar.Header{Name: path.Join(name, rel), ModTime: mtime, Mode: int64(graph.NormalMode(fi.Mode()))}
 		switch {
 		case fi.IsDir():
 			h.Typeflag = tar.TypeDir
+			t.Dir(rel, fi.Mode())
 		case fi.Mode()&fs.ModeSymlink != 0:
 			h.Typeflag = tar.TypeSymlink
-			h.Linkname, _ = os.Readlink(p)
+			if h.Linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
 			h.Mode = 0o777
+			t.Symlink(rel, h.Linkname)
 		case fi.Mode().IsRegular():
 			h.Typeflag, h.Size = tar.TypeReg, fi.Size()
 		default:
@@ -520,17 +563,27 @@ func addTree(tw *tar.Writer, root, name string, mtime time.Time) error {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if h.Typeflag == tar.TypeReg {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
 			return err
 		}
+		defer f.Close()
+		// The digest is of the bytes copied: a file that changed size since the
+		// header was written fails here, one that changed content in the digest.
+		sum := blake3.New(32, nil)
+		if _, err := io.Copy(io.MultiWriter(tw, sum), f); err != nil {
+			return fmt.Errorf("%s: %w (%w)", p, ErrSrcChanged, err)
+		}
+		if err := tw.Flush(); err != nil {
+			return fmt.Errorf("%s: %w (%w)", p, ErrSrcChanged, err)
+		}
+		t.File(rel, fi.Mode(), hex.EncodeToString(sum.Sum(nil)))
 		return nil
 	})
+	return t.Sum(), err
 }
 
 // fetch downloads a fetch job's URL into the store (once) and checks its digest.

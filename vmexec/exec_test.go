@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,11 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/qemu"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
 
@@ -36,7 +39,7 @@ func newChain(t *testing.T, repo string) *chain {
 		t.Fatal(err)
 	}
 	a := vmtest.Seed(t, store)
-	x := &vmexec.Executor{Store: store, Appliance: a, KVM: vmexec.KVMUsable(), RepoDir: repo, TmpDir: t.TempDir()}
+	x := &vmexec.Executor{Store: store, Appliance: a, KVM: qemu.KVMUsable(), RepoDir: repo, TmpDir: t.TempDir()}
 	t.Cleanup(x.Close)
 	return &chain{t: t, x: x, disks: map[string]cas.Digest{}}
 }
@@ -287,19 +290,28 @@ func tailOf(je *vmexec.JobError) string {
 	return je.Tail
 }
 
-// A run with network: true reaches the host (qemu's user network maps 10.0.2.2 to
-// the host's loopback) and sees qemu's DNS forwarder in /etc/resolv.conf, which
-// is the target's own again afterwards; without it, there is no network.
+// The Debian mirror the build VMs of this machine may reach (and CI's, which reaches
+// the package registries).
+const mirror = "http://deb.debian.org/debian/dists/bookworm/Release"
+
+// A run without network has none. With network: true it reaches the outside world
+// (the Debian mirror, names resolved by the DNS forwarder its resolv.conf names
+// for the job) and not a server on the host's 127.0.0.1, which qemu's user network
+// would map to its gateway; with network: "host" it reaches that server too. The
+// target's own resolv.conf is unchanged afterwards.
 func TestNetwork(t *testing.T) {
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
 	}
+	var served atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		io.WriteString(w, "served to the build VM\n")
 	}))
 	defer srv.Close()
 	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	hostURL := "http://10.0.2.2:" + port + "/"
 
 	repo := t.TempDir()
 	os.MkdirAll(filepath.Join(repo, "root/bin"), 0o755)
@@ -315,20 +327,54 @@ func TestNetwork(t *testing.T) {
 	c.must(&graph.CreateDisk{Disk: "d", Size: 64 << 20})
 	c.must(&graph.Format{Place: place("d"), FS: "ext4"})
 	c.must(&graph.CopyIn{Src: "root", Dest: place("d:/")})
-	fetch := "/bin/fetch http://10.0.2.2:" + port + "/ /got && /bin/busybox cat /etc/resolv.conf"
-	_, err = c.run(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/busybox", "sh", "-c", fetch}})
-	var je *vmexec.JobError
-	if !errors.As(err, &je) || !strings.Contains(je.Tail, "network is unreachable") {
+	try := func(network graph.Network, urls ...string) string {
+		t.Helper()
+		script := "/bin/busybox cat /etc/resolv.conf"
+		for i, u := range urls {
+			script += fmt.Sprintf(" && /bin/fetch %s /got%d", u, i)
+		}
+		c.log.Reset()
+		c.must(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Network: network, Command: graph.Command{"/bin/busybox", "sh", "-c", script}})
+		return c.log.String()
+	}
+
+	_, err = c.run(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/fetch", hostURL, "/got"}})
+	if err != nil || !strings.Contains(c.log.String(), "network is unreachable") {
 		t.Fatalf("a run without network: %v\n%s", err, c.log.String())
 	}
-	c.log.Reset()
-	c.must(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Network: true, Command: graph.Command{"/bin/busybox", "sh", "-c", fetch}})
-	if !strings.Contains(c.log.String(), "nameserver 10.0.2.3") {
-		t.Errorf("the run did not see qemu's DNS forwarder:\n%s", c.log.String())
+
+	urls := []string{hostURL}
+	hostReachesMirror := false
+	if resp, err := http.Head(mirror); err == nil {
+		resp.Body.Close()
+		hostReachesMirror = resp.StatusCode == 200
+		urls = append(urls, mirror)
+	} else {
+		t.Logf("the host cannot reach %s (%v): only the host's isolation is tested", mirror, err)
+	}
+	log := try(graph.NetOutside, urls...)
+	if !strings.Contains(log, "unreachable "+hostURL) || served.Load() != 0 {
+		t.Errorf("network: true reached the host's 127.0.0.1:\n%s", log)
+	}
+	if hostReachesMirror && !strings.Contains(log, "fetched "+mirror) {
+		t.Errorf("network: true did not reach the Debian mirror:\n%s", log)
+	}
+	if !strings.Contains(log, "nameserver 10.0.2.3") {
+		t.Errorf("the run did not see the DNS forwarder:\n%s", log)
+	}
+
+	log = try(graph.NetHost, hostURL)
+	if !strings.Contains(log, "fetched "+hostURL) {
+		t.Errorf("network: \"host\" did not reach the host's 127.0.0.1:\n%s", log)
 	}
 	raw := c.raw("d")
-	if got := hostTool(t, "debugfs", "-R", "cat /got", raw); !strings.Contains(got, "served to the build VM") {
+	if got := hostTool(t, "debugfs", "-R", "cat /got0", raw); !strings.Contains(got, "served to the build VM") {
 		t.Errorf("fetched file: %q", got)
+	}
+	if hostReachesMirror {
+		if got := hostTool(t, "debugfs", "-R", "cat /got1", raw); !strings.Contains(got, "Origin: Debian") {
+			t.Errorf("the mirror's Release file: %q", got)
+		}
 	}
 	if got := hostTool(t, "debugfs", "-R", "cat /etc/resolv.conf", raw); !strings.Contains(got, "192.0.2.1") {
 		t.Errorf("the target's resolv.conf changed: %q", got)

@@ -8,7 +8,7 @@ import (
 	"os"
 	"regexp"
 
-	"lukechampine.com/blake3"
+	"vmb.dev/vmb/vmexec/proto"
 )
 
 // qemu-img writes identifiers drawn at random into some formats: the same disk
@@ -27,21 +27,12 @@ func fixIdentifiers(path, format, seed string) error {
 	return nil
 }
 
-// derived returns n bytes derived from seed for the identifier named what.
-func derived(seed, what string, n int) []byte {
-	out := make([]byte, n)
-	h := blake3.New(n, nil)
-	h.Write([]byte("vmb export " + what + "\x00" + seed))
-	return h.Sum(out[:0])
-}
+// derived returns n bytes derived from seed (the export's node key) for the
+// identifier named what.
+func derived(seed, what string, n int) []byte { return proto.Derive(seed, "export "+what, n) }
 
 // derivedUUID returns a version 4 UUID derived from seed, as VDI stores it.
-func derivedUUID(seed, what string) []byte {
-	u := derived(seed, what, 16)
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u
-}
+func derivedUUID(seed, what string) []byte { return proto.DeriveUUID(seed, "export "+what) }
 
 var vmdkCID = regexp.MustCompile(`(?m)^CID=[0-9a-fA-F]{1,8}$`)
 

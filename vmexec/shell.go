@@ -1,7 +1,6 @@
 package vmexec
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,16 +8,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/vmexec/proto"
+	"vmb.dev/vmb/vmexec/qemu"
 )
 
 // ShellOptions configures a shell session.
@@ -59,7 +57,7 @@ func (x *Executor) Shell(ctx context.Context, disks map[string]cas.Digest, stdin
 	sort.Strings(names)
 	nonce := make([]byte, 8)
 	rand.Read(nonce)
-	job := proto.Job{Nonce: hex.EncodeToString(nonce), Disks: names, Epoch: Epoch, Shell: true,
+	job := proto.Job{Nonce: hex.EncodeToString(nonce), Disks: names, Epoch: proto.Epoch, Shell: true,
 		Rows: opt.Rows, Cols: opt.Cols, Term: opt.Term}
 	if opt.Step != nil {
 		job.Kind = opt.Step.Kind()
@@ -71,14 +69,13 @@ func (x *Executor) Shell(ctx context.Context, disks map[string]cas.Digest, stdin
 	if err := x.writeJobDisk(ctx, jobDisk, &job, nil); err != nil {
 		return err
 	}
-	vm := &VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd,
-		Cmdline: "console=ttyS0 quiet loglevel=3 panic=-1", Disks: []Drive{{Path: jobDisk, ReadOnly: true}}}
+	vm := x.newVM(jobDisk)
 	for _, name := range names {
 		p, err := x.materialize(ctx, work, name, disks[name])
 		if err != nil {
 			return err
 		}
-		vm.Disks = append(vm.Disks, Drive{Path: p})
+		vm.Disks = append(vm.Disks, qemu.Drive{Path: p})
 	}
 	if x.Verbose {
 		fmt.Fprintf(stdout, "+ %s\r\n", vm)
@@ -87,32 +84,13 @@ func (x *Executor) Shell(ctx context.Context, disks map[string]cas.Digest, stdin
 }
 
 // runShell runs the VM with its console connected to stdin and stdout.
-func runShell(ctx context.Context, vm *VM, nonce string, stdin io.Reader, stdout io.Writer) error {
-	cmd := exec.Command(vm.Qemu, vm.Args()...)
-	// A process group of its own: a signal from the user's terminal reaches vmb,
-	// which decides, and not qemu.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
+func runShell(ctx context.Context, vm *qemu.VM, nonce string, stdin io.Reader, stdout io.Writer) error {
+	p, err := vm.StartInteractive(ctx)
 	if err != nil {
 		return err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start qemu: %w", err)
-	}
+	in, out := p.Stdin, p.Console
 	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		case <-stopped:
-		}
-	}()
 	ready := make(chan struct{})
 	con := &console{w: stdout, nonce: nonce, ready: ready}
 	go func() {
@@ -148,7 +126,7 @@ func runShell(ctx context.Context, vm *VM, nonce string, stdin io.Reader, stdout
 	}()
 	_, cerr := io.Copy(con, out)
 	con.flush()
-	werr := cmd.Wait()
+	werr := p.Wait()
 	close(stopped)
 	switch {
 	case ctx.Err() != nil:
@@ -156,7 +134,7 @@ func runShell(ctx context.Context, vm *VM, nonce string, stdin io.Reader, stdout
 	case cerr != nil:
 		return fmt.Errorf("console: %w", cerr)
 	case !con.result:
-		return &JobError{ExitCode: -1, Err: fmt.Errorf("the build VM stopped without ending the session (qemu: %v %s)", werr, strings.TrimSpace(stderr.String()))}
+		return &JobError{ExitCode: -1, Err: fmt.Errorf("the build VM stopped without ending the session (%v)", werr)}
 	}
 	return nil
 }

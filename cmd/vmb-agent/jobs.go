@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/vmexec/proto"
 )
 
 // run runs the job and unmounts whatever it mounted.
@@ -91,14 +93,11 @@ func (a *agent) do(job graph.Job) error {
 	return fmt.Errorf("job %s does not run in the build VM", job.Kind())
 }
 
-// uuidBytes derives the n-th UUID of this job from its seed, so that a filesystem
-// made by the same node is the same every time; serials and signatures are its
-// first bytes.
+// uuidBytes derives the n-th UUID of this job from its seed (proto.DeriveUUID),
+// so that a filesystem made by the same node is the same every time; serials and
+// signatures are its first bytes.
 func (a *agent) uuidBytes(n int) []byte {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", a.job.Seed, n)))
-	h[6] = h[6]&0x0f | 0x40
-	h[8] = h[8]&0x3f | 0x80
-	return h[:16]
+	return proto.DeriveUUID(a.job.Seed, fmt.Sprintf("uuid %d", n))
 }
 
 // uuid is uuidBytes(n) as text.
@@ -160,8 +159,13 @@ func (a *agent) partition(j *graph.Partition) error {
 		}
 		switch {
 		case gpt:
-			// lang resolved aliases (graph.ResolveGUID): p.GUID is a GUID.
-			fmt.Fprintf(&script, "type=%s, uuid=%s", p.GUID, strings.ToUpper(a.uuid(1+i)))
+			// lang resolved aliases already; a job made by hand may still say
+			// "" or "linux".
+			guid, err := graph.ResolveGUID(p.GUID)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&script, "type=%s, uuid=%s", guid, strings.ToUpper(a.uuid(1+i)))
 			if p.Name != "" {
 				fmt.Fprintf(&script, ", name=%q", p.Name)
 			}
@@ -403,7 +407,7 @@ func (a *agent) copyIn(j *graph.CopyIn) error {
 	if err != nil {
 		return err
 	}
-	src := filepath.Join(payloadDir, "src")
+	src := filepath.Join(payloadDir, proto.PayloadSrc)
 	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("payload: %w", err)
 	}
@@ -428,7 +432,7 @@ func (a *agent) tarIn(j *graph.TarIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, "src"), "-C", dst)
+	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 
 // tarDir archives a directory deterministically: sorted names, numeric owners,
@@ -454,7 +458,7 @@ func (a *agent) runChroot(j *graph.Run) error {
 			return fmt.Errorf("mount %s in the target: %w", m.dst, err)
 		}
 	}
-	if j.Network {
+	if j.Network != graph.NoNetwork {
 		undo, err := network(root)
 		if err != nil {
 			return fmt.Errorf("network: %w", err)
@@ -487,7 +491,12 @@ func listing(root, dst string) error {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		st := fi.Sys().(*unix.Stat_t)
+		// os.Lstat fills a syscall.Stat_t (not x/sys/unix's): asserting the
+		// other made every diff job panic.
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no stat_t", p)
+		}
 		extra := ""
 		switch {
 		case fi.Mode().IsRegular():
@@ -496,8 +505,11 @@ func listing(root, dst string) error {
 				return err
 			}
 			h := sha256.New()
-			io.Copy(h, f)
+			_, err = io.Copy(h, f)
 			f.Close()
+			if err != nil {
+				return err
+			}
 			extra = hex.EncodeToString(h.Sum(nil))
 		case fi.Mode()&os.ModeSymlink != 0:
 			extra, _ = os.Readlink(p)

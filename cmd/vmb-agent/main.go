@@ -182,7 +182,7 @@ func readJob(dev string) (*proto.Job, error) {
 		if err != nil {
 			return nil, fmt.Errorf("malformed job disk: %w", err)
 		}
-		if h.Name == "job.json" {
+		if h.Name == proto.JobFile {
 			job = &proto.Job{}
 			if err := json.NewDecoder(tr).Decode(job); err != nil {
 				return nil, fmt.Errorf("job.json: %w", err)

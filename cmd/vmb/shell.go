@@ -13,6 +13,7 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/qemu"
 )
 
 func runShell(e *env, args []string) int {
@@ -42,7 +43,7 @@ func runShell(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "vmb shell:", err)
 		return exitFailed
 	}
-	x := &vmexec.Executor{Store: store, Appliance: app, KVM: vmexec.KVMUsable(), Verbose: *verbose}
+	x := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: *verbose}
 	defer x.Close()
 	g, code := compileWith(e, dir, store.Dir(), x.Identity())
 	if code >= 0 {

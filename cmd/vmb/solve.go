@@ -16,6 +16,7 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/qemu"
 )
 
 // qemuExecutor adapts vmexec to the solver's Executor interface: the two packages do
@@ -81,7 +82,7 @@ func solve(e *env, a solveArgs) int {
 		fmt.Fprintln(e.stderr, "vmb:", err)
 		return exitFailed
 	}
-	x := &vmexec.Executor{Store: store, Appliance: app, KVM: vmexec.KVMUsable(), Verbose: a.verbose}
+	x := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: a.verbose}
 	defer x.Close()
 	g, code := compileWith(e, a.dir, store.Dir(), x.Identity())
 	if code >= 0 {

@@ -4,8 +4,9 @@
 //
 // The host passes only virtual disks and reads only the serial console:
 //
-//	/dev/vda   the job disk: a tar stream holding job.json, then the payload files
-//	           under payload/ (the files a copy-in or tar-in needs)
+//	/dev/vda   the job disk: a tar stream holding job.json (JobFile), then the
+//	           payload under src (PayloadSrc: the file or tree a copy-in, tar-in
+//	           or fetch needs)
 //	/dev/vdb…  the target disks, in the order of Job.Disks
 //	last       the output disk, if Job.Output is set: the agent writes a tar stream
 //	           of the job's output files onto it
@@ -22,11 +23,26 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"lukechampine.com/blake3"
 )
 
 // Version is the protocol version; it is part of the executor identity, so it
 // enters every key. Change it whenever the agent's behaviour changes.
-const Version = 1
+//
+// 2: identifiers (filesystem UUIDs and serials, image format IDs) derived by
+// Derive, the same in the agent and in exports.
+const Version = 2
+
+// Epoch is the time every build's guest clock and SOURCE_DATE_EPOCH say
+// (2020-01-01T00:00:00Z). Changing it changes Version.
+const Epoch = 1577836800
+
+// Names on the job disk.
+const (
+	JobFile    = "job.json"
+	PayloadSrc = "src"
+)
 
 // Job is job.json on the job disk.
 type Job struct {
@@ -55,6 +71,24 @@ type Job struct {
 	Rows int    `json:"rows,omitempty"`
 	Cols int    `json:"cols,omitempty"`
 	Term string `json:"term,omitempty"`
+}
+
+// Derive returns n bytes for the identifier named what, derived from seed (a
+// node's key): the one derivation of every UUID, serial and signature vmb writes,
+// so that the same node makes the same identifiers on every machine.
+func Derive(seed, what string, n int) []byte {
+	h := blake3.New(n, nil)
+	h.Write([]byte("vmb " + what + "\x00" + seed))
+	return h.Sum(nil)
+}
+
+// DeriveUUID returns a version 4 (random-looking) UUID derived as Derive does, in
+// the byte order it is written.
+func DeriveUUID(seed, what string) []byte {
+	u := Derive(seed, what, 16)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
 }
 
 // Result lines.

@@ -2,27 +2,32 @@
 // with glibc, crashes in a chroot that lacks glibc's NSS modules.
 //
 // usage: fetch URL FILE
+//
+// It prints "fetched URL" or "unreachable URL: why", and exits 0 either way, so
+// that one job can try several addresses.
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"time"
 )
 
 func main() {
-	resp, err := http.Get(os.Args[1])
-	if err != nil {
-		os.Stderr.WriteString(err.Error() + "\n")
-		os.Exit(1)
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(os.Args[2])
+	c := &http.Client{Timeout: 8 * time.Second}
+	resp, err := c.Get(os.Args[1])
 	if err == nil {
-		_, err = io.Copy(f, resp.Body)
+		defer resp.Body.Close()
+		var f *os.File
+		if f, err = os.Create(os.Args[2]); err == nil {
+			_, err = io.Copy(f, resp.Body)
+		}
 	}
 	if err != nil {
-		os.Stderr.WriteString(err.Error() + "\n")
-		os.Exit(1)
+		fmt.Printf("unreachable %s: %v\n", os.Args[1], err)
+		return
 	}
+	fmt.Printf("fetched %s\n", os.Args[1])
 }

@@ -1,4 +1,4 @@
-package vmexec
+package qemu
 
 import (
 	"strings"
@@ -18,10 +18,25 @@ func TestVMArgs(t *testing.T) {
 	if diff := cmp.Diff(want, vm.Args()); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
 	}
-	vm.Network = true
-	if s := vm.String(); !strings.Contains(s, "-netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile= -kernel") || strings.Contains(s, "-net none") {
-		t.Errorf("with a network: %s", s)
+	vm.Network = NetHost
+	if s := vm.String(); !strings.Contains(s, "-netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile= -kernel") || strings.Contains(s, "-net none") || vm.PasstArgs() != nil {
+		t.Errorf("with the host's network: %s", s)
 	}
+	vm.Network = NetOutside
+	s := vm.String()
+	if !strings.Contains(s, "-netdev stream,id=net0,server=off,addr.type=fd,addr.str=3 -device virtio-net-pci,netdev=net0,romfile= -kernel") || strings.Contains(s, "user,") {
+		t.Errorf("with the outside network: %s", s)
+	}
+	passt := strings.Join(vm.PasstArgs(), " ")
+	for _, want := range []string{"--fd 3", "--no-map-gw", "--address 10.0.2.15", "--gateway 10.0.2.2", "--dns-forward 10.0.2.3"} {
+		if !strings.Contains(passt, want) {
+			t.Errorf("passt %s: no %q", passt, want)
+		}
+	}
+	if !strings.HasPrefix(s, "passt "+passt+"\n") {
+		t.Errorf("String() does not start with passt's command line: %s", s)
+	}
+	vm.Network = NoNetwork
 	vm.KVM = true
 	if s := vm.String(); !strings.Contains(s, "-accel kvm -cpu host") || !strings.Contains(s, "'console=ttyS0 quiet'") {
 		t.Errorf("String() = %s", s)
