@@ -8,6 +8,9 @@ import (
 	"hash/crc32"
 	"os"
 	"sort"
+
+	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
 // mkfs.btrfs 6.2 draws three UUIDs at random and takes no option for them: the
@@ -75,14 +78,14 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 		return errors.New("no btrfs superblock")
 	}
 	if t := le.Uint16(sb[196:]); t != 0 {
-		return fmt.Errorf("%w: checksum type %d (only crc32c)", errUnsupported, t)
+		return fmt.Errorf("%w: checksum type %d (only crc32c)", fsfix.ErrUnsupported, t)
 	}
 	b.nodeSize, b.sectSize = int64(le.Uint32(sb[148:])), int64(le.Uint32(sb[144:]))
 	if b.nodeSize < 4096 || b.nodeSize > 65536 || b.sectSize < 4096 || b.sectSize > b.nodeSize {
 		return fmt.Errorf("node size %d, sector size %d: out of range", b.nodeSize, b.sectSize)
 	}
 	if n := le.Uint64(sb[136:]); n != 1 {
-		return fmt.Errorf("%w: %d devices", errUnsupported, n)
+		return fmt.Errorf("%w: %d devices", fsfix.ErrUnsupported, n)
 	}
 	b.fsid = bytes.Clone(sb[32:48])
 	if le.Uint64(sb[188:])&(1<<10) != 0 { // METADATA_UUID: tree blocks carry that one
@@ -106,7 +109,7 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 		return fmt.Errorf("chunk root: %w", err)
 	}
 	if chunkRoot[100] != 0 {
-		return fmt.Errorf("%w: a chunk tree of %d levels", errUnsupported, chunkRoot[100]+1)
+		return fmt.Errorf("%w: a chunk tree of %d levels", fsfix.ErrUnsupported, chunkRoot[100]+1)
 	}
 	b.chunks = nil // the chunk tree lists the system chunks too
 	for _, it := range btrfsItems(chunkRoot) {
@@ -138,7 +141,7 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 	}
 
 	if le.Uint64(sb[96:]) != 0 {
-		return fmt.Errorf("%w: a log tree (not unmounted cleanly)", errUnsupported)
+		return fmt.Errorf("%w: a log tree (not unmounted cleanly)", fsfix.ErrUnsupported)
 	}
 	if err := b.walkAll(sb); err != nil {
 		return err
@@ -154,7 +157,7 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 	if err := b.f.Sync(); err != nil {
 		return err
 	}
-	return zeroRanges(b.f, b.unreferenced(int64(le.Uint64(sb[112:]))))
+	return blockdev.ZeroRanges(b.f, b.unreferenced(int64(le.Uint64(sb[112:]))))
 }
 
 // unreferenced returns the byte ranges of the device that hold no tree block the
@@ -207,7 +210,7 @@ func btrfsChunkItem(logical int64, d []byte) (btrfsChunk, int, error) {
 	}
 	c := btrfsChunk{logical: logical, length: int64(le.Uint64(d)), typ: le.Uint64(d[24:])}
 	if c.typ&^(1|2|4|1<<5) != 0 { // data, system, metadata, DUP: one device's profiles
-		return btrfsChunk{}, 0, fmt.Errorf("%w: chunk profile %#x (only single and DUP)", errUnsupported, c.typ)
+		return btrfsChunk{}, 0, fmt.Errorf("%w: chunk profile %#x (only single and DUP)", fsfix.ErrUnsupported, c.typ)
 	}
 	for i := range n {
 		c.phys = append(c.phys, int64(le.Uint64(d[48+32*i+8:])))
@@ -234,7 +237,7 @@ func (b *btrfsFS) subvolUUID(root int64) ([]byte, error) {
 		return nil, fmt.Errorf("root tree: %w", err)
 	}
 	if blk[100] != 0 {
-		return nil, fmt.Errorf("%w: a root tree of more than one level after mkfs", errUnsupported)
+		return nil, fmt.Errorf("%w: a root tree of more than one level after mkfs", fsfix.ErrUnsupported)
 	}
 	for _, it := range btrfsItems(blk) {
 		if it.objectid == 5 && it.typ == 132 && len(it.data) >= 263 {

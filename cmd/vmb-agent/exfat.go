@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
 // clampExFATTimes walks the directories of an unmounted exFAT filesystem and sets
@@ -13,7 +15,7 @@ import (
 // entry, but on a busy host the clock may have run 10 ms or more before the kernel
 // reads it. It returns how many entry sets it changed.
 func clampExFATTimes(dev string, epoch int64) (int, error) {
-	f, bs, err := openBootSector(dev)
+	f, bs, err := blockdev.OpenBootSector(dev)
 	if err != nil {
 		return 0, err
 	}

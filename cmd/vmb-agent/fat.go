@@ -2,9 +2,9 @@ package main
 
 import (
 	"encoding/binary"
-	"fmt"
-	"os"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
 // clampFATTimes walks the directories of an unmounted FAT32 filesystem and sets every
@@ -14,7 +14,7 @@ import (
 // past the 10 ms FAT keeps when the host was busy. It returns how many entries it
 // changed. Other FAT variants are left alone.
 func clampFATTimes(dev string, epoch int64) (int, error) {
-	f, bs, err := openBootSector(dev)
+	f, bs, err := blockdev.OpenBootSector(dev)
 	if err != nil {
 		return 0, err
 	}
@@ -101,19 +101,4 @@ func clampFATTimes(dev string, epoch int64) (int, error) {
 		}
 	}
 	return changed, nil
-}
-
-// openBootSector opens a FAT or exFAT filesystem for writing and reads its boot
-// sector.
-func openBootSector(dev string) (*os.File, []byte, error) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	bs := make([]byte, 512)
-	if _, err := f.ReadAt(bs, 0); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: boot sector: %w", dev, err)
-	}
-	return f, bs, nil
 }

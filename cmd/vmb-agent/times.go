@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix"
 )
 
 // A mounted target filesystem.
@@ -479,15 +481,10 @@ func clampNTFSTimes(p string, epoch int64) error {
 	return nil
 }
 
-// errUnsupported marks a filesystem whose format the agent's fixers do not know
-// (a feature or layout vmb's mkfs options do not make): the job goes on, and its
-// disk is sound but not reproducible.
-var errUnsupported = errors.New("not made reproducible")
-
-// notReproducible says so in the job's log for errUnsupported, and passes any
+// notReproducible says so in the job's log for fsfix.ErrUnsupported, and passes any
 // other error on.
 func notReproducible(fs string, err error) error {
-	if errors.Is(err, errUnsupported) {
+	if errors.Is(err, fsfix.ErrUnsupported) {
 		fmt.Printf("+ %s: %v: the disk is sound, but a rebuild may differ\n", fs, err)
 		return nil
 	}

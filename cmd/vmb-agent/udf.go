@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
 // UDF (ECMA-167) stamps its descriptors with the clock: mkudffs the primary volume
@@ -69,7 +72,7 @@ func clampUDFTimes(dev string, epoch int64) (int, error) {
 	if err != nil {
 		return v.changed, fmt.Errorf("udf %s: %w", dev, err)
 	}
-	if err := zeroRanges(f, free); err != nil {
+	if err := blockdev.ZeroRanges(f, free); err != nil {
 		return v.changed, fmt.Errorf("udf %s: discard free blocks: %w", dev, err)
 	}
 	return v.changed, nil
@@ -147,12 +150,12 @@ func (v *udfVolume) walk() error {
 		return errors.New("no logical volume or partition descriptor")
 	}
 	if lbs := le.Uint32(lvd[212:]); int64(lbs) != v.bs {
-		return fmt.Errorf("%w: logical block size %d, volume's %d", errUnsupported, lbs, v.bs)
+		return fmt.Errorf("%w: logical block size %d, volume's %d", fsfix.ErrUnsupported, lbs, v.bs)
 	}
 	// Only a type 1 (physical) partition map is supported: what mkudffs writes for
 	// the revisions before 2.50.
 	if n := le.Uint32(lvd[268:]); n != 1 || lvd[440] != 1 || le.Uint16(lvd[444:]) != v.partNum {
-		return fmt.Errorf("%w: partition maps other than one physical partition (%d maps, first type %d)", errUnsupported, n, lvd[440])
+		return fmt.Errorf("%w: partition maps other than one physical partition (%d maps, first type %d)", fsfix.ErrUnsupported, n, lvd[440])
 	}
 	if err := v.integritySequence(le.Uint32(lvd[432:]), le.Uint32(lvd[436:])); err != nil {
 		return err
@@ -319,7 +322,7 @@ func (v *udfVolume) extents(ads []byte, kind uint16, size uint64) ([]byte, error
 	le := binary.LittleEndian
 	adSize := map[uint16]int{0: 8, 1: 16}[kind]
 	if adSize == 0 {
-		return nil, fmt.Errorf("%w: allocation descriptors of type %d", errUnsupported, kind)
+		return nil, fmt.Errorf("%w: allocation descriptors of type %d", fsfix.ErrUnsupported, kind)
 	}
 	if size > 64<<20 {
 		return nil, fmt.Errorf("a directory of %d bytes", size)
@@ -471,26 +474,9 @@ func udfCRC(b []byte) uint16 {
 // disk the signature of the MBR it writes there, which it draws at random.
 func (a *agent) fixUDFFormat(dev string, wholeDisk bool) error {
 	if wholeDisk {
-		if err := setMBRSignature(dev, a.uuidBytes(1)[:4]); err != nil {
+		if err := blockdev.SetMBRSignature(dev, a.uuidBytes(1)[:4]); err != nil {
 			return err
 		}
 	}
 	return a.fixVolume("udf", dev)
-}
-
-// setMBRSignature sets the disk signature of the MBR at the start of dev, if
-// there is one.
-func setMBRSignature(dev string, sig []byte) error {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	mbr := make([]byte, 512)
-	if _, err = f.ReadAt(mbr, 0); err == nil && mbr[510] == 0x55 && mbr[511] == 0xaa {
-		_, err = f.WriteAt(sig, 440)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

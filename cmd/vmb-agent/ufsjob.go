@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
 
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
 // Linux cannot write UFS (Debian's kernel is built without UFS write support), and
@@ -51,7 +51,7 @@ func (a *agent) buildUFS(u ufsFS, dev, dir string, options []string) error {
 	if _, err := a.normalize(mountpoint{dir: dir, dev: dev, fstype: "ufs"}); err != nil {
 		return err
 	}
-	size, err := deviceSize(dev)
+	size, err := blockdev.Size(dev)
 	if err != nil {
 		return err
 	}
@@ -69,14 +69,4 @@ func (a *agent) buildUFS(u ufsFS, dev, dir string, options []string) error {
 		return fmt.Errorf("makefs: %w\n%s", err, out)
 	}
 	return fixUFS(dev, u.label, u.id)
-}
-
-// deviceSize is the size of a block device (or file) in bytes.
-func deviceSize(dev string) (int64, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return f.Seek(0, io.SeekEnd)
 }

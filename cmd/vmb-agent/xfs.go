@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"os"
 	"os/exec"
+
+	"vmb.dev/vmb/internal/fsfix"
 )
 
 // XFS (v5, with checksums) records the moment and order of every change: inode
@@ -124,7 +126,7 @@ func (x *xfsFS) fix() error {
 		return errors.New("no XFS superblock")
 	}
 	if v := be.Uint16(sb[100:]) & 0xf; v != 5 {
-		return fmt.Errorf("%w: version %d (only version 5, with checksums)", errUnsupported, v)
+		return fmt.Errorf("%w: version %d (only version 5, with checksums)", fsfix.ErrUnsupported, v)
 	}
 	x.blockSize, x.sectSize = int64(be.Uint32(sb[4:])), int64(be.Uint16(sb[102:]))
 	x.agBlocks, x.agCount = int64(be.Uint32(sb[84:])), int64(be.Uint32(sb[88:]))
@@ -135,13 +137,13 @@ func (x *xfsFS) fix() error {
 	roCompat := be.Uint32(sb[212:])
 	x.finobt, x.reflink = roCompat&1 != 0, roCompat&4 != 0
 	if roCompat&2 != 0 {
-		return fmt.Errorf("%w: reverse mapping btrees (rmapbt)", errUnsupported)
+		return fmt.Errorf("%w: reverse mapping btrees (rmapbt)", fsfix.ErrUnsupported)
 	}
 	if be.Uint16(sb[176:]) != 0 {
-		return fmt.Errorf("%w: quotas", errUnsupported)
+		return fmt.Errorf("%w: quotas", fsfix.ErrUnsupported)
 	}
 	if be.Uint64(sb[16:]) != 0 {
-		return fmt.Errorf("%w: a realtime device", errUnsupported)
+		return fmt.Errorf("%w: a realtime device", fsfix.ErrUnsupported)
 	}
 	if x.blockSize < 512 || x.blockSize > 65536 || x.sectSize < 512 || x.sectSize > x.blockSize ||
 		x.inodeSize < 256 || x.inodeSize > 2048 || x.agBlocks <= 0 || x.agCount <= 0 || x.agCount > 1<<20 ||

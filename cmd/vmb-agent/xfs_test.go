@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix"
 )
 
 // Two XFS filesystems made the same way at different times, mkfs.xfs and a
@@ -110,7 +112,7 @@ func TestFixXFS(t *testing.T) {
 		}
 		t.Errorf("two XFS filesystems made the same way differ in %d bytes after fixXFS", n)
 	}
-	if _, err := fixXFS(os.Args[0], epoch, ""); err == nil || errors.Is(err, errUnsupported) {
+	if _, err := fixXFS(os.Args[0], epoch, ""); err == nil || errors.Is(err, fsfix.ErrUnsupported) {
 		t.Errorf("fixXFS of a file that is no XFS: %v", err)
 	}
 	// A version 4 filesystem is left as it is, which the job says.
@@ -118,8 +120,8 @@ func TestFixXFS(t *testing.T) {
 	os.WriteFile(v4, nil, 0o644)
 	os.Truncate(v4, 320<<20)
 	run(t, "mkfs.xfs", "-f", "-q", "-m", "crc=0", v4)
-	if _, err := fixXFS(v4, epoch, ""); !errors.Is(err, errUnsupported) {
-		t.Errorf("fixXFS of a version 4 XFS: %v, want errUnsupported", err)
+	if _, err := fixXFS(v4, epoch, ""); !errors.Is(err, fsfix.ErrUnsupported) {
+		t.Errorf("fixXFS of a version 4 XFS: %v, want fsfix.ErrUnsupported", err)
 	}
 }
 
