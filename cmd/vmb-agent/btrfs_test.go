@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // Two mkfs.btrfs runs with the same filesystem UUID differ in the device, chunk
@@ -37,7 +39,7 @@ func TestFixBtrfs(t *testing.T) {
 		if err := os.Truncate(imgs[i], 320<<20); err != nil {
 			t.Fatal(err)
 		}
-		run(t, "mkfs.btrfs", "-f", "-q", "-U", "5b9b05c4-10e5-4a41-8d1e-000000000002", "-L", "vmb", imgs[i])
+		fstest.Run(t, "mkfs.btrfs", "-f", "-q", "-U", "5b9b05c4-10e5-4a41-8d1e-000000000002", "-L", "vmb", imgs[i])
 		n, err := fixBtrfs(imgs[i], epoch, &u)
 		if err != nil {
 			t.Fatal(err)
@@ -53,12 +55,12 @@ func TestFixBtrfs(t *testing.T) {
 	if !bytes.Equal(raw[0], raw[1]) {
 		t.Errorf("two mkfs.btrfs runs differ after fixBtrfs")
 	}
-	run(t, "btrfs", "check", "--readonly", imgs[0])
-	super := run(t, "btrfs", "inspect-internal", "dump-super", imgs[0])
+	fstest.Run(t, "btrfs", "check", "--readonly", imgs[0])
+	super := fstest.Run(t, "btrfs", "inspect-internal", "dump-super", imgs[0])
 	if !strings.Contains(super, "dev_item.uuid\t\t766d622d-6465-7669-6365-2d7575696421") {
 		t.Errorf("dump-super does not show the device UUID given:\n%s", super)
 	}
-	tree := run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0])
+	tree := fstest.Run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0])
 	for _, want := range []string{"chunk uuid 766d622d-6368-756e-6b2d-747265652d75", "uuid 766d622d-7375-6276-6f6c-756d652d7575"} {
 		if !strings.Contains(tree, want) {
 			t.Errorf("dump-tree has no %q", want)
@@ -71,13 +73,13 @@ func TestFixBtrfs(t *testing.T) {
 	}
 	os.MkdirAll(filepath.Join(mnt, "dir/sub"), 0o755)
 	os.WriteFile(filepath.Join(mnt, "dir/sub/motd"), []byte("hello\n"), 0o644)
-	run(t, "umount", mnt)
+	fstest.Run(t, "umount", mnt)
 	n, err := fixBtrfs(imgs[0], epoch, nil)
 	if err != nil || n == 0 {
 		t.Errorf("fixBtrfs after a mount: %d blocks, %v", n, err)
 	}
-	run(t, "btrfs", "check", "--readonly", imgs[0])
-	times := regexp.MustCompile(`[acmo]time (\d+)\.(\d+)`).FindAllStringSubmatch(run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0]), -1)
+	fstest.Run(t, "btrfs", "check", "--readonly", imgs[0])
+	times := regexp.MustCompile(`[acmo]time (\d+)\.(\d+)`).FindAllStringSubmatch(fstest.Run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0]), -1)
 	if len(times) < 8 {
 		t.Errorf("dump-tree shows %d times", len(times))
 	}
@@ -86,9 +88,9 @@ func TestFixBtrfs(t *testing.T) {
 			t.Errorf("a time after the epoch is left: %s", m[0])
 		}
 	}
-	run(t, "mount", "-o", "loop,ro", imgs[0], mnt)
+	fstest.Run(t, "mount", "-o", "loop,ro", imgs[0], mnt)
 	got, _ := os.ReadFile(filepath.Join(mnt, "dir/sub/motd"))
-	run(t, "umount", mnt)
+	fstest.Run(t, "umount", mnt)
 	if string(got) != "hello\n" {
 		t.Errorf("/dir/sub/motd after fixBtrfs: %q", got)
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/xfs"
 )
 
 // A mounted target filesystem.
@@ -504,7 +505,7 @@ var volumeFixers = map[string]struct {
 	"udf":   {"UDF", "descriptors clamped to the epoch", clampUDFTimes},
 	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", clampNTFSVolume},
 	"xfs": {"XFS", "inodes and blocks set to the epoch and LSN 0, log formatted", func(dev string, epoch int64) (int, error) {
-		return fixXFS(dev, epoch, "xfs_db")
+		return xfs.Fix(dev, epoch, "xfs_db")
 	}},
 	"btrfs": {"btrfs", "tree blocks with times set to the epoch", func(dev string, epoch int64) (int, error) {
 		return fixBtrfs(dev, epoch, nil)

@@ -1,4 +1,19 @@
-package main
+// Package xfs makes XFS filesystems reproducible.
+//
+// XFS (v5, with checksums) records the moment and order of every change: inode
+// times to the nanosecond (mkfs.xfs stamps the root, realtime bitmap and summary
+// inodes with the clock; the kernel a new inode's creation time, which nothing can
+// set later), a random generation for every new inode, and in every metadata block
+// the log sequence number (LSN) of its last write, which depends on how the log
+// went. The log itself holds the session's transactions and an unmount record with
+// a random ticket ID. Fix, on an unmounted filesystem, walks the metadata as
+// xfs_repair does (AG headers and btrees, inode chunks, and the blocks inodes map
+// that are not a regular file's data), sets every time after the epoch to the
+// epoch and every generation and change count to 0 in each inode of each chunk
+// (the kernel counts changes when its clock has ticked), sets every metadata
+// block's LSN to 0 as mkfs.xfs leaves them, writes the checksums again, and
+// formats the log as mkfs.xfs does (xfs_db logformat).
+package xfs
 
 import (
 	"bytes"
@@ -12,19 +27,7 @@ import (
 	"vmb.dev/vmb/internal/fsfix"
 )
 
-// XFS (v5, with checksums) records the moment and order of every change: inode
-// times to the nanosecond (mkfs.xfs stamps the root, realtime bitmap and summary
-// inodes with the clock; the kernel a new inode's creation time, which nothing can
-// set later), a random generation for every new inode, and in every metadata block
-// the log sequence number (LSN) of its last write, which depends on how the log
-// went. The log itself holds the session's transactions and an unmount record with
-// a random ticket ID. fixXFS, on an unmounted filesystem, walks the metadata as
-// xfs_repair does (AG headers and btrees, inode chunks, and the blocks inodes map
-// that are not a regular file's data), sets every time after the epoch to the
-// epoch and every generation and change count to 0 in each inode of each chunk
-// (the kernel counts changes when its clock has ticked), sets every metadata
-// block's LSN to 0 as mkfs.xfs leaves them, writes the checksums again, and
-// formats the log as mkfs.xfs does (xfs_db logformat).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // xfsCRC writes the CRC32C of b, with the checksum at b[at:at+4] zeroed, there.
 func xfsCRC(b []byte, at int) {
@@ -93,9 +96,11 @@ type xfsFS struct {
 	changed   int
 }
 
-// fixXFS returns how many blocks and inodes it rewrote; xfsDB is the xfs_db to
-// format the log with ("" leaves the log alone).
-func fixXFS(dev string, epoch int64, xfsDB string) (int, error) {
+// Fix makes the unmounted XFS filesystem on dev reproducible (see the package
+// comment) and returns how many blocks and inodes it rewrote. xfsDB is the
+// xfs_db to format the log with ("" leaves the log alone). A filesystem of a
+// version or with features it does not know fails with fsfix.ErrUnsupported.
+func Fix(dev string, epoch int64, xfsDB string) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
