@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"vmb.dev/vmb/internal/fsfix/btrfs"
 	"vmb.dev/vmb/internal/fsfix/xfs"
 )
 
@@ -23,7 +24,7 @@ func BenchmarkFixers(b *testing.B) {
 		fix   func(img string) error
 	}{
 		{"xfs", []string{"mkfs.xfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := xfs.Fix(img, epoch, ""); return err }},
-		{"btrfs", []string{"mkfs.btrfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := fixBtrfs(img, epoch, nil); return err }},
+		{"btrfs", []string{"mkfs.btrfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := btrfs.Fix(img, epoch, nil); return err }},
 		{"ntfs", []string{"mkntfs", "-F", "-f", "-q"}, []string{"ntfs-3g"}, func(img string) error { _, err := clampNTFSVolume(img, epoch); return err }},
 		{"udf", []string{"mkudffs", "--bootarea=erase"}, nil, func(img string) error { _, err := clampUDFTimes(img, epoch); return err }},
 	} {

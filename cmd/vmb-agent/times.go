@@ -14,9 +14,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"vmb.dev/vmb/internal/fsfix"
-	"vmb.dev/vmb/internal/fsfix/xfs"
 )
 
 // A mounted target filesystem.
@@ -478,52 +475,6 @@ func clampNTFSTimes(p string, epoch int64) error {
 	}
 	if err := unix.Lsetxattr(p, "system.ntfs_times", b[:], 0); err != nil {
 		return fmt.Errorf("set ntfs times of %s: %w", p, err)
-	}
-	return nil
-}
-
-// notReproducible says so in the job's log for fsfix.ErrUnsupported, and passes any
-// other error on.
-func notReproducible(fs string, err error) error {
-	if errors.Is(err, fsfix.ErrUnsupported) {
-		fmt.Printf("+ %s: %v: the disk is sound, but a rebuild may differ\n", fs, err)
-		return nil
-	}
-	return fmt.Errorf("%s: %w", fs, err)
-}
-
-// volumeFixers rewrite, on an unmounted target of their kind, what mkfs and the
-// kernel leave to the clock or to chance (fat.go, exfat.go, udf.go, ntfs.go,
-// xfs.go, btrfs.go; ext2/3/4 have fixTimes). Each returns how many things it
-// rewrote, which the job's log says as what.
-var volumeFixers = map[string]struct {
-	name, what string
-	fix        func(dev string, epoch int64) (int, error)
-}{
-	"vfat":  {"FAT", "directory entries clamped to the epoch", clampFATTimes},
-	"exfat": {"exFAT", "entry sets clamped to the epoch", clampExFATTimes},
-	"udf":   {"UDF", "descriptors clamped to the epoch", clampUDFTimes},
-	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", clampNTFSVolume},
-	"xfs": {"XFS", "inodes and blocks set to the epoch and LSN 0, log formatted", func(dev string, epoch int64) (int, error) {
-		return xfs.Fix(dev, epoch, "xfs_db")
-	}},
-	"btrfs": {"btrfs", "tree blocks with times set to the epoch", func(dev string, epoch int64) (int, error) {
-		return fixBtrfs(dev, epoch, nil)
-	}},
-}
-
-// fixVolume runs the fixer of a filesystem type, if it has one, on dev.
-func (a *agent) fixVolume(fstype, dev string) error {
-	f, ok := volumeFixers[fstype]
-	if !ok {
-		return nil
-	}
-	n, err := f.fix(dev, a.job.Epoch)
-	if err != nil {
-		return notReproducible(f.name, err)
-	}
-	if n > 0 {
-		fmt.Printf("+ %s: %d %s\n", f.name, n, f.what)
 	}
 	return nil
 }

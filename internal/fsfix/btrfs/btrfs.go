@@ -1,4 +1,21 @@
-package main
+// Package btrfs makes btrfs filesystems (one device, single or DUP profiles,
+// crc32c checksums) reproducible.
+//
+// mkfs.btrfs 6.2 draws three UUIDs at random and takes no option for them: the
+// device's (in the superblock's device item and system chunk array, the chunk
+// tree's device item and every chunk's stripes), the chunk tree's (in every tree
+// block's header and every device extent) and the top subvolume's (its root item,
+// and the UUID tree's key for it). The kernel stamps each new inode's creation
+// time and each commit's root item times with the clock, to the nanosecond, and
+// nothing can set them later. Fix, on an unmounted filesystem, walks every
+// tree (chunk tree, root tree, and the trees the root tree lists), replaces the
+// UUIDs it is given, clamps every time after the epoch in inode and root items,
+// sets inodes' change counters to 0, writes the checksums again (of every copy of
+// a DUP block, and of the superblock copies), and zeroes what no tree points to:
+// in the system and metadata chunks,
+// the blocks a transaction replaced, which keep the times they had, and outside
+// the chunks, the trees mkfs.btrfs builds first at 1 MiB.
+package btrfs
 
 import (
 	"bytes"
@@ -13,20 +30,7 @@ import (
 	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
-// mkfs.btrfs 6.2 draws three UUIDs at random and takes no option for them: the
-// device's (in the superblock's device item and system chunk array, the chunk
-// tree's device item and every chunk's stripes), the chunk tree's (in every tree
-// block's header and every device extent) and the top subvolume's (its root item,
-// and the UUID tree's key for it). The kernel stamps each new inode's creation
-// time and each commit's root item times with the clock, to the nanosecond, and
-// nothing can set them later. fixBtrfs, on an unmounted filesystem, walks every
-// tree (chunk tree, root tree, and the trees the root tree lists), replaces the
-// UUIDs it is given, clamps every time after the epoch in inode and root items,
-// sets inodes' change counters to 0, writes the checksums again (of every copy of
-// a DUP block, and of the superblock copies), and zeroes what no tree points to:
-// in the system and metadata chunks,
-// the blocks a transaction replaced, which keep the times they had, and outside
-// the chunks, the trees mkfs.btrfs builds first at 1 MiB.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var btrfsSuperblocks = []int64{64 << 10, 64 << 20, 256 << 30}
 
@@ -48,14 +52,17 @@ type btrfsChunk struct {
 	phys            []int64 // each stripe's offset on the (only) device
 }
 
-// btrfsUUIDs are the UUIDs mkfs.btrfs draws that fixBtrfs sets.
-type btrfsUUIDs struct {
-	dev, chunkTree, subvol [16]byte
+// UUIDs are the UUIDs mkfs.btrfs draws that Fix sets: the device's, the chunk
+// tree's and the top subvolume's.
+type UUIDs struct {
+	Dev, ChunkTree, Subvol [16]byte
 }
 
-// fixBtrfs returns how many tree blocks and superblocks it rewrote; uuids (nil
-// after a job that is no format) are set in place of mkfs.btrfs's.
-func fixBtrfs(dev string, epoch int64, uuids *btrfsUUIDs) (int, error) {
+// Fix makes the unmounted btrfs filesystem on dev reproducible (see the package
+// comment) and returns how many tree blocks and superblocks it rewrote; uuids
+// (nil after a job that is no format) are set in place of mkfs.btrfs's. A
+// filesystem of a layout it does not know fails with fsfix.ErrUnsupported.
+func Fix(dev string, epoch int64, uuids *UUIDs) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -68,7 +75,7 @@ func fixBtrfs(dev string, epoch int64, uuids *btrfsUUIDs) (int, error) {
 	return b.changed, f.Sync()
 }
 
-func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
+func (b *btrfsFS) fix(uuids *UUIDs) error {
 	le := binary.LittleEndian
 	sb := make([]byte, 4096)
 	if _, err := b.f.ReadAt(sb, btrfsSuperblocks[0]); err != nil {
@@ -128,9 +135,9 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 			return err
 		}
 		pairs := [][2][]byte{
-			{bytes.Clone(sb[267:283]), uuids.dev[:]},
-			{bytes.Clone(chunkRoot[64:80]), uuids.chunkTree[:]},
-			{oldSubvol, uuids.subvol[:]},
+			{bytes.Clone(sb[267:283]), uuids.Dev[:]},
+			{bytes.Clone(chunkRoot[64:80]), uuids.ChunkTree[:]},
+			{oldSubvol, uuids.Subvol[:]},
 		}
 		for _, p := range pairs {
 			b.replace = append(b.replace, p)
@@ -426,18 +433,4 @@ func (b *btrfsFS) fixSuperblock(at int64) error {
 	b.changed++
 	_, err := b.f.WriteAt(sb, at)
 	return err
-}
-
-// fixBtrfsFormat sets the UUIDs mkfs.btrfs drew to ones derived from the key.
-func (a *agent) fixBtrfsFormat(dev string) error {
-	var u btrfsUUIDs
-	for i, dst := range []*[16]byte{&u.dev, &u.chunkTree, &u.subvol} {
-		copy(dst[:], a.uuidBytes(1+i))
-	}
-	n, err := fixBtrfs(dev, a.job.Epoch, &u)
-	if err != nil {
-		return notReproducible("btrfs", err)
-	}
-	fmt.Printf("+ btrfs: device, chunk tree and subvolume UUIDs derived from the key (%d blocks)\n", n)
-	return nil
 }

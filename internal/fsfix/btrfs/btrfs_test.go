@@ -1,4 +1,4 @@
-package main
+package btrfs
 
 import (
 	"bytes"
@@ -15,20 +15,20 @@ import (
 )
 
 // Two mkfs.btrfs runs with the same filesystem UUID differ in the device, chunk
-// tree and subvolume UUIDs they draw, and in times; after fixBtrfs they are the
+// tree and subvolume UUIDs they draw, and in times; after Fix they are the
 // same, btrfs check finds them sound with the UUIDs given, and (where the host
-// can mount btrfs) the kernel writes them and a second fixBtrfs keeps them sound.
-func TestFixBtrfs(t *testing.T) {
+// can mount btrfs) the kernel writes them and a second Fix keeps them sound.
+func TestFix(t *testing.T) {
 	for _, tool := range []string{"mkfs.btrfs", "btrfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (dev/setup installs btrfs-progs)", tool)
 		}
 	}
 	epoch := time.Now().Add(-time.Hour).Unix()
-	u := btrfsUUIDs{}
-	copy(u.dev[:], "vmb-device-uuid!")
-	copy(u.chunkTree[:], "vmb-chunk-tree-u")
-	copy(u.subvol[:], "vmb-subvolume-uu")
+	u := UUIDs{}
+	copy(u.Dev[:], "vmb-device-uuid!")
+	copy(u.ChunkTree[:], "vmb-chunk-tree-u")
+	copy(u.Subvol[:], "vmb-subvolume-uu")
 	var imgs [2]string
 	var raw [2][]byte
 	for i := range imgs {
@@ -40,12 +40,12 @@ func TestFixBtrfs(t *testing.T) {
 			t.Fatal(err)
 		}
 		fstest.Run(t, "mkfs.btrfs", "-f", "-q", "-U", "5b9b05c4-10e5-4a41-8d1e-000000000002", "-L", "vmb", imgs[i])
-		n, err := fixBtrfs(imgs[i], epoch, &u)
+		n, err := Fix(imgs[i], epoch, &u)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n < 4 {
-			t.Errorf("fixBtrfs rewrote %d blocks, want the superblocks and the trees", n)
+			t.Errorf("Fix rewrote %d blocks, want the superblocks and the trees", n)
 		}
 		raw[i], _ = os.ReadFile(imgs[i])
 		if i == 0 {
@@ -53,7 +53,7 @@ func TestFixBtrfs(t *testing.T) {
 		}
 	}
 	if !bytes.Equal(raw[0], raw[1]) {
-		t.Errorf("two mkfs.btrfs runs differ after fixBtrfs")
+		t.Errorf("two mkfs.btrfs runs differ after Fix")
 	}
 	fstest.Run(t, "btrfs", "check", "--readonly", imgs[0])
 	super := fstest.Run(t, "btrfs", "inspect-internal", "dump-super", imgs[0])
@@ -74,9 +74,9 @@ func TestFixBtrfs(t *testing.T) {
 	os.MkdirAll(filepath.Join(mnt, "dir/sub"), 0o755)
 	os.WriteFile(filepath.Join(mnt, "dir/sub/motd"), []byte("hello\n"), 0o644)
 	fstest.Run(t, "umount", mnt)
-	n, err := fixBtrfs(imgs[0], epoch, nil)
+	n, err := Fix(imgs[0], epoch, nil)
 	if err != nil || n == 0 {
-		t.Errorf("fixBtrfs after a mount: %d blocks, %v", n, err)
+		t.Errorf("Fix after a mount: %d blocks, %v", n, err)
 	}
 	fstest.Run(t, "btrfs", "check", "--readonly", imgs[0])
 	times := regexp.MustCompile(`[acmo]time (\d+)\.(\d+)`).FindAllStringSubmatch(fstest.Run(t, "btrfs", "inspect-internal", "dump-tree", imgs[0]), -1)
@@ -92,9 +92,9 @@ func TestFixBtrfs(t *testing.T) {
 	got, _ := os.ReadFile(filepath.Join(mnt, "dir/sub/motd"))
 	fstest.Run(t, "umount", mnt)
 	if string(got) != "hello\n" {
-		t.Errorf("/dir/sub/motd after fixBtrfs: %q", got)
+		t.Errorf("/dir/sub/motd after Fix: %q", got)
 	}
-	if _, err := fixBtrfs(os.Args[0], epoch, nil); err == nil {
-		t.Error("fixBtrfs of a file that is no btrfs: no error")
+	if _, err := Fix(os.Args[0], epoch, nil); err == nil {
+		t.Error("Fix of a file that is no btrfs: no error")
 	}
 }
