@@ -6,6 +6,7 @@ import (
 
 	"vmb.dev/vmb/internal/fsfix"
 	"vmb.dev/vmb/internal/fsfix/btrfs"
+	"vmb.dev/vmb/internal/fsfix/ntfs"
 	"vmb.dev/vmb/internal/fsfix/xfs"
 )
 
@@ -24,8 +25,8 @@ func notReproducible(fs string, err error) error {
 }
 
 // volumeFixers rewrite, on an unmounted target of their kind, what mkfs and the
-// kernel leave to the clock or to chance (fat.go, exfat.go, udf.go, ntfs.go,
-// packages xfs and btrfs of internal/fsfix; ext2/3/4 have fixTimes). Each returns how many things it
+// kernel leave to the clock or to chance (fat.go, exfat.go, udf.go,
+// packages ntfs, xfs and btrfs of internal/fsfix; ext2/3/4 have fixTimes). Each returns how many things it
 // rewrote, which the job's log says as what.
 var volumeFixers = map[string]struct {
 	name, what string
@@ -34,7 +35,7 @@ var volumeFixers = map[string]struct {
 	"vfat":  {"FAT", "directory entries clamped to the epoch", clampFATTimes},
 	"exfat": {"exFAT", "entry sets clamped to the epoch", clampExFATTimes},
 	"udf":   {"UDF", "descriptors clamped to the epoch", clampUDFTimes},
-	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", clampNTFSVolume},
+	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", ntfs.Clamp},
 	"xfs": {"XFS", "inodes and blocks set to the epoch and LSN 0, log formatted", func(dev string, epoch int64) (int, error) {
 		return xfs.Fix(dev, epoch, "xfs_db")
 	}},
@@ -71,4 +72,10 @@ func (a *agent) fixBtrfsFormat(dev string) error {
 	}
 	fmt.Printf("+ btrfs: device, chunk tree and subvolume UUIDs derived from the key (%d blocks)\n", n)
 	return nil
+}
+
+// fixNTFSFormat makes what mkntfs wrote reproducible, with a volume serial
+// derived from the key.
+func (a *agent) fixNTFSFormat(dev string) error {
+	return ntfs.FixFormat(dev, a.job.Epoch, a.uuidBytes(0)[:8])
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix/ntfs"
 )
 
 // A mounted target filesystem.
@@ -70,7 +72,7 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 			}
 		}
 		if m.fstype == "ntfs" && d.Type()&fs.ModeSymlink == 0 {
-			if err := clampNTFSTimes(p, epoch); err != nil {
+			if err := ntfs.ClampFileTimes(p, epoch); err != nil {
 				return err
 			}
 		}
@@ -94,7 +96,7 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 			if st.Ctime.Sec == epoch && st.Ctime.Nsec == 0 || try == 100 || m.fstype == "ntfs" {
 				// ntfs-3g stamps the change with its own reading of the clock,
 				// to 100 ns, which is never the epoch: trying again only costs
-				// (100 tries a file through FUSE). clampNTFSVolume sets it after
+				// (100 tries a file through FUSE). ntfs.Clamp sets it after
 				// unmounting.
 				return nil
 			}
@@ -450,31 +452,4 @@ func inodeChecksum(in []byte, seed, ino uint32, hi bool) {
 	if hi {
 		le.PutUint16(in[0x82:], uint16(c>>16))
 	}
-}
-
-// clampNTFSTimes clamps the four times NTFS keeps of a file (creation, data change,
-// access, MFT record change; ntfs-3g shows them as the system.ntfs_times attribute)
-// to the epoch: the creation time is the clock's when ntfs-3g created the file, to
-// 100 ns, and utimensat cannot set it.
-func clampNTFSTimes(p string, epoch int64) error {
-	var b [32]byte
-	n, err := unix.Lgetxattr(p, "system.ntfs_times", b[:])
-	if err != nil || n != len(b) {
-		return fmt.Errorf("ntfs times of %s: %v (%d bytes)", p, err, n)
-	}
-	limit := uint64(epoch+ntfsEpoch) * 10_000_000
-	dirty := false
-	for i := 0; i < len(b); i += 8 {
-		if binary.LittleEndian.Uint64(b[i:]) > limit {
-			binary.LittleEndian.PutUint64(b[i:], limit)
-			dirty = true
-		}
-	}
-	if !dirty {
-		return nil
-	}
-	if err := unix.Lsetxattr(p, "system.ntfs_times", b[:], 0); err != nil {
-		return fmt.Errorf("set ntfs times of %s: %w", p, err)
-	}
-	return nil
 }
