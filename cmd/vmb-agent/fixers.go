@@ -5,8 +5,10 @@ import (
 	"fmt"
 
 	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 	"vmb.dev/vmb/internal/fsfix/btrfs"
 	"vmb.dev/vmb/internal/fsfix/ntfs"
+	"vmb.dev/vmb/internal/fsfix/udf"
 	"vmb.dev/vmb/internal/fsfix/xfs"
 )
 
@@ -25,8 +27,8 @@ func notReproducible(fs string, err error) error {
 }
 
 // volumeFixers rewrite, on an unmounted target of their kind, what mkfs and the
-// kernel leave to the clock or to chance (fat.go, exfat.go, udf.go,
-// packages ntfs, xfs and btrfs of internal/fsfix; ext2/3/4 have fixTimes). Each returns how many things it
+// kernel leave to the clock or to chance (fat.go, exfat.go, packages
+// udf, ntfs, xfs and btrfs of internal/fsfix; ext2/3/4 have fixTimes). Each returns how many things it
 // rewrote, which the job's log says as what.
 var volumeFixers = map[string]struct {
 	name, what string
@@ -34,7 +36,7 @@ var volumeFixers = map[string]struct {
 }{
 	"vfat":  {"FAT", "directory entries clamped to the epoch", clampFATTimes},
 	"exfat": {"exFAT", "entry sets clamped to the epoch", clampExFATTimes},
-	"udf":   {"UDF", "descriptors clamped to the epoch", clampUDFTimes},
+	"udf":   {"UDF", "descriptors clamped to the epoch", udf.Clamp},
 	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", ntfs.Clamp},
 	"xfs": {"XFS", "inodes and blocks set to the epoch and LSN 0, log formatted", func(dev string, epoch int64) (int, error) {
 		return xfs.Fix(dev, epoch, "xfs_db")
@@ -78,4 +80,15 @@ func (a *agent) fixBtrfsFormat(dev string) error {
 // derived from the key.
 func (a *agent) fixNTFSFormat(dev string) error {
 	return ntfs.FixFormat(dev, a.job.Epoch, a.uuidBytes(0)[:8])
+}
+
+// fixUDFFormat makes what mkudffs wrote reproducible: the times, and on a whole
+// disk the signature of the MBR it writes there, which it draws at random.
+func (a *agent) fixUDFFormat(dev string, wholeDisk bool) error {
+	if wholeDisk {
+		if err := blockdev.SetMBRSignature(dev, a.uuidBytes(1)[:4]); err != nil {
+			return err
+		}
+	}
+	return a.fixVolume("udf", dev)
 }

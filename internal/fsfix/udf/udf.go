@@ -1,4 +1,15 @@
-package main
+// Package udf makes UDF volumes reproducible.
+//
+// UDF (ECMA-167) stamps its descriptors with the clock: mkudffs the primary volume
+// descriptor, the integrity descriptor, the file set descriptor and the root's file
+// entry, to the microsecond; the kernel the integrity descriptor at every mount and
+// unmount, and each new file entry's creation time, which nothing can set later.
+// Clamp walks the volume from its anchor the way a reader does (volume
+// descriptor sequences, integrity sequence, file set, the directory tree from the
+// root) and sets every timestamp after the epoch to the epoch, then the descriptor's
+// CRC and tag checksum. It reads no file data: a structural walk, not a scan for
+// tags, so a file that holds a UDF image is left alone.
+package udf
 
 import (
 	"encoding/binary"
@@ -10,16 +21,6 @@ import (
 	"vmb.dev/vmb/internal/fsfix"
 	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
-
-// UDF (ECMA-167) stamps its descriptors with the clock: mkudffs the primary volume
-// descriptor, the integrity descriptor, the file set descriptor and the root's file
-// entry, to the microsecond; the kernel the integrity descriptor at every mount and
-// unmount, and each new file entry's creation time, which nothing can set later.
-// clampUDFTimes walks the volume from its anchor the way a reader does (volume
-// descriptor sequences, integrity sequence, file set, the directory tree from the
-// root) and sets every timestamp after the epoch to the epoch, then the descriptor's
-// CRC and tag checksum. It reads no file data: a structural walk, not a scan for
-// tags, so a file that holds a UDF image is left alone.
 
 // Descriptor tag identifiers (ECMA-167 3/7.2.1, 4/7.2.1).
 const (
@@ -51,8 +52,10 @@ type udfVolume struct {
 	seen      map[uint32]bool // file entries walked, by logical block
 }
 
-// clampUDFTimes returns how many descriptors it rewrote.
-func clampUDFTimes(dev string, epoch int64) (int, error) {
+// Clamp sets every timestamp after epoch on the unmounted UDF volume dev to
+// epoch (see the package comment), zeroes its free blocks, and returns how many
+// descriptors it rewrote.
+func Clamp(dev string, epoch int64) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -468,15 +471,4 @@ func udfCRC(b []byte) uint16 {
 		}
 	}
 	return crc
-}
-
-// fixUDFFormat makes what mkudffs wrote reproducible: the times, and on a whole
-// disk the signature of the MBR it writes there, which it draws at random.
-func (a *agent) fixUDFFormat(dev string, wholeDisk bool) error {
-	if wholeDisk {
-		if err := blockdev.SetMBRSignature(dev, a.uuidBytes(1)[:4]); err != nil {
-			return err
-		}
-	}
-	return a.fixVolume("udf", dev)
 }
