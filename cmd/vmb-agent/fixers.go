@@ -7,6 +7,8 @@ import (
 	"vmb.dev/vmb/internal/fsfix"
 	"vmb.dev/vmb/internal/fsfix/blockdev"
 	"vmb.dev/vmb/internal/fsfix/btrfs"
+	"vmb.dev/vmb/internal/fsfix/exfat"
+	"vmb.dev/vmb/internal/fsfix/fat"
 	"vmb.dev/vmb/internal/fsfix/ntfs"
 	"vmb.dev/vmb/internal/fsfix/udf"
 	"vmb.dev/vmb/internal/fsfix/xfs"
@@ -27,15 +29,15 @@ func notReproducible(fs string, err error) error {
 }
 
 // volumeFixers rewrite, on an unmounted target of their kind, what mkfs and the
-// kernel leave to the clock or to chance (fat.go, exfat.go, packages
-// udf, ntfs, xfs and btrfs of internal/fsfix; ext2/3/4 have fixTimes). Each returns how many things it
-// rewrote, which the job's log says as what.
+// kernel leave to the clock or to chance (the packages of internal/fsfix;
+// ext2/3/4 have fixTimes). Each returns how many things it rewrote, which the
+// job's log says as what.
 var volumeFixers = map[string]struct {
 	name, what string
 	fix        func(dev string, epoch int64) (int, error)
 }{
-	"vfat":  {"FAT", "directory entries clamped to the epoch", clampFATTimes},
-	"exfat": {"exFAT", "entry sets clamped to the epoch", clampExFATTimes},
+	"vfat":  {"FAT", "directory entries clamped to the epoch", fat.Clamp},
+	"exfat": {"exFAT", "entry sets clamped to the epoch", exfat.Clamp},
 	"udf":   {"UDF", "descriptors clamped to the epoch", udf.Clamp},
 	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", ntfs.Clamp},
 	"xfs": {"XFS", "inodes and blocks set to the epoch and LSN 0, log formatted", func(dev string, epoch int64) (int, error) {

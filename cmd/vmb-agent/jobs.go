@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/fsfix/fat"
 )
 
 // run runs the job and unmounts whatever it mounted.
@@ -268,7 +269,7 @@ func (a *agent) format(j *graph.Format) error {
 	switch j.FS {
 	case "fat32":
 		// mkfs.fat dates the label's directory entry with the clock.
-		_, err = clampFATTimes(dev, a.job.Epoch)
+		_, err = fat.Clamp(dev, a.job.Epoch)
 	case "exfat":
 		// mkfs.exfat of exfatprogs 1.2 draws the serial from the clock and takes
 		// none: tune.exfat sets it (and the boot region's checksum).

@@ -1,4 +1,4 @@
-package main
+package exfat
 
 import (
 	"encoding/binary"
@@ -64,7 +64,7 @@ func exfatFileSet(name string, t time.Time) []byte {
 
 // Times after the epoch in an entry set are clamped, the set's checksum stays
 // right (fsck.exfat checks it), and times before the epoch are kept.
-func TestClampExFATTimes(t *testing.T) {
+func TestClamp(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.exfat"); err != nil {
 		t.Skip("needs exfatprogs (dev/setup installs it)")
 	}
@@ -88,9 +88,9 @@ func TestClampExFATTimes(t *testing.T) {
 	}
 	fsck("of the image the test made")
 
-	n, err := clampExFATTimes(img, epoch)
+	n, err := Clamp(img, epoch)
 	if err != nil || n != 1 {
-		t.Fatalf("clampExFATTimes = %d, %v; want 1 entry set changed", n, err)
+		t.Fatalf("Clamp = %d, %v; want 1 entry set changed", n, err)
 	}
 	fsck("after clamping")
 	b, _ := os.ReadFile(img)
@@ -109,7 +109,7 @@ func TestClampExFATTimes(t *testing.T) {
 	if got[20] != 0 || got[21] != 0 || got[96+20] != earlyCS {
 		t.Errorf("10 ms increments: %d %d (want 0 0), early %d (want %d)", got[20], got[21], got[96+20], earlyCS)
 	}
-	if n, err := clampExFATTimes(img, epoch); err != nil || n != 0 {
+	if n, err := Clamp(img, epoch); err != nil || n != 0 {
 		t.Errorf("second clamp = %d, %v; want nothing to do", n, err)
 	}
 }

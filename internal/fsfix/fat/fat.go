@@ -1,4 +1,6 @@
-package main
+// Package fat makes FAT32 filesystems reproducible: it clamps the times of their
+// directory entries to the epoch (Clamp). Their serial is given to mkfs.fat.
+package fat
 
 import (
 	"encoding/binary"
@@ -7,13 +9,13 @@ import (
 	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
-// clampFATTimes walks the directories of an unmounted FAT32 filesystem and sets every
+// Clamp walks the directories of an unmounted FAT32 filesystem and sets every
 // time in a directory entry that is after the epoch to the epoch. The kernel stamps
 // a new directory's "." and ".." entries with the clock when it creates it, and
 // nothing can set them later; the clock, set to the epoch just before, may have run
 // past the 10 ms FAT keeps when the host was busy. It returns how many entries it
 // changed. Other FAT variants are left alone.
-func clampFATTimes(dev string, epoch int64) (int, error) {
+func Clamp(dev string, epoch int64) (int, error) {
 	f, bs, err := blockdev.OpenBootSector(dev)
 	if err != nil {
 		return 0, err

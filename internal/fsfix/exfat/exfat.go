@@ -1,4 +1,7 @@
-package main
+// Package exfat makes exFAT filesystems reproducible: it clamps the times of
+// their directory entry sets to the epoch (Clamp). Their serial is set by
+// tune.exfat, which the agent runs.
+package exfat
 
 import (
 	"encoding/binary"
@@ -8,13 +11,13 @@ import (
 	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
-// clampExFATTimes walks the directories of an unmounted exFAT filesystem and sets
+// Clamp walks the directories of an unmounted exFAT filesystem and sets
 // every time in a file's directory entry set that is after the epoch to the epoch,
 // then the set's checksum. exFAT keeps a creation time, to 10 ms, that nothing
 // can set later: the agent sets the clock to the epoch before it creates each
 // entry, but on a busy host the clock may have run 10 ms or more before the kernel
 // reads it. It returns how many entry sets it changed.
-func clampExFATTimes(dev string, epoch int64) (int, error) {
+func Clamp(dev string, epoch int64) (int, error) {
 	f, bs, err := blockdev.OpenBootSector(dev)
 	if err != nil {
 		return 0, err
