@@ -1,4 +1,4 @@
-package main
+package ext
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// stampSuperblock leaves a superblock e2fsck accepts (its checksum is right) with
+// StampSuperblock leaves a superblock e2fsck accepts (its checksum is right) with
 // the epoch as its times.
 func TestStampSuperblock(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
@@ -21,11 +21,11 @@ func TestStampSuperblock(t *testing.T) {
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
-	if err := stampSuperblock(img, 1577836800); err != nil {
+	if err := StampSuperblock(img, 1577836800); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
-		t.Fatalf("e2fsck -fn after stampSuperblock: %v\n%s", err, out)
+		t.Fatalf("e2fsck -fn after StampSuperblock: %v\n%s", err, out)
 	}
 	dump := exec.Command("dumpe2fs", "-h", img)
 	dump.Env = append(os.Environ(), "TZ=UTC")
