@@ -17,6 +17,7 @@ import (
 
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/internal/fsfix/fat"
+	"vmb.dev/vmb/internal/fsfix/ufs"
 )
 
 // run runs the job and unmounts whatever it mounted.
@@ -301,11 +302,11 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			m.fstype = strings.TrimSpace(string(out))
 		}
 		if m.fstype == "ufs" {
-			u, err := readUFSParams(dev)
+			u, err := ufs.ReadParams(dev)
 			if err == nil {
 				os.MkdirAll(dir, 0o755)
-				fmt.Printf("+ read UFS%d %s into memory\n", u.version, p.Volume())
-				err = readUFS(dev, dir)
+				fmt.Printf("+ read UFS%d %s into memory\n", u.Version, p.Volume())
+				err = ufs.Read(dev, dir)
 			}
 			if err != nil {
 				return "", fmt.Errorf("%s: %w", p.Volume(), err)

@@ -14,12 +14,13 @@ import (
 
 	"vmb.dev/vmb/internal/fsfix/ext"
 	"vmb.dev/vmb/internal/fsfix/ntfs"
+	"vmb.dev/vmb/internal/fsfix/ufs"
 )
 
 // A mounted target filesystem.
 type mountpoint struct {
 	dir, dev, fstype string
-	ufs              *ufsFS // a UFS filesystem, read into memory: built again at unmount
+	ufs              *ufs.Params // a UFS filesystem, read into memory: built again at unmount
 }
 
 // Filesystems record the moment of every change: inode change and creation times,
