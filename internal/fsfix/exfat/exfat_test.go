@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // exfatRoot returns the byte offset of the root directory of an exFAT image.
@@ -112,4 +114,17 @@ func TestClamp(t *testing.T) {
 	if n, err := Clamp(img, epoch); err != nil || n != 0 {
 		t.Errorf("second clamp = %d, %v; want nothing to do", n, err)
 	}
+}
+
+// Clamp reads a filesystem it did not write: whatever the bytes, it returns and
+// does not panic. The seed is the boot region and the first clusters of what
+// mkfs.exfat makes of 4 MiB, where the host has it.
+func FuzzClamp(f *testing.F) {
+	fstest.AddImage(f, "mkfs.exfat", 4<<20, 0x204000, func(img string) {
+		fstest.Run(f, "mkfs.exfat", "-L", "t", img)
+	})
+	f.Add(append(append(make([]byte, 3), "EXFAT   "...), make([]byte, 1024)...))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Clamp(img, 1577836800)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 )
 
@@ -65,7 +66,11 @@ func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
 	if le.Uint16(sb[56:]) != 0xEF53 {
 		return 0, 0, fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
 	}
-	blockSize := int64(1024) << le.Uint32(sb[24:])
+	logBlock := le.Uint32(sb[24:])
+	if logBlock > 6 {
+		return 0, 0, fmt.Errorf("%s: block size 1024<<%d out of range", dev, logBlock)
+	}
+	blockSize := int64(1024) << logBlock
 	blocks := uint64(le.Uint32(sb[4:]))
 	perGroup := int64(le.Uint32(sb[40:]))
 	inodeSize := int64(le.Uint16(sb[88:]))
@@ -86,7 +91,20 @@ func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
 	if incompat&0x2000 != 0 {                 // csum_seed
 		seed = le.Uint32(sb[0x270:])
 	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, 0, err
+	}
+	// Nothing read is trusted: what is read and allocated fits the device.
+	if blocksPerGroup == 0 || uint64(firstData) >= blocks || perGroup <= 0 || perGroup > 8*blockSize ||
+		inodeSize < 128 || inodeSize > blockSize || inodeSize&(inodeSize-1) != 0 ||
+		descSize < 32 || descSize > 1024 || descSize&(descSize-1) != 0 || perGroup*inodeSize > size {
+		return 0, 0, fmt.Errorf("%s: superblock geometry out of range", dev)
+	}
 	groups := int64((blocks - uint64(firstData) + blocksPerGroup - 1) / blocksPerGroup)
+	if groups <= 0 || groups > size/descSize {
+		return 0, 0, fmt.Errorf("%s: %d block groups: out of range", dev, groups)
+	}
 	descs := make([]byte, groups*descSize)
 	if _, err := f.ReadAt(descs, (firstData+1)*blockSize); err != nil {
 		return 0, 0, err

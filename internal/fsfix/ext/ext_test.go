@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // StampSuperblock leaves a superblock e2fsck accepts (its checksum is right) with
@@ -35,4 +37,18 @@ func TestStampSuperblock(t *testing.T) {
 			t.Errorf("dumpe2fs -h lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// ScrubInodes and StampSuperblock read a filesystem they did not write: whatever
+// the bytes, they return and do not panic. The seed is what mkfs.ext4 makes of
+// 2 MiB, up to its inode table's end, where the host has it.
+func FuzzScrubInodes(f *testing.F) {
+	fstest.AddImage(f, "mkfs.ext4", 2<<20, 0x1d000, func(img string) {
+		fstest.Run(f, "mkfs.ext4", "-q", "-F", "-U", "5b9b05c4-10e5-4a41-8d1e-000000000003", "-E", "hash_seed=5b9b05c4-10e5-4a41-8d1e-000000000003", img)
+	})
+	f.Add(make([]byte, 2048))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		ScrubInodes(img)
+		StampSuperblock(img, 1577836800)
+	})
 }

@@ -4,6 +4,8 @@ package fat
 
 import (
 	"encoding/binary"
+	"fmt"
+	"io"
 	"time"
 
 	"vmb.dev/vmb/internal/fsfix/blockdev"
@@ -32,6 +34,13 @@ func Clamp(dev string, epoch int64) (int, error) {
 	}
 	clusterSize := bps * spc
 	dataStart := (reserved + fats*fatSize) * bps
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if (reserved+fatSize)*bps > size {
+		return 0, fmt.Errorf("%s: a FAT of %d sectors past the device's end", dev, fatSize)
+	}
 	fat := make([]byte, fatSize*bps)
 	if _, err := f.ReadAt(fat, reserved*bps); err != nil {
 		return 0, err

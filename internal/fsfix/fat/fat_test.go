@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // Clamp sets times after the epoch, "." and ".." included, to the epoch, and
@@ -56,4 +58,17 @@ func TestClamp(t *testing.T) {
 	if n2, _ := Clamp(img, 1577836800); n2 != 0 {
 		t.Errorf("a second pass changed %d entries", n2)
 	}
+}
+
+// Clamp reads a filesystem it did not write: whatever the bytes, it returns and
+// does not panic. The seed is the boot sector, FATs and root directory of what
+// mkfs.fat makes of 33 MiB (about FAT32's smallest), where the host has it.
+func FuzzClamp(f *testing.F) {
+	fstest.AddImage(f, "mkfs.fat", 33<<20, 0x46000, func(img string) {
+		fstest.Run(f, "mkfs.fat", "-F", "32", "-i", "01234567", img)
+	})
+	f.Add(make([]byte, 1024))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Clamp(img, 1577836800)
+	})
 }

@@ -283,10 +283,14 @@ func (v *ntfsVolume) unfix(b []byte) error {
 	return nil
 }
 
-// refix applies the update sequence again, keeping its number.
+// refix applies the update sequence again, keeping its number; it leaves b
+// alone if its header no longer holds one (a record whose attributes overlap it).
 func (v *ntfsVolume) refix(b []byte) {
 	le := binary.LittleEndian
 	usa, count := int(le.Uint16(b[4:])), int(le.Uint16(b[6:]))
+	if count < 1 || (count-1)*512 != len(b) || usa+2*count > len(b) {
+		return
+	}
 	usn := le.Uint16(b[usa:])
 	for i := 1; i < count; i++ {
 		end := i*512 - 2
@@ -299,7 +303,7 @@ func (v *ntfsVolume) refix(b []byte) {
 // lengths on the volume; a sparse run has offset -1.
 func (v *ntfsVolume) runs(attr []byte) ([][2]int64, error) {
 	le := binary.LittleEndian
-	if len(attr) < 64 {
+	if len(attr) < 64 || int(le.Uint16(attr[32:])) > len(attr) {
 		return nil, errors.New("non-resident attribute too short")
 	}
 	p := attr[le.Uint16(attr[32:]):]

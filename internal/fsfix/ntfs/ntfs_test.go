@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // Clamp leaves no time after the epoch anywhere on a volume ntfs-3g
@@ -162,4 +164,18 @@ func TestFixFormat(t *testing.T) {
 	if err := SetSerial(os.Args[0], make([]byte, 8)); err == nil {
 		t.Error("SetSerial of a file that is no NTFS volume: no error")
 	}
+}
+
+// Clamp and SetSerial read a volume they did not write: whatever the bytes, they
+// return and do not panic. The seed is what mkntfs makes of 2 MiB, where the host
+// has it.
+func FuzzClamp(f *testing.F) {
+	fstest.AddImage(f, "mkntfs", 2<<20, 2<<20, func(img string) {
+		fstest.Run(f, "mkntfs", "-F", "-f", "-q", img)
+	})
+	f.Add(append(append(make([]byte, 3), "NTFS    "...), make([]byte, 1024)...))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Clamp(img, 1577836800)
+		SetSerial(img, []byte("serial-1"))
+	})
 }

@@ -156,6 +156,7 @@ type ufsReader struct {
 	f     *os.File
 	s     *ufsSuper
 	links map[uint32]string // inode -> first path, for hard links
+	dirs  map[uint32]bool   // directories read: one reached again is a loop
 	buf   []byte
 }
 
@@ -301,7 +302,7 @@ func Read(dev, dst string) error {
 		return err
 	}
 	defer f.Close()
-	r := &ufsReader{f: f, s: s, links: map[uint32]string{}}
+	r := &ufsReader{f: f, s: s, links: map[uint32]string{}, dirs: map[uint32]bool{ufsRootIno: true}}
 	root, err := r.inode(ufsRootIno)
 	if err != nil {
 		return err
@@ -355,6 +356,10 @@ func (r *ufsReader) entry(ino uint32, p string, depth int) error {
 	}
 	switch mode & unix.S_IFMT {
 	case unix.S_IFDIR:
+		if r.dirs[ino] {
+			return fmt.Errorf("ufs: %s: directory inode %d reached twice", p, ino)
+		}
+		r.dirs[ino] = true
 		if err := os.Mkdir(p, 0o700); err != nil {
 			return err
 		}
@@ -431,12 +436,12 @@ func Fix(dev, label string, id uint32) error {
 		return err
 	}
 	defer f.Close()
-	locs := []int64{s.loc}
-	for c := int64(0); c < s.ncg; c++ {
-		locs = append(locs, (s.cgstart(c)+s.sblkno)*s.fsize)
-	}
 	b := make([]byte, sbSize)
-	for _, loc := range locs {
+	for c := int64(-1); c < s.ncg; c++ {
+		loc := s.loc
+		if c >= 0 {
+			loc = (s.cgstart(c) + s.sblkno) * s.fsize
+		}
 		if _, err := f.ReadAt(b, loc); err != nil {
 			return fmt.Errorf("ufs: superblock copy at %d: %w", loc, err)
 		}

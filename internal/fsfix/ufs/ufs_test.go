@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // ufsTree makes a tree with what a UFS reader must get right: nesting, a file that
@@ -173,4 +175,26 @@ func TestFix(t *testing.T) {
 	if err := Fix(filepath.Join(src, "f"), "", 0); err == nil {
 		t.Error("Fix of a file that is no filesystem: no error")
 	}
+}
+
+// Read, ReadParams and Fix read a filesystem they did not write: whatever the
+// bytes, they return and do not panic. The seed is what makefs makes of a tree
+// of one file in 1 MiB, for UFS1 and UFS2, where the host has makefs.
+func FuzzRead(f *testing.F) {
+	src := f.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("x\n"), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	for _, version := range []string{"1", "2"} {
+		fstest.AddImage(f, "makefs", 0, 0xb000, func(img string) {
+			fstest.Run(f, "makefs", "-t", "ffs", "-o", "version="+version, "-s", "1m", "-T", "1577836800", img, src)
+		})
+	}
+	f.Add(make([]byte, 2048))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		ReadParams(img)
+		dst := t.TempDir()
+		Read(img, dst)
+		Fix(img, "vmb", 1)
+	})
 }

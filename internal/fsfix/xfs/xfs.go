@@ -152,7 +152,7 @@ func (x *xfsFS) fix() error {
 	}
 	if x.blockSize < 512 || x.blockSize > 65536 || x.sectSize < 512 || x.sectSize > x.blockSize ||
 		x.inodeSize < 256 || x.inodeSize > 2048 || x.agBlocks <= 0 || x.agCount <= 0 || x.agCount > 1<<20 ||
-		x.dirBlk > 65536 || x.blockSize>>x.inoPBLog != x.inodeSize {
+		x.dirBlk < x.blockSize || x.dirBlk > 65536 || x.blockSize>>x.inoPBLog != x.inodeSize {
 		return errors.New("superblock geometry out of range")
 	}
 	x.uuid = bytes.Clone(sb[32:48])

@@ -125,3 +125,16 @@ func TestFixXFS(t *testing.T) {
 		t.Errorf("Fix of a version 4 XFS: %v, want fsfix.ErrUnsupported", err)
 	}
 }
+
+// Fix reads a filesystem it did not write: whatever the bytes, it returns and
+// does not panic. The seed is allocation group 0 of what mkfs.xfs makes, where the
+// host has it.
+func FuzzFix(f *testing.F) {
+	fstest.AddImage(f, "mkfs.xfs", 320<<20, 0x18000, func(img string) {
+		fstest.Run(f, "mkfs.xfs", "-f", "-q", "-m", "uuid=5b9b05c4-10e5-4a41-8d1e-000000000001", img)
+	})
+	f.Add(append([]byte("XFSB"), make([]byte, 4096)...))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Fix(img, 1577836800, "")
+	})
+}
