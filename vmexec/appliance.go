@@ -52,7 +52,7 @@ var applianceBinaries = []string{
 	"/sbin/mkfs.xfs", "/sbin/mkfs.btrfs", "/sbin/mkntfs", "/bin/ntfs-3g", "/usr/sbin/mkudffs",
 	"/sbin/mkfs.exfat", "/sbin/tune.exfat", "/sbin/mkfs.minix", "/sbin/fstrim", "/sbin/blkid", "/bin/tar",
 	"/sbin/wipefs", "/usr/bin/xz", "/usr/bin/zstd", "/usr/sbin/makefs",
-	"/sbin/xfs_db", // formats an XFS log as mkfs.xfs does (cmd/vmb-agent/xfs.go)
+	"/sbin/xfs_db", // formats an XFS log as mkfs.xfs does (internal/fsfix/xfs)
 }
 
 // applianceLinks are names the tools are also called by.

@@ -63,7 +63,7 @@ var filesystems = []fsCase{
 	}},
 	{fs: "ufs", label: "bsd", vfs: "ufs", vfsOpts: "ro,ufstype=44bsd", blkid: "VERSION=1"},
 	// Nothing on Linux reads makefs's UFS2 (BUILD.md): blkid checks the superblock,
-	// and cmd/vmb-agent's TestReadUFS vmb's reader against makefs.
+	// and internal/fsfix/ufs's TestRead vmb's reader against makefs.
 	{fs: "ufs2", label: "bsd", blkid: "VERSION=2"},
 	{fs: "minix", vfs: "minix", check: func(t *testing.T, raw string) string {
 		hostTool(t, "fsck.minix", "-f", raw)

@@ -6,6 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"vmb.dev/vmb/internal/fsfix/btrfs"
+	"vmb.dev/vmb/internal/fsfix/ntfs"
+	"vmb.dev/vmb/internal/fsfix/udf"
+	"vmb.dev/vmb/internal/fsfix/xfs"
 )
 
 // The walks the agent makes after every job on the filesystems it fixes, on a
@@ -20,10 +25,10 @@ func BenchmarkFixers(b *testing.B) {
 		mount []string
 		fix   func(img string) error
 	}{
-		{"xfs", []string{"mkfs.xfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := fixXFS(img, epoch, ""); return err }},
-		{"btrfs", []string{"mkfs.btrfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := fixBtrfs(img, epoch, nil); return err }},
-		{"ntfs", []string{"mkntfs", "-F", "-f", "-q"}, []string{"ntfs-3g"}, func(img string) error { _, err := clampNTFSVolume(img, epoch); return err }},
-		{"udf", []string{"mkudffs", "--bootarea=erase"}, nil, func(img string) error { _, err := clampUDFTimes(img, epoch); return err }},
+		{"xfs", []string{"mkfs.xfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := xfs.Fix(img, epoch, ""); return err }},
+		{"btrfs", []string{"mkfs.btrfs", "-f", "-q"}, []string{"mount", "-o", "loop"}, func(img string) error { _, err := btrfs.Fix(img, epoch, nil); return err }},
+		{"ntfs", []string{"mkntfs", "-F", "-f", "-q"}, []string{"ntfs-3g"}, func(img string) error { _, err := ntfs.Clamp(img, epoch); return err }},
+		{"udf", []string{"mkudffs", "--bootarea=erase"}, nil, func(img string) error { _, err := udf.Clamp(img, epoch); return err }},
 	} {
 		b.Run(c.fs, func(b *testing.B) {
 			if _, err := exec.LookPath(c.mkfs[0]); err != nil {

@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/fsfix/fat"
+	"vmb.dev/vmb/internal/fsfix/ufs"
 	"vmb.dev/vmb/vmexec/proto"
 )
 
@@ -259,7 +261,7 @@ func (a *agent) format(j *graph.Format) error {
 	switch j.FS {
 	case "fat32":
 		// mkfs.fat dates the label's directory entry with the clock.
-		_, err = clampFATTimes(dev, a.job.Epoch)
+		_, err = fat.Clamp(dev, a.job.Epoch)
 	case "exfat":
 		// mkfs.exfat of exfatprogs 1.2 draws the serial from the clock and takes
 		// none: tune.exfat sets it (and the boot region's checksum).
@@ -291,11 +293,11 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			m.fstype = strings.TrimSpace(string(out))
 		}
 		if m.fstype == "ufs" {
-			u, err := readUFSParams(dev)
+			u, err := ufs.ReadParams(dev)
 			if err == nil {
 				os.MkdirAll(dir, 0o755)
-				fmt.Printf("+ read UFS%d %s into memory\n", u.version, p.Volume())
-				err = readUFS(dev, dir)
+				fmt.Printf("+ read UFS%d %s into memory\n", u.Version, p.Volume())
+				err = ufs.Read(dev, dir)
 			}
 			if err != nil {
 				return "", fmt.Errorf("%s: %w", p.Volume(), err)

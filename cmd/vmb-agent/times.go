@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -14,12 +11,16 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix/ext"
+	"vmb.dev/vmb/internal/fsfix/ntfs"
+	"vmb.dev/vmb/internal/fsfix/ufs"
 )
 
 // A mounted target filesystem.
 type mountpoint struct {
 	dir, dev, fstype string
-	ufs              *ufsFS // a UFS filesystem, read into memory: built again at unmount
+	ufs              *ufs.Params // a UFS filesystem, read into memory: built again at unmount
 }
 
 // Filesystems record the moment of every change: inode change and creation times,
@@ -70,7 +71,7 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 			}
 		}
 		if m.fstype == "ntfs" && d.Type()&fs.ModeSymlink == 0 {
-			if err := clampNTFSTimes(p, epoch); err != nil {
+			if err := ntfs.ClampFileTimes(p, epoch); err != nil {
 				return err
 			}
 		}
@@ -94,7 +95,7 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 			if st.Ctime.Sec == epoch && st.Ctime.Nsec == 0 || try == 100 || m.fstype == "ntfs" {
 				// ntfs-3g stamps the change with its own reading of the clock,
 				// to 100 ns, which is never the epoch: trying again only costs
-				// (100 tries a file through FUSE). clampNTFSVolume sets it after
+				// (100 tries a file through FUSE). ntfs.Clamp sets it after
 				// unmounting.
 				return nil
 			}
@@ -146,7 +147,7 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 	if !strings.HasPrefix(m.fstype, "ext") {
 		return nil
 	}
-	cleared, scrubbed, err := scrubInodes(m.dev)
+	cleared, scrubbed, err := ext.ScrubInodes(m.dev)
 	if err != nil {
 		return fmt.Errorf("inode tables: %w", err)
 	}
@@ -155,7 +156,7 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		return err
 	}
 	// Last, since e2fsprogs stamp it with the clock, which runs: the superblock.
-	return stampSuperblock(m.dev, a.job.Epoch)
+	return ext.StampSuperblock(m.dev, a.job.Epoch)
 }
 
 // fixInodes sets creation times and generations with debugfs, and has e2fsck write
@@ -216,39 +217,6 @@ func (a *agent) fixInodes(m mountpoint, fixes []inodeFix) error {
 		return fmt.Errorf("e2fsck: %v\n%s", err, out)
 	}
 	return nil
-}
-
-// stampSuperblock sets the primary superblock's mount, write and check times to
-// the epoch and its mount count and lifetime write count to zero, and writes its
-// checksum again. The kernel and e2fsprogs write them from the clock and from how
-// much was written; backups are not touched by a mount.
-func stampSuperblock(dev string, epoch int64) error {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sb := make([]byte, 1024)
-	if _, err := f.ReadAt(sb, 1024); err != nil {
-		return err
-	}
-	le := binary.LittleEndian
-	if le.Uint16(sb[56:]) != 0xEF53 {
-		return fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
-	}
-	for _, off := range []int{0x2c, 0x30, 0x40} { // s_mtime, s_wtime, s_lastcheck
-		le.PutUint32(sb[off:], uint32(epoch))
-	}
-	sb[0x274], sb[0x275], sb[0x277] = byte(epoch>>32), byte(epoch>>32), byte(epoch>>32) // their high bytes
-	le.PutUint16(sb[0x34:], 0)                                                          // s_mnt_count
-	le.PutUint64(sb[0x178:], 0)                                                         // s_kbytes_written
-	if le.Uint32(sb[100:])&0x400 != 0 {                                                 // metadata_csum
-		le.PutUint32(sb[0x3fc:], crc32c(^uint32(0), sb[:0x3fc]))
-	}
-	if _, err := f.WriteAt(sb, 1024); err != nil {
-		return err
-	}
-	return f.Sync()
 }
 
 // copyTree copies the payload tree src onto dst (merging into directories that
@@ -321,211 +289,4 @@ func copyFile(from, to string, perm fs.FileMode) error {
 		return err
 	}
 	return out.Close()
-}
-
-// scrubInodes works through the inode tables of an unmounted ext2/3/4 filesystem.
-// It zeroes the slots the inode bitmaps say are free: a deleted file leaves its inode
-// behind, with the times and generation it had, where mke2fs left zeros. In the
-// inodes in use, it zeroes the change counter (i_version), which counts how often the
-// kernel wrote the inode and so depends on timing, and writes their checksums again.
-func scrubInodes(dev string) (cleared, scrubbed int, err error) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sb := make([]byte, 1024)
-	if _, err := f.ReadAt(sb, 1024); err != nil {
-		return 0, 0, err
-	}
-	le := binary.LittleEndian
-	if le.Uint16(sb[56:]) != 0xEF53 {
-		return 0, 0, fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
-	}
-	blockSize := int64(1024) << le.Uint32(sb[24:])
-	blocks := uint64(le.Uint32(sb[4:]))
-	perGroup := int64(le.Uint32(sb[40:]))
-	inodeSize := int64(le.Uint16(sb[88:]))
-	if le.Uint32(sb[76:]) == 0 { // revision 0: 128-byte inodes
-		inodeSize = 128
-	}
-	firstData := int64(le.Uint32(sb[20:]))
-	blocksPerGroup := uint64(le.Uint32(sb[32:]))
-	descSize := int64(32)
-	incompat, roCompat := le.Uint32(sb[96:]), le.Uint32(sb[100:])
-	is64 := incompat&0x80 != 0
-	if is64 {
-		blocks |= uint64(le.Uint32(sb[336:])) << 32
-		descSize = int64(le.Uint16(sb[254:]))
-	}
-	csum := roCompat&0x400 != 0               // metadata_csum
-	seed := crc32c(^uint32(0), sb[0x68:0x78]) // the filesystem's UUID
-	if incompat&0x2000 != 0 {                 // csum_seed
-		seed = le.Uint32(sb[0x270:])
-	}
-	groups := int64((blocks - uint64(firstData) + blocksPerGroup - 1) / blocksPerGroup)
-	descs := make([]byte, groups*descSize)
-	if _, err := f.ReadAt(descs, (firstData+1)*blockSize); err != nil {
-		return 0, 0, err
-	}
-	bitmap := make([]byte, blockSize)
-	table := make([]byte, perGroup*inodeSize)
-	zero := make([]byte, inodeSize)
-	for g := range groups {
-		d := descs[g*descSize:]
-		if le.Uint16(d[18:])&1 != 0 { // INODE_UNINIT: nothing was ever written
-			continue
-		}
-		bitmapAt, tableAt := int64(le.Uint32(d[4:])), int64(le.Uint32(d[8:]))
-		if is64 && descSize >= 64 {
-			bitmapAt |= int64(le.Uint32(d[0x24:])) << 32
-			tableAt |= int64(le.Uint32(d[0x28:])) << 32
-		}
-		if _, err := f.ReadAt(bitmap, bitmapAt*blockSize); err != nil {
-			return cleared, scrubbed, err
-		}
-		if _, err := f.ReadAt(table, tableAt*blockSize); err != nil {
-			return cleared, scrubbed, err
-		}
-		dirty := false
-		for i := range perGroup {
-			in := table[i*inodeSize : (i+1)*inodeSize]
-			if bitmap[i/8]&(1<<(i%8)) == 0 {
-				if !bytes.Equal(in, zero) {
-					clear(in)
-					cleared++
-					dirty = true
-				}
-				continue
-			}
-			extra := int64(0)
-			if inodeSize > 128 {
-				extra = int64(le.Uint16(in[0x80:]))
-			}
-			changed := le.Uint32(in[0x24:]) != 0
-			clear(in[0x24:0x28])
-			if extra >= 0x1c {
-				changed = changed || le.Uint32(in[0x98:]) != 0
-				clear(in[0x98:0x9c])
-			}
-			if !changed {
-				continue
-			}
-			scrubbed++
-			dirty = true
-			if csum {
-				ino := uint32(g*perGroup + i + 1)
-				inodeChecksum(in, seed, ino, extra >= 4)
-			}
-		}
-		if dirty {
-			if _, err := f.WriteAt(table, tableAt*blockSize); err != nil {
-				return cleared, scrubbed, err
-			}
-		}
-	}
-	return cleared, scrubbed, f.Sync()
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// crc32c continues a crc32c as ext4 does: no inversion on the way in or out.
-func crc32c(crc uint32, p []byte) uint32 { return ^crc32.Update(^crc, castagnoli, p) }
-
-// inodeChecksum writes an ext4 inode's metadata_csum: crc32c, without the final
-// inversion, of the inode number, its generation and the inode with its checksum
-// fields zeroed, seeded with the filesystem's checksum seed.
-func inodeChecksum(in []byte, seed, ino uint32, hi bool) {
-	le := binary.LittleEndian
-	var b [4]byte
-	le.PutUint32(b[:], ino)
-	c := crc32c(seed, b[:])
-	c = crc32c(c, in[0x64:0x68]) // i_generation
-	le.PutUint16(in[0x7c:], 0)
-	if hi {
-		le.PutUint16(in[0x82:], 0)
-	}
-	c = crc32c(c, in)
-	le.PutUint16(in[0x7c:], uint16(c))
-	if hi {
-		le.PutUint16(in[0x82:], uint16(c>>16))
-	}
-}
-
-// clampNTFSTimes clamps the four times NTFS keeps of a file (creation, data change,
-// access, MFT record change; ntfs-3g shows them as the system.ntfs_times attribute)
-// to the epoch: the creation time is the clock's when ntfs-3g created the file, to
-// 100 ns, and utimensat cannot set it.
-func clampNTFSTimes(p string, epoch int64) error {
-	var b [32]byte
-	n, err := unix.Lgetxattr(p, "system.ntfs_times", b[:])
-	if err != nil || n != len(b) {
-		return fmt.Errorf("ntfs times of %s: %v (%d bytes)", p, err, n)
-	}
-	limit := uint64(epoch+ntfsEpoch) * 10_000_000
-	dirty := false
-	for i := 0; i < len(b); i += 8 {
-		if binary.LittleEndian.Uint64(b[i:]) > limit {
-			binary.LittleEndian.PutUint64(b[i:], limit)
-			dirty = true
-		}
-	}
-	if !dirty {
-		return nil
-	}
-	if err := unix.Lsetxattr(p, "system.ntfs_times", b[:], 0); err != nil {
-		return fmt.Errorf("set ntfs times of %s: %w", p, err)
-	}
-	return nil
-}
-
-// errUnsupported marks a filesystem whose format the agent's fixers do not know
-// (a feature or layout vmb's mkfs options do not make): the job goes on, and its
-// disk is sound but not reproducible.
-var errUnsupported = errors.New("not made reproducible")
-
-// notReproducible says so in the job's log for errUnsupported, and passes any
-// other error on.
-func notReproducible(fs string, err error) error {
-	if errors.Is(err, errUnsupported) {
-		fmt.Printf("+ %s: %v: the disk is sound, but a rebuild may differ\n", fs, err)
-		return nil
-	}
-	return fmt.Errorf("%s: %w", fs, err)
-}
-
-// volumeFixers rewrite, on an unmounted target of their kind, what mkfs and the
-// kernel leave to the clock or to chance (fat.go, exfat.go, udf.go, ntfs.go,
-// xfs.go, btrfs.go; ext2/3/4 have fixTimes). Each returns how many things it
-// rewrote, which the job's log says as what.
-var volumeFixers = map[string]struct {
-	name, what string
-	fix        func(dev string, epoch int64) (int, error)
-}{
-	"vfat":  {"FAT", "directory entries clamped to the epoch", clampFATTimes},
-	"exfat": {"exFAT", "entry sets clamped to the epoch", clampExFATTimes},
-	"udf":   {"UDF", "descriptors clamped to the epoch", clampUDFTimes},
-	"ntfs":  {"NTFS", "records and index blocks clamped to the epoch", clampNTFSVolume},
-	"xfs": {"XFS", "inodes and blocks set to the epoch and LSN 0, log formatted", func(dev string, epoch int64) (int, error) {
-		return fixXFS(dev, epoch, "xfs_db")
-	}},
-	"btrfs": {"btrfs", "tree blocks with times set to the epoch", func(dev string, epoch int64) (int, error) {
-		return fixBtrfs(dev, epoch, nil)
-	}},
-}
-
-// fixVolume runs the fixer of a filesystem type, if it has one, on dev.
-func (a *agent) fixVolume(fstype, dev string) error {
-	f, ok := volumeFixers[fstype]
-	if !ok {
-		return nil
-	}
-	n, err := f.fix(dev, a.job.Epoch)
-	if err != nil {
-		return notReproducible(f.name, err)
-	}
-	if n > 0 {
-		fmt.Printf("+ %s: %d %s\n", f.name, n, f.what)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package udf
 
 import (
 	"bytes"
@@ -10,9 +10,9 @@ import (
 )
 
 // Two mkudffs runs with the same UUID differ in their descriptors' times, to the
-// microsecond; clampUDFTimes makes them the same, zeroes free blocks, and udfinfo
+// microsecond; Clamp makes them the same, zeroes free blocks, and udfinfo
 // still reads them.
-func TestClampUDFTimes(t *testing.T) {
+func TestClamp(t *testing.T) {
 	if _, err := exec.LookPath("mkudffs"); err != nil {
 		t.Skip("needs mkudffs (dev/setup installs udftools)")
 	}
@@ -39,7 +39,7 @@ func TestClampUDFTimes(t *testing.T) {
 			f.WriteAt([]byte("stale entry"), stale)
 			f.Close()
 			before, _ := os.ReadFile(img)
-			n, err := clampUDFTimes(img, epoch)
+			n, err := Clamp(img, epoch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,7 +54,7 @@ func TestClampUDFTimes(t *testing.T) {
 			if bytes.Equal(before, imgs[i]) {
 				t.Errorf("block size %s: nothing changed", bs)
 			}
-			if n, err := clampUDFTimes(img, epoch); n != 0 || err != nil {
+			if n, err := Clamp(img, epoch); n != 0 || err != nil {
 				t.Errorf("block size %s: a second clamp changed %d descriptors, %v", bs, n, err)
 			}
 			if out, err := exec.Command("udfinfo", img).CombinedOutput(); err != nil || !bytes.Contains(out, []byte("label=vmb\n")) {
@@ -65,11 +65,11 @@ func TestClampUDFTimes(t *testing.T) {
 			}
 		}
 		if !bytes.Equal(imgs[0], imgs[1]) {
-			t.Errorf("block size %s: two mkudffs runs differ after clampUDFTimes", bs)
+			t.Errorf("block size %s: two mkudffs runs differ after Clamp", bs)
 		}
 	}
-	if _, err := clampUDFTimes(os.Args[0], epoch); err == nil {
-		t.Error("clampUDFTimes of a file that is no UDF volume: no error")
+	if _, err := Clamp(os.Args[0], epoch); err == nil {
+		t.Error("Clamp of a file that is no UDF volume: no error")
 	}
 }
 
@@ -95,7 +95,7 @@ func TestUDFTime(t *testing.T) {
 	}
 }
 
-// clampUDFTimes reads a volume it did not write: whatever the bytes, it returns
+// Clamp reads a volume it did not write: whatever the bytes, it returns
 // (an error, or what it did) and does not panic or read without bound. The seed is
 // the smallest volume mkudffs makes (300 blocks of 512 bytes), where the host has
 // mkudffs.
@@ -121,6 +121,6 @@ func FuzzClampUDFTimes(f *testing.F) {
 		if err := os.WriteFile(img, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		clampUDFTimes(img, 1577836800)
+		Clamp(img, 1577836800)
 	})
 }

@@ -1,4 +1,4 @@
-package main
+package exfat
 
 import (
 	"encoding/binary"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // exfatRoot returns the byte offset of the root directory of an exFAT image.
@@ -64,7 +66,7 @@ func exfatFileSet(name string, t time.Time) []byte {
 
 // Times after the epoch in an entry set are clamped, the set's checksum stays
 // right (fsck.exfat checks it), and times before the epoch are kept.
-func TestClampExFATTimes(t *testing.T) {
+func TestClamp(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.exfat"); err != nil {
 		t.Skip("needs exfatprogs (dev/setup installs it)")
 	}
@@ -88,9 +90,9 @@ func TestClampExFATTimes(t *testing.T) {
 	}
 	fsck("of the image the test made")
 
-	n, err := clampExFATTimes(img, epoch)
+	n, err := Clamp(img, epoch)
 	if err != nil || n != 1 {
-		t.Fatalf("clampExFATTimes = %d, %v; want 1 entry set changed", n, err)
+		t.Fatalf("Clamp = %d, %v; want 1 entry set changed", n, err)
 	}
 	fsck("after clamping")
 	b, _ := os.ReadFile(img)
@@ -109,7 +111,20 @@ func TestClampExFATTimes(t *testing.T) {
 	if got[20] != 0 || got[21] != 0 || got[96+20] != earlyCS {
 		t.Errorf("10 ms increments: %d %d (want 0 0), early %d (want %d)", got[20], got[21], got[96+20], earlyCS)
 	}
-	if n, err := clampExFATTimes(img, epoch); err != nil || n != 0 {
+	if n, err := Clamp(img, epoch); err != nil || n != 0 {
 		t.Errorf("second clamp = %d, %v; want nothing to do", n, err)
 	}
+}
+
+// Clamp reads a filesystem it did not write: whatever the bytes, it returns and
+// does not panic. The seed is the boot region and the first clusters of what
+// mkfs.exfat makes of 4 MiB, where the host has it.
+func FuzzClamp(f *testing.F) {
+	fstest.AddImage(f, "mkfs.exfat", 4<<20, 0x204000, func(img string) {
+		fstest.Run(f, "mkfs.exfat", "-L", "t", img)
+	})
+	f.Add(append(append(make([]byte, 3), "EXFAT   "...), make([]byte, 1024)...))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Clamp(img, 1577836800)
+	})
 }

@@ -1,4 +1,21 @@
-package main
+// Package btrfs makes btrfs filesystems (one device, single or DUP profiles,
+// crc32c checksums) reproducible.
+//
+// mkfs.btrfs 6.2 draws three UUIDs at random and takes no option for them: the
+// device's (in the superblock's device item and system chunk array, the chunk
+// tree's device item and every chunk's stripes), the chunk tree's (in every tree
+// block's header and every device extent) and the top subvolume's (its root item,
+// and the UUID tree's key for it). The kernel stamps each new inode's creation
+// time and each commit's root item times with the clock, to the nanosecond, and
+// nothing can set them later. Fix, on an unmounted filesystem, walks every
+// tree (chunk tree, root tree, and the trees the root tree lists), replaces the
+// UUIDs it is given, clamps every time after the epoch in inode and root items,
+// sets inodes' change counters to 0, writes the checksums again (of every copy of
+// a DUP block, and of the superblock copies), and zeroes what no tree points to:
+// in the system and metadata chunks,
+// the blocks a transaction replaced, which keep the times they had, and outside
+// the chunks, the trees mkfs.btrfs builds first at 1 MiB.
+package btrfs
 
 import (
 	"bytes"
@@ -8,22 +25,12 @@ import (
 	"hash/crc32"
 	"os"
 	"sort"
+
+	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
-// mkfs.btrfs 6.2 draws three UUIDs at random and takes no option for them: the
-// device's (in the superblock's device item and system chunk array, the chunk
-// tree's device item and every chunk's stripes), the chunk tree's (in every tree
-// block's header and every device extent) and the top subvolume's (its root item,
-// and the UUID tree's key for it). The kernel stamps each new inode's creation
-// time and each commit's root item times with the clock, to the nanosecond, and
-// nothing can set them later. fixBtrfs, on an unmounted filesystem, walks every
-// tree (chunk tree, root tree, and the trees the root tree lists), replaces the
-// UUIDs it is given, clamps every time after the epoch in inode and root items,
-// sets inodes' change counters to 0, writes the checksums again (of every copy of
-// a DUP block, and of the superblock copies), and zeroes what no tree points to:
-// in the system and metadata chunks,
-// the blocks a transaction replaced, which keep the times they had, and outside
-// the chunks, the trees mkfs.btrfs builds first at 1 MiB.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var btrfsSuperblocks = []int64{64 << 10, 64 << 20, 256 << 30}
 
@@ -45,14 +52,17 @@ type btrfsChunk struct {
 	phys            []int64 // each stripe's offset on the (only) device
 }
 
-// btrfsUUIDs are the UUIDs mkfs.btrfs draws that fixBtrfs sets.
-type btrfsUUIDs struct {
-	dev, chunkTree, subvol [16]byte
+// UUIDs are the UUIDs mkfs.btrfs draws that Fix sets: the device's, the chunk
+// tree's and the top subvolume's.
+type UUIDs struct {
+	Dev, ChunkTree, Subvol [16]byte
 }
 
-// fixBtrfs returns how many tree blocks and superblocks it rewrote; uuids (nil
-// after a job that is no format) are set in place of mkfs.btrfs's.
-func fixBtrfs(dev string, epoch int64, uuids *btrfsUUIDs) (int, error) {
+// Fix makes the unmounted btrfs filesystem on dev reproducible (see the package
+// comment) and returns how many tree blocks and superblocks it rewrote; uuids
+// (nil after a job that is no format) are set in place of mkfs.btrfs's. A
+// filesystem of a layout it does not know fails with fsfix.ErrUnsupported.
+func Fix(dev string, epoch int64, uuids *UUIDs) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -65,7 +75,7 @@ func fixBtrfs(dev string, epoch int64, uuids *btrfsUUIDs) (int, error) {
 	return b.changed, f.Sync()
 }
 
-func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
+func (b *btrfsFS) fix(uuids *UUIDs) error {
 	le := binary.LittleEndian
 	sb := make([]byte, 4096)
 	if _, err := b.f.ReadAt(sb, btrfsSuperblocks[0]); err != nil {
@@ -75,14 +85,14 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 		return errors.New("no btrfs superblock")
 	}
 	if t := le.Uint16(sb[196:]); t != 0 {
-		return fmt.Errorf("%w: checksum type %d (only crc32c)", errUnsupported, t)
+		return fmt.Errorf("%w: checksum type %d (only crc32c)", fsfix.ErrUnsupported, t)
 	}
 	b.nodeSize, b.sectSize = int64(le.Uint32(sb[148:])), int64(le.Uint32(sb[144:]))
 	if b.nodeSize < 4096 || b.nodeSize > 65536 || b.sectSize < 4096 || b.sectSize > b.nodeSize {
 		return fmt.Errorf("node size %d, sector size %d: out of range", b.nodeSize, b.sectSize)
 	}
 	if n := le.Uint64(sb[136:]); n != 1 {
-		return fmt.Errorf("%w: %d devices", errUnsupported, n)
+		return fmt.Errorf("%w: %d devices", fsfix.ErrUnsupported, n)
 	}
 	b.fsid = bytes.Clone(sb[32:48])
 	if le.Uint64(sb[188:])&(1<<10) != 0 { // METADATA_UUID: tree blocks carry that one
@@ -106,7 +116,7 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 		return fmt.Errorf("chunk root: %w", err)
 	}
 	if chunkRoot[100] != 0 {
-		return fmt.Errorf("%w: a chunk tree of %d levels", errUnsupported, chunkRoot[100]+1)
+		return fmt.Errorf("%w: a chunk tree of %d levels", fsfix.ErrUnsupported, chunkRoot[100]+1)
 	}
 	b.chunks = nil // the chunk tree lists the system chunks too
 	for _, it := range btrfsItems(chunkRoot) {
@@ -125,9 +135,9 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 			return err
 		}
 		pairs := [][2][]byte{
-			{bytes.Clone(sb[267:283]), uuids.dev[:]},
-			{bytes.Clone(chunkRoot[64:80]), uuids.chunkTree[:]},
-			{oldSubvol, uuids.subvol[:]},
+			{bytes.Clone(sb[267:283]), uuids.Dev[:]},
+			{bytes.Clone(chunkRoot[64:80]), uuids.ChunkTree[:]},
+			{oldSubvol, uuids.Subvol[:]},
 		}
 		for _, p := range pairs {
 			b.replace = append(b.replace, p)
@@ -138,7 +148,7 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 	}
 
 	if le.Uint64(sb[96:]) != 0 {
-		return fmt.Errorf("%w: a log tree (not unmounted cleanly)", errUnsupported)
+		return fmt.Errorf("%w: a log tree (not unmounted cleanly)", fsfix.ErrUnsupported)
 	}
 	if err := b.walkAll(sb); err != nil {
 		return err
@@ -154,7 +164,7 @@ func (b *btrfsFS) fix(uuids *btrfsUUIDs) error {
 	if err := b.f.Sync(); err != nil {
 		return err
 	}
-	return zeroRanges(b.f, b.unreferenced(int64(le.Uint64(sb[112:]))))
+	return blockdev.ZeroRanges(b.f, b.unreferenced(int64(le.Uint64(sb[112:]))))
 }
 
 // unreferenced returns the byte ranges of the device that hold no tree block the
@@ -207,7 +217,7 @@ func btrfsChunkItem(logical int64, d []byte) (btrfsChunk, int, error) {
 	}
 	c := btrfsChunk{logical: logical, length: int64(le.Uint64(d)), typ: le.Uint64(d[24:])}
 	if c.typ&^(1|2|4|1<<5) != 0 { // data, system, metadata, DUP: one device's profiles
-		return btrfsChunk{}, 0, fmt.Errorf("%w: chunk profile %#x (only single and DUP)", errUnsupported, c.typ)
+		return btrfsChunk{}, 0, fmt.Errorf("%w: chunk profile %#x (only single and DUP)", fsfix.ErrUnsupported, c.typ)
 	}
 	for i := range n {
 		c.phys = append(c.phys, int64(le.Uint64(d[48+32*i+8:])))
@@ -234,7 +244,7 @@ func (b *btrfsFS) subvolUUID(root int64) ([]byte, error) {
 		return nil, fmt.Errorf("root tree: %w", err)
 	}
 	if blk[100] != 0 {
-		return nil, fmt.Errorf("%w: a root tree of more than one level after mkfs", errUnsupported)
+		return nil, fmt.Errorf("%w: a root tree of more than one level after mkfs", fsfix.ErrUnsupported)
 	}
 	for _, it := range btrfsItems(blk) {
 		if it.objectid == 5 && it.typ == 132 && len(it.data) >= 263 {
@@ -423,18 +433,4 @@ func (b *btrfsFS) fixSuperblock(at int64) error {
 	b.changed++
 	_, err := b.f.WriteAt(sb, at)
 	return err
-}
-
-// fixBtrfsFormat sets the UUIDs mkfs.btrfs drew to ones derived from the key.
-func (a *agent) fixBtrfsFormat(dev string) error {
-	var u btrfsUUIDs
-	for i, dst := range []*[16]byte{&u.dev, &u.chunkTree, &u.subvol} {
-		copy(dst[:], a.uuidBytes(1+i))
-	}
-	n, err := fixBtrfs(dev, a.job.Epoch, &u)
-	if err != nil {
-		return notReproducible("btrfs", err)
-	}
-	fmt.Printf("+ btrfs: device, chunk tree and subvolume UUIDs derived from the key (%d blocks)\n", n)
-	return nil
 }

@@ -1,4 +1,15 @@
-package main
+// Package udf makes UDF volumes reproducible.
+//
+// UDF (ECMA-167) stamps its descriptors with the clock: mkudffs the primary volume
+// descriptor, the integrity descriptor, the file set descriptor and the root's file
+// entry, to the microsecond; the kernel the integrity descriptor at every mount and
+// unmount, and each new file entry's creation time, which nothing can set later.
+// Clamp walks the volume from its anchor the way a reader does (volume
+// descriptor sequences, integrity sequence, file set, the directory tree from the
+// root) and sets every timestamp after the epoch to the epoch, then the descriptor's
+// CRC and tag checksum. It reads no file data: a structural walk, not a scan for
+// tags, so a file that holds a UDF image is left alone.
+package udf
 
 import (
 	"encoding/binary"
@@ -6,17 +17,10 @@ import (
 	"fmt"
 	"os"
 	"time"
-)
 
-// UDF (ECMA-167) stamps its descriptors with the clock: mkudffs the primary volume
-// descriptor, the integrity descriptor, the file set descriptor and the root's file
-// entry, to the microsecond; the kernel the integrity descriptor at every mount and
-// unmount, and each new file entry's creation time, which nothing can set later.
-// clampUDFTimes walks the volume from its anchor the way a reader does (volume
-// descriptor sequences, integrity sequence, file set, the directory tree from the
-// root) and sets every timestamp after the epoch to the epoch, then the descriptor's
-// CRC and tag checksum. It reads no file data: a structural walk, not a scan for
-// tags, so a file that holds a UDF image is left alone.
+	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/blockdev"
+)
 
 // Descriptor tag identifiers (ECMA-167 3/7.2.1, 4/7.2.1).
 const (
@@ -48,8 +52,10 @@ type udfVolume struct {
 	seen      map[uint32]bool // file entries walked, by logical block
 }
 
-// clampUDFTimes returns how many descriptors it rewrote.
-func clampUDFTimes(dev string, epoch int64) (int, error) {
+// Clamp sets every timestamp after epoch on the unmounted UDF volume dev to
+// epoch (see the package comment), zeroes its free blocks, and returns how many
+// descriptors it rewrote.
+func Clamp(dev string, epoch int64) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -69,7 +75,7 @@ func clampUDFTimes(dev string, epoch int64) (int, error) {
 	if err != nil {
 		return v.changed, fmt.Errorf("udf %s: %w", dev, err)
 	}
-	if err := zeroRanges(f, free); err != nil {
+	if err := blockdev.ZeroRanges(f, free); err != nil {
 		return v.changed, fmt.Errorf("udf %s: discard free blocks: %w", dev, err)
 	}
 	return v.changed, nil
@@ -147,12 +153,12 @@ func (v *udfVolume) walk() error {
 		return errors.New("no logical volume or partition descriptor")
 	}
 	if lbs := le.Uint32(lvd[212:]); int64(lbs) != v.bs {
-		return fmt.Errorf("%w: logical block size %d, volume's %d", errUnsupported, lbs, v.bs)
+		return fmt.Errorf("%w: logical block size %d, volume's %d", fsfix.ErrUnsupported, lbs, v.bs)
 	}
 	// Only a type 1 (physical) partition map is supported: what mkudffs writes for
 	// the revisions before 2.50.
 	if n := le.Uint32(lvd[268:]); n != 1 || lvd[440] != 1 || le.Uint16(lvd[444:]) != v.partNum {
-		return fmt.Errorf("%w: partition maps other than one physical partition (%d maps, first type %d)", errUnsupported, n, lvd[440])
+		return fmt.Errorf("%w: partition maps other than one physical partition (%d maps, first type %d)", fsfix.ErrUnsupported, n, lvd[440])
 	}
 	if err := v.integritySequence(le.Uint32(lvd[432:]), le.Uint32(lvd[436:])); err != nil {
 		return err
@@ -319,7 +325,7 @@ func (v *udfVolume) extents(ads []byte, kind uint16, size uint64) ([]byte, error
 	le := binary.LittleEndian
 	adSize := map[uint16]int{0: 8, 1: 16}[kind]
 	if adSize == 0 {
-		return nil, fmt.Errorf("%w: allocation descriptors of type %d", errUnsupported, kind)
+		return nil, fmt.Errorf("%w: allocation descriptors of type %d", fsfix.ErrUnsupported, kind)
 	}
 	if size > 64<<20 {
 		return nil, fmt.Errorf("a directory of %d bytes", size)
@@ -465,32 +471,4 @@ func udfCRC(b []byte) uint16 {
 		}
 	}
 	return crc
-}
-
-// fixUDFFormat makes what mkudffs wrote reproducible: the times, and on a whole
-// disk the signature of the MBR it writes there, which it draws at random.
-func (a *agent) fixUDFFormat(dev string, wholeDisk bool) error {
-	if wholeDisk {
-		if err := setMBRSignature(dev, a.uuidBytes(1)[:4]); err != nil {
-			return err
-		}
-	}
-	return a.fixVolume("udf", dev)
-}
-
-// setMBRSignature sets the disk signature of the MBR at the start of dev, if
-// there is one.
-func setMBRSignature(dev string, sig []byte) error {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	mbr := make([]byte, 512)
-	if _, err = f.ReadAt(mbr, 0); err == nil && mbr[510] == 0x55 && mbr[511] == 0xaa {
-		_, err = f.WriteAt(sig, 440)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

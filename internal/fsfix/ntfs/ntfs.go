@@ -1,4 +1,13 @@
-package main
+// Package ntfs makes NTFS volumes reproducible.
+//
+// NTFS keeps four times per file in its standard information, copies of them in
+// each of its names ($FILE_NAME, in the file's record and in its directory's index
+// entry), all to 100 ns. normalize clamps them through ntfs-3g, but setting them
+// is a change of the MFT record, which ntfs-3g stamps with the clock, to the
+// 100 ns, and which it copies into the names. Clamp walks the unmounted
+// volume's MFT and directory indexes and sets every time after the epoch to the
+// epoch, keeping the records' update sequences.
+package ntfs
 
 import (
 	"bytes"
@@ -7,14 +16,6 @@ import (
 	"fmt"
 	"os"
 )
-
-// NTFS keeps four times per file in its standard information, copies of them in
-// each of its names ($FILE_NAME, in the file's record and in its directory's index
-// entry), all to 100 ns. normalize clamps them through ntfs-3g, but setting them
-// is a change of the MFT record, which ntfs-3g stamps with the clock, to the
-// 100 ns, and which it copies into the names. clampNTFSVolume walks the unmounted
-// volume's MFT and directory indexes and sets every time after the epoch to the
-// epoch, keeping the records' update sequences.
 
 const ntfsEpoch = 11644473600 // 1601-01-01 to 1970-01-01, in seconds
 
@@ -30,8 +31,10 @@ type ntfsVolume struct {
 	mirrorCount int64      // records mirrored
 }
 
-// clampNTFSVolume returns how many MFT records and index blocks it rewrote.
-func clampNTFSVolume(dev string, epoch int64) (int, error) {
+// Clamp sets every time after epoch on the unmounted NTFS volume dev to epoch
+// (see the package comment) and returns how many MFT records and index blocks it
+// rewrote.
+func Clamp(dev string, epoch int64) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -280,10 +283,14 @@ func (v *ntfsVolume) unfix(b []byte) error {
 	return nil
 }
 
-// refix applies the update sequence again, keeping its number.
+// refix applies the update sequence again, keeping its number; it leaves b
+// alone if its header no longer holds one (a record whose attributes overlap it).
 func (v *ntfsVolume) refix(b []byte) {
 	le := binary.LittleEndian
 	usa, count := int(le.Uint16(b[4:])), int(le.Uint16(b[6:]))
+	if count < 1 || (count-1)*512 != len(b) || usa+2*count > len(b) {
+		return
+	}
 	usn := le.Uint16(b[usa:])
 	for i := 1; i < count; i++ {
 		end := i*512 - 2
@@ -296,7 +303,7 @@ func (v *ntfsVolume) refix(b []byte) {
 // lengths on the volume; a sparse run has offset -1.
 func (v *ntfsVolume) runs(attr []byte) ([][2]int64, error) {
 	le := binary.LittleEndian
-	if len(attr) < 64 {
+	if len(attr) < 64 || int(le.Uint16(attr[32:])) > len(attr) {
 		return nil, errors.New("non-resident attribute too short")
 	}
 	p := attr[le.Uint16(attr[32:]):]
@@ -379,24 +386,10 @@ func ntfsAttributes(rec []byte) []ntfsAttribute {
 	return out
 }
 
-// fixNTFSFormat makes what mkntfs wrote reproducible. mkntfs (ntfs-3g 2022.10)
-// stamps its records and index entries with the clock, to the second, and draws
-// the volume serial from a generator seeded with that second: the serial becomes
-// one derived from the key, the times the epoch.
-func (a *agent) fixNTFSFormat(dev string) error {
-	if err := setNTFSSerial(dev, a.uuidBytes(0)[:8]); err != nil {
-		return err
-	}
-	if _, err := clampNTFSVolume(dev, a.job.Epoch); err != nil {
-		return fmt.Errorf("ntfs %s: %w", dev, err)
-	}
-	return nil
-}
-
-// setNTFSSerial sets the 8-byte volume serial number in the boot sector of the
+// SetSerial sets the 8-byte volume serial number in the boot sector of the
 // NTFS volume dev and in its backup, the sector just past the volume's last
 // (the device's last, as mkntfs leaves it).
-func setNTFSSerial(dev string, serial []byte) error {
+func SetSerial(dev string, serial []byte) error {
 	if len(serial) != 8 {
 		return fmt.Errorf("ntfs %s: a serial of %d bytes, not 8", dev, len(serial))
 	}
@@ -439,4 +432,18 @@ func setNTFSSerial(dev string, serial []byte) error {
 		return fmt.Errorf("ntfs %s: backup boot sector: %w", dev, err)
 	}
 	return f.Sync()
+}
+
+// FixFormat makes what mkntfs wrote reproducible. mkntfs (ntfs-3g 2022.10)
+// stamps its records and index entries with the clock, to the second, and draws
+// the volume serial from a generator seeded with that second: the serial becomes
+// the 8 bytes given, the times the epoch.
+func FixFormat(dev string, epoch int64, serial []byte) error {
+	if err := SetSerial(dev, serial); err != nil {
+		return err
+	}
+	if _, err := Clamp(dev, epoch); err != nil {
+		return fmt.Errorf("ntfs %s: %w", dev, err)
+	}
+	return nil
 }

@@ -1,9 +1,8 @@
-package main
+package ntfs
 
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,14 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"vmb.dev/vmb/vmexec/proto"
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
-// clampNTFSVolume leaves no time after the epoch anywhere on a volume ntfs-3g
+// Clamp leaves no time after the epoch anywhere on a volume ntfs-3g
 // wrote: not in standard information, nor in file names, in records or in
 // directory index entries (resident and in index blocks); ntfsfix finds the volume
 // sound, the MFT mirror included, and ntfs-3g reads the files back.
-func TestClampNTFSVolume(t *testing.T) {
+func TestClamp(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "ntfsfix"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (dev/setup installs ntfs-3g)", tool)
@@ -76,7 +75,7 @@ func TestClampNTFSVolume(t *testing.T) {
 	if n := late(); n < 200 {
 		t.Fatalf("%d times after the epoch before the clamp: the test finds too few", n)
 	}
-	n, err := clampNTFSVolume(img, epoch)
+	n, err := Clamp(img, epoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,22 +85,22 @@ func TestClampNTFSVolume(t *testing.T) {
 	if out, err := exec.Command("ntfsfix", "-n", img).CombinedOutput(); err != nil {
 		t.Errorf("ntfsfix -n: %v\n%s", err, out)
 	}
-	if n, err := clampNTFSVolume(img, epoch); n != 0 || err != nil {
+	if n, err := Clamp(img, epoch); n != 0 || err != nil {
 		t.Errorf("a second clamp: %d rewritten, %v", n, err)
 	}
 	if out, err := exec.Command("ntfscat", img, "/dir/sub/motd").Output(); err != nil || !bytes.Equal(out, []byte("hello\n")) {
 		t.Errorf("ntfscat /dir/sub/motd: %q, %v", out, err)
 	}
-	if _, err := clampNTFSVolume(os.Args[0], epoch); err == nil {
-		t.Error("clampNTFSVolume of a file that is no NTFS volume: no error")
+	if _, err := Clamp(os.Args[0], epoch); err == nil {
+		t.Error("Clamp of a file that is no NTFS volume: no error")
 	}
 }
 
 // mkntfs stamps the volume with the clock and draws its serial from it: after
-// fixNTFSFormat two volumes it made are identical, with the key's serial in both
+// FixFormat two volumes it made are identical, with the serial given in both
 // boot sectors, no time after the epoch, and sound to ntfsfix; a second format
-// with another key gets another serial.
-func TestFixNTFSFormat(t *testing.T) {
+// with another serial gets it.
+func TestFixFormat(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfsfix"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (dev/setup installs ntfs-3g)", tool)
@@ -118,7 +117,7 @@ func TestFixNTFSFormat(t *testing.T) {
 		}
 		return n
 	}
-	format := func(seed string) []byte {
+	format := func(serial []byte) []byte {
 		img := filepath.Join(t.TempDir(), "ntfs.img")
 		if err := os.WriteFile(img, nil, 0o644); err != nil {
 			t.Fatal(err)
@@ -133,8 +132,7 @@ func TestFixNTFSFormat(t *testing.T) {
 		if n := late(b); n < 20 {
 			t.Fatalf("mkntfs left %d times after the epoch: the test finds too few", n)
 		}
-		a := &agent{job: &proto.Job{Epoch: epoch, Seed: seed}}
-		if err := a.fixNTFSFormat(img); err != nil {
+		if err := FixFormat(img, epoch, serial); err != nil {
 			t.Fatal(err)
 		}
 		if out, err := exec.Command("ntfsfix", "-n", img).CombinedOutput(); err != nil {
@@ -144,14 +142,13 @@ func TestFixNTFSFormat(t *testing.T) {
 		if n := late(b); n != 0 {
 			t.Errorf("%d times after the epoch left", n)
 		}
-		serial := strings.ReplaceAll(a.uuid(0), "-", "")[:16]
-		boot, backup := fmt.Sprintf("%x", b[72:80]), fmt.Sprintf("%x", b[len(b)-512+72:len(b)-512+80])
-		if boot != serial || backup != serial {
-			t.Errorf("serial %s, backup's %s, not the key's %s", boot, backup, serial)
+		boot, backup := b[72:80], b[len(b)-512+72:len(b)-512+80]
+		if !bytes.Equal(boot, serial) || !bytes.Equal(backup, serial) {
+			t.Errorf("serial %x, backup's %x, not the one given, %x", boot, backup, serial)
 		}
 		return b
 	}
-	a, b := format("0123"), format("0123")
+	a, b := format([]byte("serial-1")), format([]byte("serial-1"))
 	if !bytes.Equal(a, b) {
 		n := 0
 		for i := range a {
@@ -159,12 +156,26 @@ func TestFixNTFSFormat(t *testing.T) {
 				n++
 			}
 		}
-		t.Errorf("two mkntfs runs differ in %d bytes after fixNTFSFormat", n)
+		t.Errorf("two mkntfs runs differ in %d bytes after FixFormat", n)
 	}
-	if c := format("4567"); bytes.Equal(a[72:80], c[72:80]) {
-		t.Error("two keys, one serial")
+	if c := format([]byte("serial-2")); bytes.Equal(a[72:80], c[72:80]) {
+		t.Error("two serials given, one serial written")
 	}
-	if err := setNTFSSerial(os.Args[0], make([]byte, 8)); err == nil {
-		t.Error("setNTFSSerial of a file that is no NTFS volume: no error")
+	if err := SetSerial(os.Args[0], make([]byte, 8)); err == nil {
+		t.Error("SetSerial of a file that is no NTFS volume: no error")
 	}
+}
+
+// Clamp and SetSerial read a volume they did not write: whatever the bytes, they
+// return and do not panic. The seed is what mkntfs makes of 2 MiB, where the host
+// has it.
+func FuzzClamp(f *testing.F) {
+	fstest.AddImage(f, "mkntfs", 2<<20, 2<<20, func(img string) {
+		fstest.Run(f, "mkntfs", "-F", "-f", "-q", img)
+	})
+	f.Add(append(append(make([]byte, 3), "NTFS    "...), make([]byte, 1024)...))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Clamp(img, 1577836800)
+		SetSerial(img, []byte("serial-1"))
+	})
 }

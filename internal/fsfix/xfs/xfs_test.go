@@ -1,4 +1,4 @@
-package main
+package xfs
 
 import (
 	"bytes"
@@ -12,11 +12,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix"
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // Two XFS filesystems made the same way at different times, mkfs.xfs and a
 // session of the kernel's writing (where the host can mount them), differ in
-// inode times and generations, LSNs and the log; after fixXFS they are the same,
+// inode times and generations, LSNs and the log; after Fix they are the same,
 // xfs_repair finds them sound, and the kernel mounts them again.
 func TestFixXFS(t *testing.T) {
 	for _, tool := range []string{"mkfs.xfs", "xfs_db", "xfs_repair"} {
@@ -34,7 +37,7 @@ func TestFixXFS(t *testing.T) {
 		if err := os.Truncate(img, 320<<20); err != nil { // mkfs.xfs's least
 			t.Fatal(err)
 		}
-		run(t, "mkfs.xfs", "-f", "-q", "-m", "uuid=5b9b05c4-10e5-4a41-8d1e-000000000001", "-L", "vmb", img)
+		fstest.Run(t, "mkfs.xfs", "-f", "-q", "-m", "uuid=5b9b05c4-10e5-4a41-8d1e-000000000001", "-L", "vmb", img)
 		mnt := t.TempDir()
 		if mounts {
 			if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
@@ -65,34 +68,34 @@ func TestFixXFS(t *testing.T) {
 			}
 			os.WriteFile(filepath.Join(mnt, "dir/sub/motd"), []byte("hello\n"), 0o644)
 			os.Remove(filepath.Join(mnt, "dir", strings.Repeat("n", 40)+"-0007"))
-			run(t, "umount", mnt)
+			fstest.Run(t, "umount", mnt)
 		}
 		if i == 0 {
 			time.Sleep(10 * time.Millisecond) // the second one made at another time
 		}
-		n, err := fixXFS(img, epoch, "xfs_db")
+		n, err := Fix(img, epoch, "xfs_db")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n == 0 {
-			t.Error("fixXFS changed nothing")
+			t.Error("Fix changed nothing")
 		}
 		if out, err := exec.Command("xfs_repair", "-n", "-f", img).CombinedOutput(); err != nil || bytes.Contains(out, []byte("ahead of log")) {
-			t.Errorf("xfs_repair -n after fixXFS: %v\n%s", err, out)
+			t.Errorf("xfs_repair -n after Fix: %v\n%s", err, out)
 		}
-		if lsn := run(t, "xfs_db", "-r", "-c", "agf 0", "-c", "p lsn", img); lsn != "lsn = 0\n" {
-			t.Errorf("AGF 0 after fixXFS: %s", lsn)
+		if lsn := fstest.Run(t, "xfs_db", "-r", "-c", "agf 0", "-c", "p lsn", img); lsn != "lsn = 0\n" {
+			t.Errorf("AGF 0 after Fix: %s", lsn)
 		}
 		b, err := os.ReadFile(img)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if mounts {
-			run(t, "mount", "-o", "loop,ro", img, mnt)
+			fstest.Run(t, "mount", "-o", "loop,ro", img, mnt)
 			got, err := os.ReadFile(filepath.Join(mnt, "dir/sub/motd"))
-			run(t, "umount", mnt)
+			fstest.Run(t, "umount", mnt)
 			if string(got) != "hello\n" {
-				t.Errorf("/dir/sub/motd after fixXFS: %q, %v", got, err)
+				t.Errorf("/dir/sub/motd after Fix: %q, %v", got, err)
 			}
 		}
 		return b
@@ -108,26 +111,30 @@ func TestFixXFS(t *testing.T) {
 				n++
 			}
 		}
-		t.Errorf("two XFS filesystems made the same way differ in %d bytes after fixXFS", n)
+		t.Errorf("two XFS filesystems made the same way differ in %d bytes after Fix", n)
 	}
-	if _, err := fixXFS(os.Args[0], epoch, ""); err == nil || errors.Is(err, errUnsupported) {
-		t.Errorf("fixXFS of a file that is no XFS: %v", err)
+	if _, err := Fix(os.Args[0], epoch, ""); err == nil || errors.Is(err, fsfix.ErrUnsupported) {
+		t.Errorf("Fix of a file that is no XFS: %v", err)
 	}
 	// A version 4 filesystem is left as it is, which the job says.
 	v4 := filepath.Join(t.TempDir(), "v4.img")
 	os.WriteFile(v4, nil, 0o644)
 	os.Truncate(v4, 320<<20)
-	run(t, "mkfs.xfs", "-f", "-q", "-m", "crc=0", v4)
-	if _, err := fixXFS(v4, epoch, ""); !errors.Is(err, errUnsupported) {
-		t.Errorf("fixXFS of a version 4 XFS: %v, want errUnsupported", err)
+	fstest.Run(t, "mkfs.xfs", "-f", "-q", "-m", "crc=0", v4)
+	if _, err := Fix(v4, epoch, ""); !errors.Is(err, fsfix.ErrUnsupported) {
+		t.Errorf("Fix of a version 4 XFS: %v, want fsfix.ErrUnsupported", err)
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
+// Fix reads a filesystem it did not write: whatever the bytes, it returns and
+// does not panic. The seed is allocation group 0 of what mkfs.xfs makes, where the
+// host has it.
+func FuzzFix(f *testing.F) {
+	fstest.AddImage(f, "mkfs.xfs", 320<<20, 0x18000, func(img string) {
+		fstest.Run(f, "mkfs.xfs", "-f", "-q", "-m", "uuid=5b9b05c4-10e5-4a41-8d1e-000000000001", img)
+	})
+	f.Add(append([]byte("XFSB"), make([]byte, 4096)...))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		Fix(img, 1577836800, "")
+	})
 }

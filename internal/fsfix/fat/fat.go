@@ -1,20 +1,24 @@
-package main
+// Package fat makes FAT32 filesystems reproducible: it clamps the times of their
+// directory entries to the epoch (Clamp). Their serial is given to mkfs.fat.
+package fat
 
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
+	"io"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
-// clampFATTimes walks the directories of an unmounted FAT32 filesystem and sets every
+// Clamp walks the directories of an unmounted FAT32 filesystem and sets every
 // time in a directory entry that is after the epoch to the epoch. The kernel stamps
 // a new directory's "." and ".." entries with the clock when it creates it, and
 // nothing can set them later; the clock, set to the epoch just before, may have run
 // past the 10 ms FAT keeps when the host was busy. It returns how many entries it
 // changed. Other FAT variants are left alone.
-func clampFATTimes(dev string, epoch int64) (int, error) {
-	f, bs, err := openBootSector(dev)
+func Clamp(dev string, epoch int64) (int, error) {
+	f, bs, err := blockdev.OpenBootSector(dev)
 	if err != nil {
 		return 0, err
 	}
@@ -30,6 +34,13 @@ func clampFATTimes(dev string, epoch int64) (int, error) {
 	}
 	clusterSize := bps * spc
 	dataStart := (reserved + fats*fatSize) * bps
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if (reserved+fatSize)*bps > size {
+		return 0, fmt.Errorf("%s: a FAT of %d sectors past the device's end", dev, fatSize)
+	}
 	fat := make([]byte, fatSize*bps)
 	if _, err := f.ReadAt(fat, reserved*bps); err != nil {
 		return 0, err
@@ -101,19 +112,4 @@ func clampFATTimes(dev string, epoch int64) (int, error) {
 		}
 	}
 	return changed, nil
-}
-
-// openBootSector opens a FAT or exFAT filesystem for writing and reads its boot
-// sector.
-func openBootSector(dev string) (*os.File, []byte, error) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	bs := make([]byte, 512)
-	if _, err := f.ReadAt(bs, 0); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: boot sector: %w", dev, err)
-	}
-	return f, bs, nil
 }

@@ -1,4 +1,17 @@
-package main
+// Package ufs reads UFS filesystems and makes the ones makefs (NetBSD's) builds
+// reproducible.
+//
+// Linux cannot write UFS, so the build agent works on a copy of a UFS tree in
+// memory: Read recreates the tree, Build makes the filesystem again from it with
+// makefs, and Fix sets what makefs leaves to chance.
+//
+// vmb reads UFS itself: Linux's driver cannot find the UFS2 superblock makefs
+// writes, and a tree read out whole is what makefs needs to build the filesystem
+// again. This is a reader of little-endian UFS1 and UFS2 as makefs,
+// FreeBSD and NetBSD write them: the superblock, inodes, direct and indirect
+// blocks, directories, symlinks and device nodes. It trusts nothing it reads:
+// every address is checked against the filesystem's size.
+package ufs
 
 import (
 	"bytes"
@@ -11,13 +24,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// vmb reads UFS itself: Linux's driver cannot find the UFS2 superblock makefs
-// writes, and a tree read out whole is what makefs needs to build the filesystem
-// again (ufsjob.go). This is a reader of little-endian UFS1 and UFS2 as makefs,
-// FreeBSD and NetBSD write them: the superblock, inodes, direct and indirect
-// blocks, directories, symlinks and device nodes. It trusts nothing it reads:
-// every address is checked against the filesystem's size.
 
 const (
 	ufs1Magic  = 0x011954
@@ -150,6 +156,7 @@ type ufsReader struct {
 	f     *os.File
 	s     *ufsSuper
 	links map[uint32]string // inode -> first path, for hard links
+	dirs  map[uint32]bool   // directories read: one reached again is a loop
 	buf   []byte
 }
 
@@ -287,15 +294,15 @@ func (r *ufsReader) content(i *ufsInode, fn func([]byte) error) error {
 	return nil
 }
 
-// readUFS recreates the tree of the UFS filesystem on dev under dst, an existing
+// Read recreates the tree of the UFS filesystem on dev under dst, an existing
 // directory: contents, modes, owners, times, symlinks, device nodes, hard links.
-func readUFS(dev, dst string) error {
+func Read(dev, dst string) error {
 	f, s, err := openUFS(dev, os.O_RDONLY)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	r := &ufsReader{f: f, s: s, links: map[uint32]string{}}
+	r := &ufsReader{f: f, s: s, links: map[uint32]string{}, dirs: map[uint32]bool{ufsRootIno: true}}
 	root, err := r.inode(ufsRootIno)
 	if err != nil {
 		return err
@@ -349,6 +356,10 @@ func (r *ufsReader) entry(ino uint32, p string, depth int) error {
 	}
 	switch mode & unix.S_IFMT {
 	case unix.S_IFDIR:
+		if r.dirs[ino] {
+			return fmt.Errorf("ufs: %s: directory inode %d reached twice", p, ino)
+		}
+		r.dirs[ino] = true
 		if err := os.Mkdir(p, 0o700); err != nil {
 			return err
 		}
@@ -402,21 +413,21 @@ func (r *ufsReader) meta(i *ufsInode, p string) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{i.atime, i.mtime}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// readUFSParams returns what a rebuild of the UFS filesystem on dev keeps.
-func readUFSParams(dev string) (ufsFS, error) {
+// ReadParams returns what a rebuild (Build) of the UFS filesystem on dev keeps.
+func ReadParams(dev string) (Params, error) {
 	f, s, err := openUFS(dev, os.O_RDONLY)
 	if err != nil {
-		return ufsFS{}, err
+		return Params{}, err
 	}
 	f.Close()
-	return ufsFS{version: s.version, bsize: int(s.bsize), fsize: int(s.fsize), label: s.label, id: s.id}, nil
+	return Params{Version: s.version, BSize: int(s.bsize), FSize: int(s.fsize), Label: s.label, ID: s.id}, nil
 }
 
-// fixUFS sets, in every copy of the superblock of the UFS filesystem makefs just
+// Fix sets, in every copy of the superblock of the UFS filesystem makefs just
 // wrote on dev, the label and the second half of the ID (makefs writes the same
 // for every filesystem: blkid's UUID), and zeroes the fields makefs fills from its
 // own memory (in-core pointers, different at every run).
-func fixUFS(dev, label string, id uint32) error {
+func Fix(dev, label string, id uint32) error {
 	if len(label) > 31 {
 		return fmt.Errorf("ufs: label %q is longer than 31 bytes", label)
 	}
@@ -425,12 +436,12 @@ func fixUFS(dev, label string, id uint32) error {
 		return err
 	}
 	defer f.Close()
-	locs := []int64{s.loc}
-	for c := int64(0); c < s.ncg; c++ {
-		locs = append(locs, (s.cgstart(c)+s.sblkno)*s.fsize)
-	}
 	b := make([]byte, sbSize)
-	for _, loc := range locs {
+	for c := int64(-1); c < s.ncg; c++ {
+		loc := s.loc
+		if c >= 0 {
+			loc = (s.cgstart(c) + s.sblkno) * s.fsize
+		}
 		if _, err := f.ReadAt(b, loc); err != nil {
 			return fmt.Errorf("ufs: superblock copy at %d: %w", loc, err)
 		}

@@ -1,19 +1,25 @@
-package main
+// Package exfat makes exFAT filesystems reproducible: it clamps the times of
+// their directory entry sets to the epoch (Clamp). Their serial is set by
+// tune.exfat, which the agent runs.
+package exfat
 
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"time"
+
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
-// clampExFATTimes walks the directories of an unmounted exFAT filesystem and sets
+// Clamp walks the directories of an unmounted exFAT filesystem and sets
 // every time in a file's directory entry set that is after the epoch to the epoch,
 // then the set's checksum. exFAT keeps a creation time, to 10 ms, that nothing
 // can set later: the agent sets the clock to the epoch before it creates each
 // entry, but on a busy host the clock may have run 10 ms or more before the kernel
 // reads it. It returns how many entry sets it changed.
-func clampExFATTimes(dev string, epoch int64) (int, error) {
-	f, bs, err := openBootSector(dev)
+func Clamp(dev string, epoch int64) (int, error) {
+	f, bs, err := blockdev.OpenBootSector(dev)
 	if err != nil {
 		return 0, err
 	}
@@ -31,6 +37,13 @@ func clampExFATTimes(dev string, epoch int64) (int, error) {
 	fatOff := int64(le.Uint32(bs[80:])) * sector
 	heap := int64(le.Uint32(bs[88:])) * sector
 	count := le.Uint32(bs[92:])
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if fatOff+4*(int64(count)+2) > size {
+		return 0, fmt.Errorf("exfat %s: a FAT of %d clusters past the device's end", dev, count)
+	}
 	fat := make([]byte, 4*(int64(count)+2))
 	if _, err := f.ReadAt(fat, fatOff); err != nil {
 		return 0, fmt.Errorf("exfat %s: FAT: %w", dev, err)
@@ -55,6 +68,9 @@ func clampExFATTimes(dev string, epoch int64) (int, error) {
 		var cs []uint32
 		if d.noChain {
 			for i := int64(0); i*clusterSize < d.length; i++ {
+				if c := int64(d.first) + i; c < 2 || c >= int64(count)+2 {
+					return nil, fmt.Errorf("exfat %s: cluster %d out of range", dev, c)
+				}
 				cs = append(cs, d.first+uint32(i))
 			}
 			return cs, nil
@@ -72,9 +88,14 @@ func clampExFATTimes(dev string, epoch int64) (int, error) {
 
 	changed := 0
 	queue := []dir{{first: le.Uint32(bs[96:])}}
+	walked := map[uint32]bool{} // directories, by first cluster: a loop is walked once
 	for len(queue) > 0 && len(queue) < 1<<20 {
 		d := queue[0]
 		queue = queue[1:]
+		if walked[d.first] {
+			continue
+		}
+		walked[d.first] = true
 		clusters, err := clustersOf(d)
 		if err != nil {
 			return changed, err

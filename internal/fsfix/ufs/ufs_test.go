@@ -1,4 +1,4 @@
-package main
+package ufs
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"vmb.dev/vmb/internal/fsfix/fstest"
 )
 
 // ufsTree makes a tree with what a UFS reader must get right: nesting, a file that
@@ -112,8 +114,8 @@ func makefs(t *testing.T, version int, src string, args ...string) string {
 	return img
 }
 
-// What makefs writes, readUFS reads back: for UFS1 and UFS2.
-func TestReadUFS(t *testing.T) {
+// What makefs writes, Read reads back: for UFS1 and UFS2.
+func TestRead(t *testing.T) {
 	if _, err := exec.LookPath("makefs"); err != nil || os.Getuid() != 0 {
 		t.Skip("needs makefs (dev/setup installs it) and root (owners, device nodes)")
 	}
@@ -122,26 +124,26 @@ func TestReadUFS(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		img := makefs(t, version, src)
 		dst := t.TempDir()
-		if err := readUFS(img, dst); err != nil {
+		if err := Read(img, dst); err != nil {
 			t.Fatalf("UFS%d: %v", version, err)
 		}
 		if got := describe(t, dst); got != want {
 			t.Errorf("UFS%d: the tree read back differs:\n--- read back\n%s--- written\n%s", version, got, want)
 		}
-		p, err := readUFSParams(img)
-		if err != nil || p.version != version || p.bsize == 0 || p.fsize == 0 {
+		p, err := ReadParams(img)
+		if err != nil || p.Version != version || p.BSize == 0 || p.FSize == 0 {
 			t.Errorf("UFS%d: params %+v, %v", version, p, err)
 		}
 	}
-	if err := readUFS(filepath.Join(src, "a/big"), t.TempDir()); err == nil || !strings.Contains(err.Error(), "no UFS1 or UFS2 superblock") {
-		t.Errorf("readUFS of a file that is no filesystem: %v", err)
+	if err := Read(filepath.Join(src, "a/big"), t.TempDir()); err == nil || !strings.Contains(err.Error(), "no UFS1 or UFS2 superblock") {
+		t.Errorf("Read of a file that is no filesystem: %v", err)
 	}
 }
 
 // Two makefs runs of the same tree, times clamped, differ in pointers makefs leaks
 // from its memory;
-// fixUFS makes them the same, and sets the label and ID blkid shows.
-func TestFixUFS(t *testing.T) {
+// Fix makes them the same, and sets the label and ID blkid shows.
+func TestFix(t *testing.T) {
 	if _, err := exec.LookPath("makefs"); err != nil {
 		t.Skip("needs makefs (dev/setup installs it)")
 	}
@@ -151,7 +153,7 @@ func TestFixUFS(t *testing.T) {
 		var imgs [2][]byte
 		for i := range imgs {
 			img := makefs(t, version, src, "-T", "1577836800") // as the agent runs it
-			if err := fixUFS(img, "vmbdisk", 0xdeadbeef); err != nil {
+			if err := Fix(img, "vmbdisk", 0xdeadbeef); err != nil {
 				t.Fatal(err)
 			}
 			imgs[i], _ = os.ReadFile(img)
@@ -161,16 +163,38 @@ func TestFixUFS(t *testing.T) {
 					t.Errorf("UFS2: blkid does not show the label and ID:\n%s", out)
 				}
 			}
-			p, err := readUFSParams(img)
-			if err != nil || p.label != "vmbdisk" || p.id != 0xdeadbeef {
-				t.Errorf("UFS%d: params after fixUFS: %+v, %v", version, p, err)
+			p, err := ReadParams(img)
+			if err != nil || p.Label != "vmbdisk" || p.ID != 0xdeadbeef {
+				t.Errorf("UFS%d: params after Fix: %+v, %v", version, p, err)
 			}
 		}
 		if !bytes.Equal(imgs[0], imgs[1]) {
-			t.Errorf("UFS%d: two makefs runs of the same tree differ after fixUFS", version)
+			t.Errorf("UFS%d: two makefs runs of the same tree differ after Fix", version)
 		}
 	}
-	if err := fixUFS(filepath.Join(src, "f"), "", 0); err == nil {
-		t.Error("fixUFS of a file that is no filesystem: no error")
+	if err := Fix(filepath.Join(src, "f"), "", 0); err == nil {
+		t.Error("Fix of a file that is no filesystem: no error")
 	}
+}
+
+// Read, ReadParams and Fix read a filesystem they did not write: whatever the
+// bytes, they return and do not panic. The seed is what makefs makes of a tree
+// of one file in 1 MiB, for UFS1 and UFS2, where the host has makefs.
+func FuzzRead(f *testing.F) {
+	src := f.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("x\n"), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	for _, version := range []string{"1", "2"} {
+		fstest.AddImage(f, "makefs", 0, 0xb000, func(img string) {
+			fstest.Run(f, "makefs", "-t", "ffs", "-o", "version="+version, "-s", "1m", "-T", "1577836800", img, src)
+		})
+	}
+	f.Add(make([]byte, 2048))
+	fstest.FuzzImage(f, func(t *testing.T, img string) {
+		ReadParams(img)
+		dst := t.TempDir()
+		Read(img, dst)
+		Fix(img, "vmb", 1)
+	})
 }

@@ -1,18 +1,24 @@
-package main
+// Package blockdev holds the device-level helpers of the filesystem fixers
+// (package fsfix and the packages under it): making byte ranges of a device read
+// as zeros (discarded where the device allows), a device's size, opening a
+// filesystem by its boot sector, and an MBR's disk signature. They work on block
+// devices in the build VM and on regular image files in tests.
+package blockdev
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// zeroRanges makes the byte ranges [start, end) of a device read as zeros, as fstrim
+// ZeroRanges makes the byte ranges [start, end) of a device read as zeros, as fstrim
 // does for a filesystem that can: discarded where the device's discard granularity
 // allows (qemu punches a hole in the disk's file), written with zeros around that.
 // On a regular file (in tests) it punches holes.
-func zeroRanges(f *os.File, ranges [][2]int64) error {
+func ZeroRanges(f *os.File, ranges [][2]int64) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return err
@@ -67,4 +73,46 @@ func zeroRanges(f *os.File, ranges [][2]int64) error {
 		}
 	}
 	return nil
+}
+
+// Size is the size of a block device (or file) in bytes.
+func Size(dev string) (int64, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
+}
+
+// OpenBootSector opens a filesystem that starts with a boot sector (FAT, exFAT)
+// for writing and reads its boot sector.
+func OpenBootSector(dev string) (*os.File, []byte, error) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, 0); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: boot sector: %w", dev, err)
+	}
+	return f, bs, nil
+}
+
+// SetMBRSignature sets the disk signature of the MBR at the start of dev, if
+// there is one.
+func SetMBRSignature(dev string, sig []byte) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	mbr := make([]byte, 512)
+	if _, err = f.ReadAt(mbr, 0); err == nil && mbr[510] == 0x55 && mbr[511] == 0xaa {
+		_, err = f.WriteAt(sig, 440)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -1,4 +1,19 @@
-package main
+// Package xfs makes XFS filesystems reproducible.
+//
+// XFS (v5, with checksums) records the moment and order of every change: inode
+// times to the nanosecond (mkfs.xfs stamps the root, realtime bitmap and summary
+// inodes with the clock; the kernel a new inode's creation time, which nothing can
+// set later), a random generation for every new inode, and in every metadata block
+// the log sequence number (LSN) of its last write, which depends on how the log
+// went. The log itself holds the session's transactions and an unmount record with
+// a random ticket ID. Fix, on an unmounted filesystem, walks the metadata as
+// xfs_repair does (AG headers and btrees, inode chunks, and the blocks inodes map
+// that are not a regular file's data), sets every time after the epoch to the
+// epoch and every generation and change count to 0 in each inode of each chunk
+// (the kernel counts changes when its clock has ticked), sets every metadata
+// block's LSN to 0 as mkfs.xfs leaves them, writes the checksums again, and
+// formats the log as mkfs.xfs does (xfs_db logformat).
+package xfs
 
 import (
 	"bytes"
@@ -8,21 +23,11 @@ import (
 	"hash/crc32"
 	"os"
 	"os/exec"
+
+	"vmb.dev/vmb/internal/fsfix"
 )
 
-// XFS (v5, with checksums) records the moment and order of every change: inode
-// times to the nanosecond (mkfs.xfs stamps the root, realtime bitmap and summary
-// inodes with the clock; the kernel a new inode's creation time, which nothing can
-// set later), a random generation for every new inode, and in every metadata block
-// the log sequence number (LSN) of its last write, which depends on how the log
-// went. The log itself holds the session's transactions and an unmount record with
-// a random ticket ID. fixXFS, on an unmounted filesystem, walks the metadata as
-// xfs_repair does (AG headers and btrees, inode chunks, and the blocks inodes map
-// that are not a regular file's data), sets every time after the epoch to the
-// epoch and every generation and change count to 0 in each inode of each chunk
-// (the kernel counts changes when its clock has ticked), sets every metadata
-// block's LSN to 0 as mkfs.xfs leaves them, writes the checksums again, and
-// formats the log as mkfs.xfs does (xfs_db logformat).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // xfsCRC writes the CRC32C of b, with the checksum at b[at:at+4] zeroed, there.
 func xfsCRC(b []byte, at int) {
@@ -91,9 +96,11 @@ type xfsFS struct {
 	changed   int
 }
 
-// fixXFS returns how many blocks and inodes it rewrote; xfsDB is the xfs_db to
-// format the log with ("" leaves the log alone).
-func fixXFS(dev string, epoch int64, xfsDB string) (int, error) {
+// Fix makes the unmounted XFS filesystem on dev reproducible (see the package
+// comment) and returns how many blocks and inodes it rewrote. xfsDB is the
+// xfs_db to format the log with ("" leaves the log alone). A filesystem of a
+// version or with features it does not know fails with fsfix.ErrUnsupported.
+func Fix(dev string, epoch int64, xfsDB string) (int, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -124,7 +131,7 @@ func (x *xfsFS) fix() error {
 		return errors.New("no XFS superblock")
 	}
 	if v := be.Uint16(sb[100:]) & 0xf; v != 5 {
-		return fmt.Errorf("%w: version %d (only version 5, with checksums)", errUnsupported, v)
+		return fmt.Errorf("%w: version %d (only version 5, with checksums)", fsfix.ErrUnsupported, v)
 	}
 	x.blockSize, x.sectSize = int64(be.Uint32(sb[4:])), int64(be.Uint16(sb[102:]))
 	x.agBlocks, x.agCount = int64(be.Uint32(sb[84:])), int64(be.Uint32(sb[88:]))
@@ -135,17 +142,17 @@ func (x *xfsFS) fix() error {
 	roCompat := be.Uint32(sb[212:])
 	x.finobt, x.reflink = roCompat&1 != 0, roCompat&4 != 0
 	if roCompat&2 != 0 {
-		return fmt.Errorf("%w: reverse mapping btrees (rmapbt)", errUnsupported)
+		return fmt.Errorf("%w: reverse mapping btrees (rmapbt)", fsfix.ErrUnsupported)
 	}
 	if be.Uint16(sb[176:]) != 0 {
-		return fmt.Errorf("%w: quotas", errUnsupported)
+		return fmt.Errorf("%w: quotas", fsfix.ErrUnsupported)
 	}
 	if be.Uint64(sb[16:]) != 0 {
-		return fmt.Errorf("%w: a realtime device", errUnsupported)
+		return fmt.Errorf("%w: a realtime device", fsfix.ErrUnsupported)
 	}
 	if x.blockSize < 512 || x.blockSize > 65536 || x.sectSize < 512 || x.sectSize > x.blockSize ||
 		x.inodeSize < 256 || x.inodeSize > 2048 || x.agBlocks <= 0 || x.agCount <= 0 || x.agCount > 1<<20 ||
-		x.dirBlk > 65536 || x.blockSize>>x.inoPBLog != x.inodeSize {
+		x.dirBlk < x.blockSize || x.dirBlk > 65536 || x.blockSize>>x.inoPBLog != x.inodeSize {
 		return errors.New("superblock geometry out of range")
 	}
 	x.uuid = bytes.Clone(sb[32:48])
