@@ -15,13 +15,21 @@ import (
 type Error struct {
 	Pos string // file:line:col, the file relative to the repository; "" if unknown
 	Msg string
+	// See lists the other places of the user's text the error involves (the
+	// template field a value conflicts with, the line that applies the template),
+	// as "file:line:col, file:line:col"; "" if none.
+	See string
 }
 
 func (e Error) Error() string {
-	if e.Pos == "" {
-		return e.Msg
+	msg := e.Msg
+	if e.See != "" {
+		msg += " (see " + e.See + ")"
 	}
-	return e.Pos + ": " + e.Msg
+	if e.Pos == "" {
+		return msg
+	}
+	return e.Pos + ": " + msg
 }
 
 // Errors is every problem found; a repository with any compiles to nothing.
@@ -38,6 +46,7 @@ func (es Errors) Error() string {
 // errorList collects errors with positions made relative to the repository.
 type errorList struct {
 	dir  string
+	tmpl templates // where the user's files define and use templates
 	errs Errors
 }
 
@@ -64,7 +73,17 @@ func (l *errorList) addCUE(err error, fallback token.Pos) {
 	var group []errors.Error // errors of one path and position, in a row
 	flush := func() {
 		if len(group) > 0 {
-			l.errs = append(l.errs, Error{Pos: l.pos(l.cuePos(group[0], fallback)), Msg: condense(group)})
+			pos := l.cuePos(group[0], fallback)
+			var see []string
+			for _, e := range group {
+				for _, p := range l.userPositions(e) {
+					if s := l.pos(p); p != pos && !slices.Contains(see, s) {
+						see = append(see, s)
+					}
+				}
+			}
+			sort.Slice(see, func(i, j int) bool { return posLess(see[i], see[j]) })
+			l.errs = append(l.errs, Error{Pos: l.pos(pos), Msg: condense(group), See: strings.Join(see, ", ")})
 			group = nil
 		}
 	}
@@ -88,8 +107,34 @@ func (l *errorList) addCUE(err error, fallback token.Pos) {
 	flush()
 }
 
+// cuePos returns where an error is: of its positions in the user's files, the
+// first that is neither in a template nor a use of one (in a value built from a
+// template, the user's value: the entry of a comprehension, not the template it
+// fills), else the first outside templates, else the first, else fallback.
 func (l *errorList) cuePos(e errors.Error, fallback token.Pos) token.Pos {
-	return l.userPos(append([]token.Pos{e.Position()}, errors.Positions(e)...), fallback)
+	ps := l.userPositions(e)
+	for _, p := range ps {
+		if !l.tmpl.inDefinition(p) && !slices.Contains(l.tmpl.uses, p) {
+			return p
+		}
+	}
+	for _, p := range ps {
+		if !l.tmpl.inDefinition(p) {
+			return p
+		}
+	}
+	return l.userPos(ps, fallback)
+}
+
+// userPositions returns the positions of e in the user's files, without repeats.
+func (l *errorList) userPositions(e errors.Error) []token.Pos {
+	var out []token.Pos
+	for _, p := range append([]token.Pos{e.Position()}, errors.Positions(e)...) {
+		if p.IsValid() && !strings.Contains(p.Filename(), stdlibDir) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // condense renders the errors of one path and position. Conflicts of one value with
