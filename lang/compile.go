@@ -7,10 +7,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
 
 	"vmb.dev/vmb/graph"
@@ -156,8 +158,19 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 
 	orig := v // positions in the user's file; the unified value may report the stdlib's
 	v = v.Unify(c.image)
-	if err := v.Validate(); err != nil {
+	unknown := c.unknownFields(name, v, orig)
+	err := v.Validate()
+	if err != nil {
+		// A closed template (the stdlib's) refuses an unknown field too: it is
+		// reported once, by unknownFields.
+		err = dropErrors(err, func(e errors.Error) bool {
+			format, _ := e.Msg()
+			p := e.Path()
+			return format == "field not allowed" && len(p) == 3 && slices.Contains(unknown, p[2])
+		})
 		c.errs.addCUE(err, orig.Pos())
+	}
+	if err != nil || len(unknown) > 0 || c.unsetParams(name, v, orig) {
 		c.done[name] = &compiled{failed: true, im: &graph.Image{Name: name}, st: newState()}
 		return c.done[name]
 	}

@@ -107,6 +107,20 @@ func (l *errorList) addCUE(err error, fallback token.Pos) {
 	flush()
 }
 
+// dropErrors returns err without the errors drop reports, nil if none is left.
+func dropErrors(err error, drop func(errors.Error) bool) error {
+	var out errors.Error
+	for _, e := range errors.Errors(err) {
+		if !drop(e) {
+			out = errors.Append(out, e)
+		}
+	}
+	if out == nil {
+		return nil
+	}
+	return out
+}
+
 // cuePos returns where an error is: of its positions in the user's files, the
 // first that is neither in a template nor a use of one (in a value built from a
 // template, the user's value: the entry of a comprehension, not the template it
@@ -163,6 +177,11 @@ func condense(group []errors.Error) string {
 		}
 		return fmt.Sprintf("%s%v is of type %v, want %v", prefix, args[user], args[2+user], args[2+want])
 	}
+	if format, _ := group[0].Msg(); len(group) == 1 && format == "field not allowed" {
+		if why := notAllowed(group[0].Path()); why != "" {
+			return prefix + why
+		}
+	}
 	if len(pairs) == 1 && len(group) == 1 && strings.HasPrefix(msgs[0], "invalid value") {
 		return fmt.Sprintf("%s%s is not %s", prefix, pairs[0][0], pairs[0][1])
 	}
@@ -193,6 +212,18 @@ func condense(group []errors.Error) string {
 	return prefix + strings.Join(msgs, "; ")
 }
 
+// notAllowed says why a field at path p may not be: the rule it breaks.
+func notAllowed(p []string) string {
+	switch {
+	case len(p) == 4 && p[0] == "images" && p[2] == "disks":
+		return fmt.Sprintf("%q is not %s", p[3], bounds[`=~"^[a-z][a-z0-9_-]*$"`])
+	case len(p) == 3 && p[0] == "images":
+		return fmt.Sprintf("field not allowed: the stdlib's templates are closed; a template adds parameters to one "+
+			"by embedding it ({vmb.#GPTDisk, %s: ...}), not with &", p[2])
+	}
+	return ""
+}
+
 func schemaLike(v string) bool {
 	return strings.Contains(v, "#") || strings.HasPrefix(v, "{") || v == "int" || v == "string" || v == "bool"
 }
@@ -205,7 +236,7 @@ var bounds = map[string]string{
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?(:/.*)?$"`: `a place ("disk", "disk:N" or "disk:N:/path")`,
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?$"`:        `a disk or partition ("disk" or "disk:N")`,
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?:/.*$"`:    `a path on a disk ("disk:N:/path" or "disk:/path")`,
-	`=~"^[a-z][a-z0-9_-]*$"`:                  `a disk name (a lower-case letter, then letters, digits, - or _)`,
+	`=~"^[a-z][a-z0-9_-]*$"`:                  `a disk name (a lower-case letter, then lower-case letters, digits, - or _)`,
 	`=~"^[0-7]{3,4}$"`:                        `an octal mode such as "0644"`,
 }
 
