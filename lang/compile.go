@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"cuelang.org/go/cue"
@@ -300,6 +301,9 @@ func (c *compiler) step(sv cue.Value, where string, image cue.Value) (graph.Job,
 		c.errs.addf(pos, "%s: %v", where, err)
 		return nil, "", nil, false
 	}
+	if p, ok := job.(*graph.Partition); ok && !c.partitionSizes(p, u, where, image) {
+		return nil, "", nil, false
+	}
 	name, _ := u.LookupPath(cue.ParsePath("name")).String()
 	inputs, ok := c.inputs(job, u, where, pos)
 	return job, name, inputs, ok
@@ -354,4 +358,23 @@ func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Po
 		return nil, false
 	}
 	return []graph.Input{{Name: "src", Digest: d}}, true
+}
+
+// partitionSizes refuses a partition of size zero: graph stores "rest" as 0, so
+// an explicit 0 (or "0MiB") would silently mean the rest of the disk.
+func (c *compiler) partitionSizes(p *graph.Partition, u cue.Value, where string, image cue.Value) bool {
+	ok := true
+	for i, spec := range p.Partitions {
+		size := u.LookupPath(cue.MakePath(cue.Str("partitions"), cue.Index(i), cue.Str("size")))
+		if s, err := size.String(); spec.Size != 0 || err == nil && s == "rest" {
+			continue
+		}
+		written := "0"
+		if s, err := size.String(); err == nil {
+			written = strconv.Quote(s)
+		}
+		c.errs.addf(c.userPos(size, image), "%s: partitions[%d].size: %s is not a partition's size: give 1MiB or more, or \"rest\" for the rest of the disk", where, i, written)
+		ok = false
+	}
+	return ok
 }
