@@ -61,7 +61,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	}
 	c := &compiler{
 		l: l, errs: errs, opt: opt, g: &graph.Graph{Dir: abs},
-		images: map[string]cue.Value{}, done: map[string]*compiled{}, busy: map[string]bool{},
+		images: map[string]cue.Value{}, done: map[string]*compiled{},
 		hash:  newHasher(ctx, opt.StatCache),
 		image: l.schema.LookupPath(cue.ParsePath("#Image")),
 		jobs:  l.schema.LookupPath(cue.ParsePath("#Jobs")),
@@ -106,7 +106,7 @@ type compiler struct {
 	g      *graph.Graph
 	images map[string]cue.Value
 	done   map[string]*compiled
-	busy   map[string]bool
+	busy   []string // the images being compiled, each from the next
 	hash   *hasher
 	hashed map[string]hashed // by path: an input several steps copy is hashed once
 	image  cue.Value         // #Image
@@ -149,12 +149,13 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 		c.errs.addf(ref, "images.%s.from: no image %q", by, name)
 		return nil
 	}
-	if c.busy[name] {
-		c.errs.addf(ref, "images.%s.from: image %q is its own ancestor (a from cycle)", by, name)
+	if i := slices.Index(c.busy, name); i >= 0 {
+		cycle := append(slices.Clone(c.busy[i:]), name)
+		c.errs.addf(ref, "images.%s.from: image %q is its own ancestor: %s (each image is from the next)", by, name, strings.Join(cycle, " -> "))
 		return nil
 	}
-	c.busy[name] = true
-	defer delete(c.busy, name)
+	c.busy = append(c.busy, name)
+	defer func() { c.busy = c.busy[:len(c.busy)-1] }()
 	errsBefore := len(c.errs.errs)
 
 	orig := v // positions in the user's file; the unified value may report the stdlib's
@@ -218,7 +219,7 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 			continue
 		}
 		j := &graph.CreateDisk{Disk: d, Size: size}
-		if err := st.apply(j); err != nil {
+		if err := st.apply(j, ""); err != nil {
 			c.errs.addf(c.userPos(dvals[d], orig), "images.%s.disks.%s: %v", name, d, err)
 			continue
 		}
@@ -240,11 +241,12 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 			// steps against it would report errors the user did not make.
 			continue
 		}
-		if err := st.apply(j); err != nil {
-			c.errs.addf(c.userPos(sv, orig), "images.%s.steps[%d] (%s): %v", name, i, j.Kind(), err)
+		pos := c.userPos(sv, orig)
+		if err := st.apply(j, fmt.Sprintf("steps[%d] (%s) at %s", i, j.Kind(), c.errs.pos(pos))); err != nil {
+			c.errs.addf(pos, "images.%s.steps[%d] (%s): %v", name, i, j.Kind(), err)
 			continue
 		}
-		add(j, inputs, i, stepName, c.userPos(sv, orig))
+		add(j, inputs, i, stepName, pos)
 	}
 	im.Disks = st.diskList()
 	r := &compiled{im: im, final: parent, st: st, failed: baseFailed || len(c.errs.errs) > errsBefore}
