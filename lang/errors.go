@@ -238,6 +238,9 @@ var bounds = map[string]string{
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?:/.*$"`:    `a path on a disk ("disk:N:/path" or "disk:/path")`,
 	`=~"^[a-z][a-z0-9_-]*$"`:                  `a disk name (a lower-case letter, then lower-case letters, digits, - or _)`,
 	`=~"^[0-7]{3,4}$"`:                        `an octal mode such as "0644"`,
+	`=~"^(sha256|blake3):[0-9a-f]{64}$"`:      `a digest: want "sha256:<64 hex>" or "blake3:<64 hex>" (lower-case hex)`,
+	`=~"^https?://"`:                          `an http or https URL`,
+	`=~"^[0-9]+:[0-9]+$"`:                     `an owner "UID:GID" in numbers, such as "0:0"`,
 }
 
 func describeBound(b string) string {
