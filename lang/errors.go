@@ -164,6 +164,10 @@ func condense(group []errors.Error) string {
 	for i, e := range group {
 		format, args := e.Msg()
 		msgs[i] = fmt.Sprintf(format, args...)
+		if strings.Contains(msgs[i], "%!") || msgs[i] == "" {
+			// A wrapped error (a module file's) keeps its text in Error only.
+			msgs[i] = strings.TrimPrefix(e.Error(), prefix)
+		}
 		if (strings.HasPrefix(format, "conflicting values %s and %s") || strings.HasPrefix(format, "invalid value %v (out of bound %s)")) && len(args) >= 2 {
 			pairs = append(pairs, [2]string{fmt.Sprint(args[0]), describeBound(fmt.Sprint(args[1]))})
 		}

@@ -20,6 +20,13 @@ import (
 // stdlibDir is where the stdlib appears to CUE, inside the repository's cue.mod.
 var stdlibDir = filepath.Join("cue.mod", "pkg", stdlib.ModulePath)
 
+// defaultModule is the module file of a repository without one. Its language
+// version is the newest the CUE vmb is built with evaluates (cue.LanguageVersion),
+// as cue mod init writes it, so that a file cue accepts with a module file of its
+// own is accepted without one; a repository's own cue.mod/module.cue decides for
+// it, as it does for cue.
+var defaultModule = fmt.Sprintf("module: \"vmb.local\"\nlanguage: version: %q\n", cue.LanguageVersion())
+
 // loaded is a repository evaluated by CUE, with the stdlib's schema beside it.
 type loaded struct {
 	dir    string
@@ -44,7 +51,7 @@ func loadRepo(dir string, errs *errorList) (*loaded, bool) {
 		return nil, false
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cue.mod", "module.cue")); err != nil {
-		overlay[filepath.Join(dir, "cue.mod", "module.cue")] = load.FromString("module: \"vmb.local\"\nlanguage: version: \"v0.12.0\"\n")
+		overlay[filepath.Join(dir, "cue.mod", "module.cue")] = load.FromString(defaultModule)
 	}
 	if cues, _ := filepath.Glob(filepath.Join(dir, "*.cue")); len(cues) == 0 {
 		errs.addf(token.NoPos, "%s: no .cue files: a build repository is a directory holding a CUE package", dir)
