@@ -7,10 +7,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
 
 	"vmb.dev/vmb/graph"
@@ -58,7 +61,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	}
 	c := &compiler{
 		l: l, errs: errs, opt: opt, g: &graph.Graph{Dir: abs},
-		images: map[string]cue.Value{}, done: map[string]*compiled{}, busy: map[string]bool{},
+		images: map[string]cue.Value{}, done: map[string]*compiled{},
 		hash:  newHasher(ctx, opt.StatCache),
 		image: l.schema.LookupPath(cue.ParsePath("#Image")),
 		jobs:  l.schema.LookupPath(cue.ParsePath("#Jobs")),
@@ -103,7 +106,7 @@ type compiler struct {
 	g      *graph.Graph
 	images map[string]cue.Value
 	done   map[string]*compiled
-	busy   map[string]bool
+	busy   []string // the images being compiled, each from the next
 	hash   *hasher
 	hashed map[string]hashed // by path: an input several steps copy is hashed once
 	image  cue.Value         // #Image
@@ -146,18 +149,30 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 		c.errs.addf(ref, "images.%s.from: no image %q", by, name)
 		return nil
 	}
-	if c.busy[name] {
-		c.errs.addf(ref, "images.%s.from: image %q is its own ancestor (a from cycle)", by, name)
+	if i := slices.Index(c.busy, name); i >= 0 {
+		cycle := append(slices.Clone(c.busy[i:]), name)
+		c.errs.addf(ref, "images.%s.from: image %q is its own ancestor: %s (each image is from the next)", by, name, strings.Join(cycle, " -> "))
 		return nil
 	}
-	c.busy[name] = true
-	defer delete(c.busy, name)
+	c.busy = append(c.busy, name)
+	defer func() { c.busy = c.busy[:len(c.busy)-1] }()
 	errsBefore := len(c.errs.errs)
 
 	orig := v // positions in the user's file; the unified value may report the stdlib's
 	v = v.Unify(c.image)
-	if err := v.Validate(); err != nil {
+	unknown := c.unknownFields(name, v, orig)
+	err := v.Validate()
+	if err != nil {
+		// A closed template (the stdlib's) refuses an unknown field too: it is
+		// reported once, by unknownFields.
+		err = dropErrors(err, func(e errors.Error) bool {
+			format, _ := e.Msg()
+			p := e.Path()
+			return format == "field not allowed" && len(p) == 3 && slices.Contains(unknown, p[2])
+		})
 		c.errs.addCUE(err, orig.Pos())
+	}
+	if err != nil || len(unknown) > 0 || c.unsetParams(name, v, orig) {
 		c.done[name] = &compiled{failed: true, im: &graph.Image{Name: name}, st: newState()}
 		return c.done[name]
 	}
@@ -204,7 +219,7 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 			continue
 		}
 		j := &graph.CreateDisk{Disk: d, Size: size}
-		if err := st.apply(j); err != nil {
+		if err := st.apply(j, ""); err != nil {
 			c.errs.addf(c.userPos(dvals[d], orig), "images.%s.disks.%s: %v", name, d, err)
 			continue
 		}
@@ -226,11 +241,12 @@ func (c *compiler) compile(name, by string, ref token.Pos) *compiled {
 			// steps against it would report errors the user did not make.
 			continue
 		}
-		if err := st.apply(j); err != nil {
-			c.errs.addf(c.userPos(sv, orig), "images.%s.steps[%d] (%s): %v", name, i, j.Kind(), err)
+		pos := c.userPos(sv, orig)
+		if err := st.apply(j, fmt.Sprintf("steps[%d] (%s) at %s", i, j.Kind(), c.errs.pos(pos))); err != nil {
+			c.errs.addf(pos, "images.%s.steps[%d] (%s): %v", name, i, j.Kind(), err)
 			continue
 		}
-		add(j, inputs, i, stepName, c.userPos(sv, orig))
+		add(j, inputs, i, stepName, pos)
 	}
 	im.Disks = st.diskList()
 	r := &compiled{im: im, final: parent, st: st, failed: baseFailed || len(c.errs.errs) > errsBefore}
@@ -287,6 +303,9 @@ func (c *compiler) step(sv cue.Value, where string, image cue.Value) (graph.Job,
 		c.errs.addf(pos, "%s: %v", where, err)
 		return nil, "", nil, false
 	}
+	if p, ok := job.(*graph.Partition); ok && !c.partitionSizes(p, u, where, image) {
+		return nil, "", nil, false
+	}
 	name, _ := u.LookupPath(cue.ParsePath("name")).String()
 	inputs, ok := c.inputs(job, u, where, pos)
 	return job, name, inputs, ok
@@ -341,4 +360,23 @@ func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Po
 		return nil, false
 	}
 	return []graph.Input{{Name: "src", Digest: d}}, true
+}
+
+// partitionSizes refuses a partition of size zero: graph stores "rest" as 0, so
+// an explicit 0 (or "0MiB") would silently mean the rest of the disk.
+func (c *compiler) partitionSizes(p *graph.Partition, u cue.Value, where string, image cue.Value) bool {
+	ok := true
+	for i, spec := range p.Partitions {
+		size := u.LookupPath(cue.MakePath(cue.Str("partitions"), cue.Index(i), cue.Str("size")))
+		if s, err := size.String(); spec.Size != 0 || err == nil && s == "rest" {
+			continue
+		}
+		written := "0"
+		if s, err := size.String(); err == nil {
+			written = strconv.Quote(s)
+		}
+		c.errs.addf(c.userPos(size, image), "%s: partitions[%d].size: %s is not a partition's size: give 1MiB or more, or \"rest\" for the rest of the disk", where, i, written)
+		ok = false
+	}
+	return ok
 }

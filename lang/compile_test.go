@@ -193,3 +193,29 @@ images: fs: vmb.#FilesystemImage & {size: "32MiB", disk: "data", fs: "fat32"}
 		t.Errorf("gpt partitions: %+v", parts)
 	}
 }
+
+// TestLanguageVersion: a repository without a module file is evaluated with the
+// language version of the CUE vmb is built with, so that what cue accepts with a
+// module file of its own (struct comparison, stable since v0.15.0) vmb accepts
+// without one; a repository's own module file decides for it.
+func TestLanguageVersion(t *testing.T) {
+	build := `package build
+
+_gpt: {type: "gpt"} == {type: "gpt"}
+images: a: {disks: root: "64MiB", steps: [if _gpt {job: "label", disk: "root", type: "gpt"}]}
+`
+	g := compileFiles(t, map[string]string{"build.cue": build})
+	if im, _ := g.Image("a"); im == nil || len(im.Steps) != 2 {
+		t.Fatalf("image a: %+v, want its disk and the label step", im)
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "build.cue"), build)
+	writeFile(t, filepath.Join(dir, "cue.mod", "module.cue"), "module: \"example.com/old\"\nlanguage: version: \"v0.12.0\"\n")
+	if _, err := Compile(context.Background(), dir, Options{Executor: testExecutor}); err == nil {
+		t.Errorf("a module file of language v0.12.0: struct comparison compiled, want an error")
+	}
+	writeFile(t, filepath.Join(dir, "cue.mod", "module.cue"), "module: \"example.com/new\"\nlanguage: version: \"v9.0.0\"\n")
+	if _, err := Compile(context.Background(), dir, Options{Executor: testExecutor}); err == nil || !strings.Contains(err.Error(), `language version "v9.0.0" declared in module.cue is too new`) {
+		t.Errorf("a module file of language v9.0.0: Compile = %v, want an error that says so", err)
+	}
+}

@@ -2,7 +2,9 @@
 // the embedded stdlib), validates it, reports errors at the user's file:line:col,
 // and compiles its images into a graph of keyed nodes (Compile).
 //
-// Compile checks every step twice: against its job's schema in the stdlib, then
+// Compile checks every image's fields against the template it is made from (a
+// field no template declares, a parameter left unset: template.go), then every
+// step twice: against its job's schema in the stdlib, then
 // against the image's state at that step (which disks, partitions and filesystems
 // exist), and canonicalises what can be written several ways (sizes, partition
 // types) so that one meaning is one key. Local inputs are hashed by content, with

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"cuelang.org/go/cue"
+
 	"vmb.dev/vmb/graph"
 )
 
@@ -19,6 +21,9 @@ func TestReference(t *testing.T) {
 		if !strings.Contains(string(doc), "\n| `"+kind+"` |") {
 			t.Errorf("BUILD.md has no row for job %s", kind)
 		}
+	}
+	if v := cue.LanguageVersion(); !strings.Contains(string(doc), "`language: version:\n\""+v+"\"`") && !strings.Contains(string(doc), "`language: version: \""+v+"\"`") {
+		t.Errorf("BUILD.md does not say that vmb evaluates with CUE language version %s", v)
 	}
 	src, err := os.ReadFile("../testdata/examples/jobs/jobs.cue")
 	if err != nil {

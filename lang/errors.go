@@ -15,13 +15,21 @@ import (
 type Error struct {
 	Pos string // file:line:col, the file relative to the repository; "" if unknown
 	Msg string
+	// See lists the other places of the user's text the error involves (the
+	// template field a value conflicts with, the line that applies the template),
+	// as "file:line:col, file:line:col"; "" if none.
+	See string
 }
 
 func (e Error) Error() string {
-	if e.Pos == "" {
-		return e.Msg
+	msg := e.Msg
+	if e.See != "" {
+		msg += " (see " + e.See + ")"
 	}
-	return e.Pos + ": " + e.Msg
+	if e.Pos == "" {
+		return msg
+	}
+	return e.Pos + ": " + msg
 }
 
 // Errors is every problem found; a repository with any compiles to nothing.
@@ -38,6 +46,7 @@ func (es Errors) Error() string {
 // errorList collects errors with positions made relative to the repository.
 type errorList struct {
 	dir  string
+	tmpl templates // where the user's files define and use templates
 	errs Errors
 }
 
@@ -64,7 +73,17 @@ func (l *errorList) addCUE(err error, fallback token.Pos) {
 	var group []errors.Error // errors of one path and position, in a row
 	flush := func() {
 		if len(group) > 0 {
-			l.errs = append(l.errs, Error{Pos: l.pos(l.cuePos(group[0], fallback)), Msg: condense(group)})
+			pos := l.cuePos(group[0], fallback)
+			var see []string
+			for _, e := range group {
+				for _, p := range l.userPositions(e) {
+					if s := l.pos(p); p != pos && !slices.Contains(see, s) {
+						see = append(see, s)
+					}
+				}
+			}
+			sort.Slice(see, func(i, j int) bool { return posLess(see[i], see[j]) })
+			l.errs = append(l.errs, Error{Pos: l.pos(pos), Msg: condense(group), See: strings.Join(see, ", ")})
 			group = nil
 		}
 	}
@@ -88,8 +107,48 @@ func (l *errorList) addCUE(err error, fallback token.Pos) {
 	flush()
 }
 
+// dropErrors returns err without the errors drop reports, nil if none is left.
+func dropErrors(err error, drop func(errors.Error) bool) error {
+	var out errors.Error
+	for _, e := range errors.Errors(err) {
+		if !drop(e) {
+			out = errors.Append(out, e)
+		}
+	}
+	if out == nil {
+		return nil
+	}
+	return out
+}
+
+// cuePos returns where an error is: of its positions in the user's files, the
+// first that is neither in a template nor a use of one (in a value built from a
+// template, the user's value: the entry of a comprehension, not the template it
+// fills), else the first outside templates, else the first, else fallback.
 func (l *errorList) cuePos(e errors.Error, fallback token.Pos) token.Pos {
-	return l.userPos(append([]token.Pos{e.Position()}, errors.Positions(e)...), fallback)
+	ps := l.userPositions(e)
+	for _, p := range ps {
+		if !l.tmpl.inDefinition(p) && !slices.Contains(l.tmpl.uses, p) {
+			return p
+		}
+	}
+	for _, p := range ps {
+		if !l.tmpl.inDefinition(p) {
+			return p
+		}
+	}
+	return l.userPos(ps, fallback)
+}
+
+// userPositions returns the positions of e in the user's files, without repeats.
+func (l *errorList) userPositions(e errors.Error) []token.Pos {
+	var out []token.Pos
+	for _, p := range append([]token.Pos{e.Position()}, errors.Positions(e)...) {
+		if p.IsValid() && !strings.Contains(p.Filename(), stdlibDir) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // condense renders the errors of one path and position. Conflicts of one value with
@@ -105,6 +164,10 @@ func condense(group []errors.Error) string {
 	for i, e := range group {
 		format, args := e.Msg()
 		msgs[i] = fmt.Sprintf(format, args...)
+		if strings.Contains(msgs[i], "%!") || msgs[i] == "" {
+			// A wrapped error (a module file's) keeps its text in Error only.
+			msgs[i] = strings.TrimPrefix(e.Error(), prefix)
+		}
 		if (strings.HasPrefix(format, "conflicting values %s and %s") || strings.HasPrefix(format, "invalid value %v (out of bound %s)")) && len(args) >= 2 {
 			pairs = append(pairs, [2]string{fmt.Sprint(args[0]), describeBound(fmt.Sprint(args[1]))})
 		}
@@ -117,6 +180,11 @@ func condense(group []errors.Error) string {
 			user, want = 1, 0
 		}
 		return fmt.Sprintf("%s%v is of type %v, want %v", prefix, args[user], args[2+user], args[2+want])
+	}
+	if format, _ := group[0].Msg(); len(group) == 1 && format == "field not allowed" {
+		if why := notAllowed(group[0].Path()); why != "" {
+			return prefix + why
+		}
 	}
 	if len(pairs) == 1 && len(group) == 1 && strings.HasPrefix(msgs[0], "invalid value") {
 		return fmt.Sprintf("%s%s is not %s", prefix, pairs[0][0], pairs[0][1])
@@ -148,6 +216,18 @@ func condense(group []errors.Error) string {
 	return prefix + strings.Join(msgs, "; ")
 }
 
+// notAllowed says why a field at path p may not be: the rule it breaks.
+func notAllowed(p []string) string {
+	switch {
+	case len(p) == 4 && p[0] == "images" && p[2] == "disks":
+		return fmt.Sprintf("%q is not %s", p[3], bounds[`=~"^[a-z][a-z0-9_-]*$"`])
+	case len(p) == 3 && p[0] == "images":
+		return fmt.Sprintf("field not allowed: the stdlib's templates are closed; a template adds parameters to one "+
+			"by embedding it ({vmb.#GPTDisk, %s: ...}), not with &", p[2])
+	}
+	return ""
+}
+
 func schemaLike(v string) bool {
 	return strings.Contains(v, "#") || strings.HasPrefix(v, "{") || v == "int" || v == "string" || v == "bool"
 }
@@ -160,8 +240,11 @@ var bounds = map[string]string{
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?(:/.*)?$"`: `a place ("disk", "disk:N" or "disk:N:/path")`,
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?$"`:        `a disk or partition ("disk" or "disk:N")`,
 	`=~"^[a-z][a-z0-9_-]*(:[0-9]+)?:/.*$"`:    `a path on a disk ("disk:N:/path" or "disk:/path")`,
-	`=~"^[a-z][a-z0-9_-]*$"`:                  `a disk name (a lower-case letter, then letters, digits, - or _)`,
+	`=~"^[a-z][a-z0-9_-]*$"`:                  `a disk name (a lower-case letter, then lower-case letters, digits, - or _)`,
 	`=~"^[0-7]{3,4}$"`:                        `an octal mode such as "0644"`,
+	`=~"^(sha256|blake3):[0-9a-f]{64}$"`:      `a digest: want "sha256:<64 hex>" or "blake3:<64 hex>" (lower-case hex)`,
+	`=~"^https?://"`:                          `an http or https URL`,
+	`=~"^[0-9]+:[0-9]+$"`:                     `an owner "UID:GID" in numbers, such as "0:0"`,
 }
 
 func describeBound(b string) string {

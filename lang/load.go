@@ -5,8 +5,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/load"
 	"cuelang.org/go/cue/token"
@@ -16,6 +19,13 @@ import (
 
 // stdlibDir is where the stdlib appears to CUE, inside the repository's cue.mod.
 var stdlibDir = filepath.Join("cue.mod", "pkg", stdlib.ModulePath)
+
+// defaultModule is the module file of a repository without one. Its language
+// version is the newest the CUE vmb is built with evaluates (cue.LanguageVersion),
+// as cue mod init writes it, so that a file cue accepts with a module file of its
+// own is accepted without one; a repository's own cue.mod/module.cue decides for
+// it, as it does for cue.
+var defaultModule = fmt.Sprintf("module: \"vmb.local\"\nlanguage: version: %q\n", cue.LanguageVersion())
 
 // loaded is a repository evaluated by CUE, with the stdlib's schema beside it.
 type loaded struct {
@@ -41,7 +51,7 @@ func loadRepo(dir string, errs *errorList) (*loaded, bool) {
 		return nil, false
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cue.mod", "module.cue")); err != nil {
-		overlay[filepath.Join(dir, "cue.mod", "module.cue")] = load.FromString("module: \"vmb.local\"\nlanguage: version: \"v0.12.0\"\n")
+		overlay[filepath.Join(dir, "cue.mod", "module.cue")] = load.FromString(defaultModule)
 	}
 	if cues, _ := filepath.Glob(filepath.Join(dir, "*.cue")); len(cues) == 0 {
 		errs.addf(token.NoPos, "%s: no .cue files: a build repository is a directory holding a CUE package", dir)
@@ -64,8 +74,55 @@ func loadRepo(dir string, errs *errorList) (*loaded, bool) {
 	// root.Err() would report the error of any one image: Compile reports each
 	// image's errors as it compiles it, so that one bad image hides no other's.
 	root, schema := vs[0], vs[1]
+	for _, f := range insts[0].Files {
+		errs.tmpl.scan(f)
+	}
 	if err := schema.Err(); err != nil {
 		panic(fmt.Sprintf("lang: the stdlib does not evaluate: %v", err))
 	}
 	return &loaded{dir: dir, root: root, schema: schema}, true
+}
+
+// span is the text of one definition in a user's file, from its label to its end.
+type span struct{ start, end token.Pos }
+
+func (s span) contains(p token.Pos) bool {
+	return p.Filename() == s.start.Filename() && s.start.Offset() <= p.Offset() && p.Offset() < s.end.Offset()
+}
+
+// templates are where a user's files define templates and where they use them.
+type templates struct {
+	defs []span      // the definitions (#T, _#T), at any depth
+	uses []token.Pos // the references to a definition (#T, vmb.#T) outside them
+}
+
+func (t *templates) scan(f *ast.File) {
+	ast.Walk(f, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.Field:
+			if name, _, err := ast.LabelName(n.Label); err == nil && isDefinition(name) {
+				t.defs = append(t.defs, span{n.Pos(), n.End()})
+				return false
+			}
+		case *ast.Ident:
+			if isDefinition(n.Name) {
+				t.uses = append(t.uses, n.Pos())
+			}
+		case *ast.SelectorExpr:
+			if name, _, err := ast.LabelName(n.Sel); err == nil && isDefinition(name) {
+				t.uses = append(t.uses, n.Pos())
+				return false
+			}
+		}
+		return true
+	}, nil)
+}
+
+func isDefinition(name string) bool {
+	return strings.HasPrefix(name, "#") || strings.HasPrefix(name, "_#")
+}
+
+// inDefinition reports whether p lies in a definition.
+func (t *templates) inDefinition(p token.Pos) bool {
+	return slices.ContainsFunc(t.defs, func(s span) bool { return s.contains(p) })
 }

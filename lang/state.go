@@ -15,8 +15,8 @@ import (
 // or sizes that do not fit.
 type state struct {
 	disks   map[string]*diskState
-	order   []string // disk names in creation order
-	outputs map[string]bool
+	order   []string          // disk names in creation order
+	outputs map[string]string // clean output name -> the step that writes it
 }
 
 type diskState struct {
@@ -34,7 +34,7 @@ type partState struct {
 }
 
 func newState() *state {
-	return &state{disks: map[string]*diskState{}, outputs: map[string]bool{}}
+	return &state{disks: map[string]*diskState{}, outputs: map[string]string{}}
 }
 
 // clone returns the state an image from this one starts with: the disks, not the
@@ -105,22 +105,24 @@ func (s *state) volume(p graph.Place, needFS bool) error {
 	return nil
 }
 
-// output checks an output name and writes it clean ("out//a" is "out/a").
-func (s *state) output(dest *string) error {
+// output checks an output name and writes it clean ("out//a" is "out/a"); by is
+// the step that writes it.
+func (s *state) output(dest *string, by string) error {
 	clean := path.Clean(*dest)
 	if *dest == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
 		return fmt.Errorf("dest %q must be a relative path inside the output directory", *dest)
 	}
-	if s.outputs[clean] {
-		return fmt.Errorf("dest %q is written by an earlier step of this image", *dest)
+	if earlier, ok := s.outputs[clean]; ok {
+		return fmt.Errorf("dest %q is written by an earlier step of this image: %s", *dest, earlier)
 	}
-	s.outputs[clean] = true
+	s.outputs[clean] = by
 	*dest = clean
 	return nil
 }
 
-// apply checks job against the state and applies its effect.
-func (s *state) apply(job graph.Job) error {
+// apply checks job against the state and applies its effect. by names the step
+// (with its position) for later errors that involve it.
+func (s *state) apply(job graph.Job, by string) error {
 	switch j := job.(type) {
 	case *graph.CreateDisk:
 		if _, ok := s.disks[j.Disk]; ok {
@@ -187,17 +189,17 @@ func (s *state) apply(job graph.Job) error {
 		if err := s.volume(j.Src, true); err != nil {
 			return err
 		}
-		return s.output(&j.Dest)
+		return s.output(&j.Dest, by)
 	case *graph.CopyOut:
 		if err := s.volume(j.Src, true); err != nil {
 			return err
 		}
-		return s.output(&j.Dest)
+		return s.output(&j.Dest, by)
 	case *graph.Diff:
 		if err := s.volume(j.Place, true); err != nil {
 			return err
 		}
-		return s.output(&j.Dest)
+		return s.output(&j.Dest, by)
 	case *graph.DD:
 		_, err := s.disk(j.Disk)
 		return err
@@ -205,12 +207,12 @@ func (s *state) apply(job graph.Job) error {
 		if _, err := s.disk(j.Disk); err != nil {
 			return err
 		}
-		return s.output(&j.Dest)
+		return s.output(&j.Dest, by)
 	case *graph.Export:
 		if _, err := s.disk(j.Disk); err != nil {
 			return err
 		}
-		return s.output(&j.Dest)
+		return s.output(&j.Dest, by)
 	}
 	return nil
 }

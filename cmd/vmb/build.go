@@ -1,9 +1,6 @@
 package main
 
-import (
-	"os"
-	"strings"
-)
+import "strings"
 
 // runBuild is vmb solve spelled as vm-builder spelled it: vmb build --repo REPO
 // --name IMAGE, REPO being a directory or the name of an imported repository.
@@ -12,7 +9,7 @@ func runBuild(e *env, args []string) int {
 	repo := fs.String("repo", "", "the build repository: a directory, or a name imported with vmb import")
 	var names stringList
 	fs.Var(&names, "name", "an image to build (repeatable; default: every image)")
-	cacheDir := fs.String("cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
+	cacheDir := cacheFlag(fs)
 	out := fs.String("out", "out", "directory the images' outputs are written to")
 	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
 	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
@@ -26,24 +23,12 @@ func runBuild(e *env, args []string) int {
 		fs.Usage()
 		return exitInvalid
 	}
-	dir, name, code := resolveRepo(e, *repo)
+	dir, name, _, code := repository(e, *repo, nil)
 	if code >= 0 {
 		return code
 	}
 	return solve(e, solveArgs{cacheDir: *cacheDir, out: *out, jobs: *jobs, dryRun: *dryRun, noCache: *noCache,
 		progress: *progress, verbose: *verbose, dir: dir, repo: name, images: names})
-}
-
-// resolveRepo finds a repository named on the command line as vmb list does: a
-// directory if there is one by that name or it is written as a path (compiling
-// reports one that is missing), else an imported repository. name is the imported
-// name, or "" for a directory.
-func resolveRepo(e *env, arg string) (dir, name string, code int) {
-	if fi, err := os.Stat(arg); (err == nil && fi.IsDir()) || strings.ContainsRune(arg, os.PathSeparator) || arg == "." || arg == ".." {
-		return arg, "", -1
-	}
-	dir, _, code = repoArgs(e, arg, nil)
-	return dir, arg, code
 }
 
 // stringList is a flag that may be given many times.

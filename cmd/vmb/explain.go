@@ -8,12 +8,13 @@ import (
 )
 
 func runExplain(e *env, args []string) int {
-	fs := newFlags(e, "explain", "[--repo NAME] [DIR] IMAGE [STEP] | KEY")
+	fs := newFlags(e, "explain", "[--cache DIR] [--repo NAME] [DIR] IMAGE [STEP] | KEY")
+	cacheDir := cacheFlag(fs)
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	dir, rest, code := repoArgs(e, *repo, fs.Args())
+	dir, _, rest, code := repository(e, *repo, fs.Args())
 	if code >= 0 {
 		return code
 	}
@@ -21,7 +22,7 @@ func runExplain(e *env, args []string) int {
 		fs.Usage()
 		return exitInvalid
 	}
-	g, code := compileRepo(e, dir)
+	g, code := compileWith(e, dir, *cacheDir, "")
 	if code >= 0 {
 		return code
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -11,7 +10,8 @@ import (
 )
 
 func runList(e *env, args []string) int {
-	fs := newFlags(e, "list", "[DIR | REPO]")
+	fs := newFlags(e, "list", "[--cache DIR] [DIR | REPO]")
+	cacheDir := cacheFlag(fs)
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -20,17 +20,13 @@ func runList(e *env, args []string) int {
 		return exitInvalid
 	}
 	if fs.NArg() == 0 {
-		return listRepos(e)
+		return listRepos(e, *cacheDir)
 	}
-	dir := fs.Arg(0)
-	if fi, err := os.Stat(dir); (err != nil || !fi.IsDir()) && !strings.ContainsRune(dir, os.PathSeparator) && dir != "." && dir != ".." {
-		// Not a directory, nor written as a path: the name of an imported repository.
-		var code int
-		if dir, _, code = repoArgs(e, dir, nil); code >= 0 {
-			return code
-		}
+	dir, _, _, code := repository(e, fs.Arg(0), nil)
+	if code >= 0 {
+		return code
 	}
-	g, code := compileRepo(e, dir)
+	g, code := compileWith(e, dir, *cacheDir, "")
 	if code >= 0 {
 		return code
 	}
@@ -44,7 +40,7 @@ func runList(e *env, args []string) int {
 }
 
 // listRepos lists the imported repositories, each with its images.
-func listRepos(e *env) int {
+func listRepos(e *env, cacheDir string) int {
 	r, err := openRegistry(e)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb list:", err)
@@ -59,7 +55,7 @@ func listRepos(e *env) int {
 	fmt.Fprintln(tw, "REPO\tPATH\tIMAGES")
 	for _, rp := range r.Repos {
 		images := "(invalid: vmb list " + rp.Path + ")"
-		if g, c := compileRepo(&env{stdout: e.stdout, stderr: io.Discard, getenv: e.getenv}, rp.Path); c < 0 {
+		if g, c := compileWith(&env{stdout: e.stdout, stderr: io.Discard, getenv: e.getenv}, rp.Path, cacheDir, ""); c < 0 {
 			images = strings.Join(g.ImageNames(), " ")
 		} else {
 			code = exitInvalid

@@ -37,9 +37,9 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"cache":     {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
-		"list":      {usage: "[DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
-		"graph":     {usage: "[--format text|json|dot] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
-		"explain":   {usage: "[--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
+		"list":      {usage: "[--cache DIR] [DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
+		"graph":     {usage: "[--format text|json|dot] [--cache DIR] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
+		"explain":   {usage: "[--cache DIR] [--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
 		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},

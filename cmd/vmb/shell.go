@@ -18,13 +18,13 @@ import (
 
 func runShell(e *env, args []string) int {
 	fs := newFlags(e, "shell", "[--cache DIR] [--repo NAME] [-x] [DIR] IMAGE [STEP]")
-	cacheDir := fs.String("cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
+	cacheDir := cacheFlag(fs)
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	verbose := fs.Bool("x", false, "print qemu's command line")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	dir, rest, code := repoArgs(e, *repo, fs.Args())
+	dir, name, rest, code := repository(e, *repo, fs.Args())
 	if code >= 0 {
 		return code
 	}
@@ -81,7 +81,7 @@ func runShell(e *env, args []string) int {
 		// Never built, or collected: build it, as a solve of the image would,
 		// keeping this state even though the image's final one may be cached.
 		fmt.Fprintf(e.stderr, "vmb shell: %s: the state %s left is not in the cache: building it\n", what, from.Label())
-		a := solveArgs{cacheDir: *cacheDir, repo: *repo, dir: dir}
+		a := solveArgs{cacheDir: *cacheDir, repo: name, dir: dir}
 		p := &progress{e: e, hint: func(n *graph.Node) string { return shellCommand(a, n) }}
 		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 		sum, serr := solver.New(store, qemuExecutor{x}, solver.Options{Need: []graph.Key{from.Key}, Events: p.event}).Solve(ctx, g, im.Name)

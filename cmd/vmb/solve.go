@@ -39,7 +39,7 @@ func (q qemuExecutor) Run(ctx context.Context, n *graph.Node, in solver.State, l
 
 func runSolve(e *env, args []string) int {
 	fs := newFlags(e, "solve", "[flags] [DIR] [IMAGE...]")
-	cacheDir := fs.String("cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
+	cacheDir := cacheFlag(fs)
 	out := fs.String("out", "out", "directory the images' outputs are written to")
 	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
 	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
@@ -49,7 +49,7 @@ func runSolve(e *env, args []string) int {
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	dir, images, code := repoArgs(e, "", fs.Args())
+	dir, _, images, code := repository(e, "", fs.Args())
 	if code >= 0 {
 		return code
 	}
