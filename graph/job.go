@@ -4,61 +4,79 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
 // Job is the typed parameters of one step. Each kind of the vm-builder seed has a
 // struct here; lang decodes definitions into them, the executor switches on them.
-// Every field is key material: its canonical form is the JSON of the struct (fields
-// in declaration order, no floats), so adding a field changes keys only where set.
+// Every field is key material unless tagged key:"-": its canonical form is the
+// JSON of the struct (Params), so adding a field changes keys only where set.
+//
+// Adding a job kind means: its struct and methods here and a row in kinds, its
+// schema in stdlib, its work in the agent (or on the host, in vmexec), and its row
+// in BUILD.md. lang checks it, the executor passes its source and output, and vmb
+// shell prepares its place from Uses.
 type Job interface {
 	Kind() string
+	// Describe renders the job in a few words: "format root:1 ext4".
+	Describe() string
+	// Uses says what of the image and of the host the job touches.
+	Uses() Uses
+}
+
+// Uses is what a job touches. Pointers point into the job, so that lang can
+// write the canonical form of a source or output name back.
+type Uses struct {
+	// Disks are disks the job works on whole (they must exist).
+	Disks []string
+	// Reads and Writes are places on a filesystem (which must have been
+	// formatted) the job reads or changes. A job that only reads mounts read-only.
+	Reads, Writes []Place
+	// Src is a local file or tree, relative to the repository, the job reads: it
+	// is hashed into the key as the input "src".
+	Src *string
+	// Pinned is the digest a remote input is pinned by (a fetch's URL): keyed as
+	// the input "fetch".
+	Pinned string
+	// Output is the name of the host output the job writes.
+	Output *string
+}
+
+// kinds is the one table of job kinds, in the order BUILD.md documents them:
+// Kinds and NewJob derive from it.
+var kinds = []Job{
+	&CreateDisk{}, &ResizeDisk{}, &Label{}, &Partition{}, &Format{}, &Fetch{}, &TarIn{},
+	&TarOut{}, &CopyIn{}, &CopyOut{}, &DD{}, &Run{}, &Hash{}, &Diff{}, &Remove{}, &Export{},
 }
 
 // Kinds lists every job kind, in the order BUILD.md documents them.
-var Kinds = []string{
-	"create-disk", "resize-disk", "label", "partition", "format", "fetch", "tar-in",
-	"tar-out", "copy-in", "copy-out", "dd", "run", "hash", "diff", "remove", "export",
-}
+var Kinds = func() []string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.Kind()
+	}
+	return names
+}()
 
 // NewJob returns a zero job of the given kind, or nil if there is no such kind.
 func NewJob(kind string) Job {
-	switch kind {
-	case "create-disk":
-		return &CreateDisk{}
-	case "resize-disk":
-		return &ResizeDisk{}
-	case "label":
-		return &Label{}
-	case "partition":
-		return &Partition{}
-	case "format":
-		return &Format{}
-	case "fetch":
-		return &Fetch{}
-	case "tar-in":
-		return &TarIn{}
-	case "tar-out":
-		return &TarOut{}
-	case "copy-in":
-		return &CopyIn{}
-	case "copy-out":
-		return &CopyOut{}
-	case "dd":
-		return &DD{}
-	case "run":
-		return &Run{}
-	case "hash":
-		return &Hash{}
-	case "diff":
-		return &Diff{}
-	case "remove":
-		return &Remove{}
-	case "export":
-		return &Export{}
+	for _, k := range kinds {
+		if k.Kind() == kind {
+			return reflect.New(reflect.TypeOf(k).Elem()).Interface().(Job)
+		}
 	}
 	return nil
+}
+
+// Output returns the name of the host output a job writes, or "".
+func Output(j Job) string {
+	if o := j.Uses().Output; o != nil {
+		return *o
+	}
+	return ""
 }
 
 // CreateDisk adds an empty (sparse, all-zero) disk to the image.
@@ -135,10 +153,10 @@ type Format struct {
 
 // Fetch downloads a file on the host, checks it against Digest, and copies it in.
 type Fetch struct {
-	URL    string `json:"url"`
-	Digest string `json:"digest"` // "sha256:<hex>" or "blake3:<hex>"; the key uses it, not the URL's bytes
-	Dest   Place  `json:"dest"`
-	Mode   string `json:"mode,omitempty"`
+	URL    string   `json:"url"`
+	Digest string   `json:"digest"` // "sha256:<hex>" or "blake3:<hex>"; the key uses it, not the URL's bytes
+	Dest   Place    `json:"dest"`
+	Mode   FileMode `json:"mode,omitempty"`
 }
 
 // TarIn extracts a tar archive (a local file, compressed or not) into a directory.
@@ -157,10 +175,10 @@ type TarOut struct {
 // source becomes the directory Dest, with its tree). Files get NormalMode unless
 // Mode says otherwise; owners are Owner, times the build's epoch.
 type CopyIn struct {
-	Src   string `json:"src"` // relative to the repository
-	Dest  Place  `json:"dest"`
-	Mode  string `json:"mode,omitempty"`  // octal, for a single file; default: NormalMode of the source
-	Owner string `json:"owner,omitempty"` // uid:gid; default 0:0
+	Src   string   `json:"src"` // relative to the repository
+	Dest  Place    `json:"dest"`
+	Mode  FileMode `json:"mode,omitempty"`  // for a single file; default: NormalMode of the source
+	Owner string   `json:"owner,omitempty"` // uid:gid; default 0:0
 }
 
 // CopyOut copies a file or directory of the disk to an output.
@@ -185,7 +203,7 @@ type Run struct {
 	Workdir string            `json:"workdir"`
 	Mode    string            `json:"mode"` // chroot or boot
 	Network Network           `json:"network"`
-	Timeout int               `json:"timeout,omitempty"` // seconds; 0: the executor's default
+	Timeout int               `json:"timeout,omitempty" key:"-"` // seconds; 0: the executor's default. Not keyed: it decides whether the job completes, not what it makes
 }
 
 // Network is what a run's network reaches: nothing (false, the default), the
@@ -254,38 +272,26 @@ type Export struct {
 	Dest   string `json:"dest"`
 }
 
-func (*CreateDisk) Kind() string { return "create-disk" }
-func (*ResizeDisk) Kind() string { return "resize-disk" }
-func (*Label) Kind() string      { return "label" }
-func (*Partition) Kind() string  { return "partition" }
-func (*Format) Kind() string     { return "format" }
-func (*Fetch) Kind() string      { return "fetch" }
-func (*TarIn) Kind() string      { return "tar-in" }
-func (*TarOut) Kind() string     { return "tar-out" }
-func (*CopyIn) Kind() string     { return "copy-in" }
-func (*CopyOut) Kind() string    { return "copy-out" }
-func (*DD) Kind() string         { return "dd" }
-func (*Run) Kind() string        { return "run" }
-func (*Hash) Kind() string       { return "hash" }
-func (*Diff) Kind() string       { return "diff" }
-func (*Remove) Kind() string     { return "remove" }
-func (*Export) Kind() string     { return "export" }
+// FileMode is a permission in octal, written with four digits ("644" is "0644"),
+// so that one mode has one key.
+type FileMode string
 
-// Output returns the name of the host output a job writes, or "".
-func Output(j Job) string {
-	switch j := j.(type) {
-	case *TarOut:
-		return j.Dest
-	case *CopyOut:
-		return j.Dest
-	case *Hash:
-		return j.Dest
-	case *Diff:
-		return j.Dest
-	case *Export:
-		return j.Dest
+// UnmarshalJSON reads an octal mode and writes it with four digits.
+func (m *FileMode) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("mode: want an octal string such as \"0644\"")
 	}
-	return ""
+	if s == "" {
+		*m = ""
+		return nil
+	}
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o7777 {
+		return fmt.Errorf("mode %q: want an octal mode such as \"0644\"", s)
+	}
+	*m = FileMode(fmt.Sprintf("%04o", n))
+	return nil
 }
 
 // NormalMode is the permission a local file or directory has once copied in (and

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -114,7 +115,7 @@ func Params(job Job) []string {
 	if err := d.Decode(&v); err != nil {
 		panic(fmt.Sprintf("graph: job %T: %v", job, err))
 	}
-	for _, f := range notKeyed[job.Kind()] {
+	for _, f := range notKeyed(job) {
 		delete(v.(map[string]any), f)
 	}
 	var lines []string
@@ -122,9 +123,20 @@ func Params(job Job) []string {
 	return lines
 }
 
-// notKeyed lists the parameters, by kind, that cannot change a job's result, only
-// whether it completes: raising a run's timeout must not rebuild it and all after it.
-var notKeyed = map[string][]string{"run": {"timeout"}}
+// notKeyed returns the JSON names of a job's fields tagged key:"-": parameters that
+// cannot change its result, only whether it completes (raising a run's timeout
+// must not rebuild it and all after it).
+func notKeyed(job Job) []string {
+	var names []string
+	t := reflect.TypeOf(job).Elem()
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Tag.Get("key") == "-" {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			names = append(names, name)
+		}
+	}
+	return names
+}
 
 var plainField = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -167,5 +168,41 @@ func TestFindKey(t *testing.T) {
 		if _, err := g.FindKey(bad); err == nil {
 			t.Errorf("FindKey(%q) found a node", bad)
 		}
+	}
+}
+
+// Every kind of the table makes a job of that kind, and describes itself.
+func TestKindsTable(t *testing.T) {
+	seen := map[string]bool{}
+	for _, k := range Kinds {
+		j := NewJob(k)
+		if j == nil || j.Kind() != k || seen[k] {
+			t.Errorf("NewJob(%q) = %#v", k, j)
+			continue
+		}
+		seen[k] = true
+		if d := j.Describe(); !strings.HasPrefix(d, k) {
+			t.Errorf("%s: Describe() = %q", k, d)
+		}
+	}
+	if NewJob("no-such-kind") != nil {
+		t.Error("NewJob of an unknown kind is not nil")
+	}
+}
+
+// A mode has one spelling, so one key: "644" and "0644" are the same parameter.
+func TestFileModeCanonical(t *testing.T) {
+	var a, b CopyIn
+	if err := json.Unmarshal([]byte(`{"mode":"644"}`), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(`{"mode":"0644"}`), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode != "0644" || !slices.Equal(Params(&a), Params(&b)) {
+		t.Errorf("mode 644 is %q, params %q and %q", a.Mode, Params(&a), Params(&b))
+	}
+	if err := json.Unmarshal([]byte(`{"mode":"999"}`), &a); err == nil {
+		t.Error("mode 999 accepted")
 	}
 }

@@ -44,46 +44,7 @@ func label(image string, step int, j Job) string {
 	if step < 0 {
 		s = "disk"
 	}
-	return fmt.Sprintf("%s[%s] %s", image, s, Describe(j))
-}
-
-// Describe renders a job in a few words.
-func Describe(j Job) string {
-	switch j := j.(type) {
-	case *CreateDisk:
-		return fmt.Sprintf("create-disk %s %s", j.Disk, FormatSize(int64(j.Size)))
-	case *ResizeDisk:
-		return fmt.Sprintf("resize-disk %s %s", j.Disk, FormatSize(int64(j.Size)))
-	case *Label:
-		return fmt.Sprintf("label %s %s", j.Disk, j.Type)
-	case *Partition:
-		return fmt.Sprintf("partition %s (%d)", j.Disk, len(j.Partitions))
-	case *Format:
-		return fmt.Sprintf("format %s %s", j.Place, j.FS)
-	case *Fetch:
-		return fmt.Sprintf("fetch %s -> %s", j.URL, j.Dest)
-	case *TarIn:
-		return fmt.Sprintf("tar-in %s -> %s", j.Src, j.Dest)
-	case *TarOut:
-		return fmt.Sprintf("tar-out %s -> %s", j.Src, j.Dest)
-	case *CopyIn:
-		return fmt.Sprintf("copy-in %s -> %s", j.Src, j.Dest)
-	case *CopyOut:
-		return fmt.Sprintf("copy-out %s -> %s", j.Src, j.Dest)
-	case *DD:
-		return fmt.Sprintf("dd %s -> %s@%d", j.Src, j.Disk, j.Offset)
-	case *Run:
-		return fmt.Sprintf("run %q on %s", j.Command, j.Root)
-	case *Hash:
-		return fmt.Sprintf("hash %s -> %s", j.Disk, j.Dest)
-	case *Diff:
-		return fmt.Sprintf("diff %s -> %s", j.Place, j.Dest)
-	case *Remove:
-		return fmt.Sprintf("remove %s", j.Path)
-	case *Export:
-		return fmt.Sprintf("export %s %s -> %s", j.Disk, j.Format, j.Dest)
-	}
-	return j.Kind()
+	return fmt.Sprintf("%s[%s] %s", image, s, j.Describe())
 }
 
 // Image is a compiled image: the chain of nodes that builds it.

@@ -324,17 +324,12 @@ func trimPath(msg string) string {
 
 // inputs hashes the local files a job reads.
 func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Pos) ([]graph.Input, bool) {
-	var srcp *string
-	switch j := job.(type) {
-	case *graph.CopyIn:
-		srcp = &j.Src
-	case *graph.TarIn:
-		srcp = &j.Src
-	case *graph.DD:
-		srcp = &j.Src
-	case *graph.Fetch:
-		return []graph.Input{{Name: "fetch", Digest: j.Digest}}, true
-	default:
+	uses := job.Uses()
+	if uses.Pinned != "" {
+		return []graph.Input{{Name: "fetch", Digest: uses.Pinned}}, true
+	}
+	srcp := uses.Src
+	if srcp == nil {
 		return nil, true
 	}
 	src := *srcp

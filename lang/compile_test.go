@@ -181,7 +181,7 @@ images: fs: vmb.#FilesystemImage & {size: "32MiB", disk: "data", fs: "fat32"}
 		}
 		var got []string
 		for _, n := range graph.Chain(im.Final()) {
-			got = append(got, graph.Describe(n.Job))
+			got = append(got, n.Job.Describe())
 		}
 		if diff := cmp.Diff(steps, got); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", name, diff)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 
 	"vmb.dev/vmb/graph"
@@ -123,6 +122,23 @@ func (s *state) output(dest *string, by string) error {
 // apply checks job against the state and applies its effect. by names the step
 // (with its position) for later errors that involve it.
 func (s *state) apply(job graph.Job, by string) error {
+	uses := job.Uses()
+	for _, d := range uses.Disks {
+		if _, err := s.disk(d); err != nil {
+			return err
+		}
+	}
+	for _, p := range append(uses.Reads, uses.Writes...) {
+		if err := s.volume(p, true); err != nil {
+			return err
+		}
+	}
+	if uses.Output != nil {
+		if err := s.output(uses.Output, by); err != nil {
+			return err
+		}
+	}
+	// What jobs do to the disks' layout, and rules of their own.
 	switch j := job.(type) {
 	case *graph.CreateDisk:
 		if _, ok := s.disks[j.Disk]; ok {
@@ -134,26 +150,16 @@ func (s *state) apply(job graph.Job, by string) error {
 		s.disks[j.Disk] = &diskState{size: int64(j.Size), fs: map[int]string{}}
 		s.order = append(s.order, j.Disk)
 	case *graph.ResizeDisk:
-		d, err := s.disk(j.Disk)
-		if err != nil {
-			return err
-		}
+		d := s.disks[j.Disk]
 		if end := d.end(); int64(j.Size) < end {
 			return fmt.Errorf("size %s does not fit disk %q's partitions, which end at %s", graph.FormatSize(int64(j.Size)), j.Disk, graph.FormatSize(end))
 		}
 		d.size = int64(j.Size)
 	case *graph.Label:
-		d, err := s.disk(j.Disk)
-		if err != nil {
-			return err
-		}
+		d := s.disks[j.Disk]
 		d.label, d.parts, d.fs = j.Type, nil, map[int]string{}
 	case *graph.Partition:
-		d, err := s.disk(j.Disk)
-		if err != nil {
-			return err
-		}
-		return d.partition(j)
+		return s.disks[j.Disk].partition(j)
 	case *graph.Format:
 		if err := s.volume(j.Place, false); err != nil {
 			return err
@@ -166,53 +172,10 @@ func (s *state) apply(job graph.Job, by string) error {
 			return fmt.Errorf("disk %q has a %s label: format one of its partitions (%s:1)", j.Place.Disk, d.label, j.Place.Disk)
 		}
 		d.fs[j.Place.Partition] = j.FS
-	case *graph.Fetch:
-		j.Mode = canonicalMode(j.Mode)
-		return s.volume(j.Dest, true)
-	case *graph.TarIn:
-		return s.volume(j.Dest, true)
-	case *graph.CopyIn:
-		j.Mode = canonicalMode(j.Mode)
-		return s.volume(j.Dest, true)
 	case *graph.Remove:
 		if j.Path.Path == "/" {
 			return fmt.Errorf("remove %s: cannot remove a filesystem's root", j.Path)
 		}
-		return s.volume(j.Path, true)
-	case *graph.Run:
-		if j.Mode == "boot" {
-			_, err := s.disk(j.Root.Disk)
-			return err
-		}
-		return s.volume(j.Root, true)
-	case *graph.TarOut:
-		if err := s.volume(j.Src, true); err != nil {
-			return err
-		}
-		return s.output(&j.Dest, by)
-	case *graph.CopyOut:
-		if err := s.volume(j.Src, true); err != nil {
-			return err
-		}
-		return s.output(&j.Dest, by)
-	case *graph.Diff:
-		if err := s.volume(j.Place, true); err != nil {
-			return err
-		}
-		return s.output(&j.Dest, by)
-	case *graph.DD:
-		_, err := s.disk(j.Disk)
-		return err
-	case *graph.Hash:
-		if _, err := s.disk(j.Disk); err != nil {
-			return err
-		}
-		return s.output(&j.Dest, by)
-	case *graph.Export:
-		if _, err := s.disk(j.Disk); err != nil {
-			return err
-		}
-		return s.output(&j.Dest, by)
 	}
 	return nil
 }
@@ -354,14 +317,4 @@ func canonicalType(label string, p *graph.PartitionSpec) error {
 		return fmt.Errorf("id 0 marks an empty partition slot")
 	}
 	return nil
-}
-
-// canonicalMode writes an octal mode with four digits ("644" is "0644"); the schema
-// has checked that it is octal.
-func canonicalMode(m string) string {
-	if m == "" {
-		return ""
-	}
-	n, _ := strconv.ParseUint(m, 8, 32)
-	return fmt.Sprintf("%04o", n)
 }

@@ -463,19 +463,14 @@ func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job
 		return err
 	}
 	tw.Write(jb)
-	var j graph.Job
 	if n != nil {
-		j = n.Job
-	}
-	switch j := j.(type) {
-	case *graph.CopyIn:
-		err = x.addSrc(tw, n, j.Src, mtime)
-	case *graph.TarIn:
-		err = x.addSrc(tw, n, j.Src, mtime)
-	case *graph.Fetch:
-		var p string
-		if p, err = x.fetch(ctx, j); err == nil {
-			_, err = addTree(tw, p, proto.PayloadSrc, mtime)
+		if f, ok := n.Job.(*graph.Fetch); ok {
+			var p string
+			if p, err = x.fetch(ctx, f); err == nil {
+				_, err = addTree(tw, p, proto.PayloadSrc, mtime)
+			}
+		} else if src := n.Job.Uses().Src; src != nil {
+			err = x.addSrc(tw, n, *src, mtime)
 		}
 	}
 	if err != nil {

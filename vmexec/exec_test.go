@@ -57,7 +57,7 @@ func (c *chain) must(j graph.Job) map[string]cas.Digest {
 	c.t.Helper()
 	files, err := c.run(j)
 	if err != nil {
-		c.t.Fatalf("%s: %v\n%s", graph.Describe(j), err, c.log.String())
+		c.t.Fatalf("%s: %v\n%s", j.Describe(), err, c.log.String())
 	}
 	return files
 }
@@ -217,7 +217,7 @@ func TestReproducible(t *testing.T) {
 				out, _ := exec.Command("cmp", "-l", a, b).CombinedOutput()
 				lines := strings.SplitN(string(out), "\n", 20)
 				t.Fatalf("%s: two builds of the same disk differ: %s and %s; bytes differ at (offset old new, octal):\n%s",
-					graph.Describe(j), chains[0].steps[len(c.steps)].Short(), c.disks["d"].Short(), strings.Join(lines[:len(lines)-1], "\n"))
+					j.Describe(), chains[0].steps[len(c.steps)].Short(), c.disks["d"].Short(), strings.Join(lines[:len(lines)-1], "\n"))
 			}
 			c.steps = append(c.steps, c.disks["d"])
 		}

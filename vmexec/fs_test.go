@@ -132,7 +132,7 @@ func TestFilesystems(t *testing.T) {
 					if build == 0 {
 						first = append(first, c.disks["d"])
 					} else if c.disks["d"] != first[i] {
-						t.Fatalf("%s: two builds of the same disk differ: %s and %s\n%s", graph.Describe(j), first[i].Short(), c.disks["d"].Short(),
+						t.Fatalf("%s: two builds of the same disk differ: %s and %s\n%s", j.Describe(), first[i].Short(), c.disks["d"].Short(),
 							differ(t, c0.x.Store, first[i], c, fc.fs))
 					}
 				}

@@ -32,10 +32,8 @@ func (a *agent) run() error {
 		return fmt.Errorf("params: %w", err)
 	}
 	os.MkdirAll(outputDir, 0o755)
-	switch job.(type) {
-	case *graph.CopyOut, *graph.TarOut, *graph.Diff:
-		a.readOnly = true
-	}
+	uses := job.Uses()
+	a.readOnly = len(uses.Writes) == 0 && len(uses.Disks) == 0
 	err := a.do(job)
 	if uerr := a.unmountAll(); err == nil {
 		err = uerr
@@ -423,7 +421,7 @@ func (a *agent) copyIn(j *graph.CopyIn) error {
 		}
 	}
 	if j.Mode != "" {
-		return sh("chmod", j.Mode, dst)
+		return sh("chmod", string(j.Mode), dst)
 	}
 	return nil
 }

@@ -111,6 +111,30 @@ func waitFor(dev string) {
 	}
 }
 
+// nextRun prepares a run step's root with /proc, /sys and /dev as the step would
+// have them, and says how the step runs its command there.
+func (a *agent) nextRun(j *graph.Run) string {
+	root, err := a.mount(graph.Place{Disk: j.Root.Disk, Partition: j.Root.Partition, Path: "/"})
+	if err != nil {
+		fmt.Printf("  its root %s: %v\n", j.Root, err)
+		return targetDir
+	}
+	for _, m := range []struct{ src, dst, fstype string }{{"proc", "proc", "proc"}, {"sysfs", "sys", "sysfs"}, {"devtmpfs", "dev", "devtmpfs"}} {
+		p := filepath.Join(root, m.dst)
+		os.MkdirAll(p, 0o755)
+		if err := unix.Mount(m.src, p, m.fstype, 0, ""); err != nil {
+			fmt.Printf("  mount %s in %s: %v\n", m.dst, root, err)
+		}
+	}
+	cmdline := "cd " + strings.Join(quoteAll([]string{j.Workdir}), "") + " &&"
+	for _, k := range sortedKeys(j.Env) {
+		cmdline += " " + strings.Join(quoteAll([]string{k + "=" + j.Env[k]}), "")
+	}
+	cmdline += " " + strings.Join(quoteAll(j.Command), " ")
+	fmt.Printf("  it runs, with /proc, /sys and /dev mounted as now:\n  chroot %s /bin/sh -c %s\n", root, quoteAll([]string{cmdline})[0])
+	return root
+}
+
 // nextStep says what the step the session stands before would do, and where; a run
 // step's root gets /proc, /sys and /dev as the step would have them. It returns the
 // directory to start the shell in.
@@ -120,47 +144,20 @@ func (a *agent) nextStep() string {
 		fmt.Printf("The next step is a %s job.\n", a.job.Kind)
 		return targetDir
 	}
-	fmt.Printf("The next step: %s\n", graph.Describe(j))
-	var at *graph.Place
-	switch j := j.(type) {
-	case *graph.CopyIn:
-		at = &j.Dest
-	case *graph.TarIn:
-		at = &j.Dest
-	case *graph.Fetch:
-		at = &j.Dest
-	case *graph.CopyOut:
-		at = &j.Src
-	case *graph.TarOut:
-		at = &j.Src
-	case *graph.Remove:
-		at = &j.Path
-	case *graph.Diff:
-		at = &graph.Place{Disk: j.Place.Disk, Partition: j.Place.Partition, Path: "/"}
-	case *graph.Run:
-		root, err := a.mount(graph.Place{Disk: j.Root.Disk, Partition: j.Root.Partition, Path: "/"})
-		if err != nil {
-			fmt.Printf("  its root %s: %v\n", j.Root, err)
-			return targetDir
-		}
-		for _, m := range []struct{ src, dst, fstype string }{{"proc", "proc", "proc"}, {"sysfs", "sys", "sysfs"}, {"devtmpfs", "dev", "devtmpfs"}} {
-			p := filepath.Join(root, m.dst)
-			os.MkdirAll(p, 0o755)
-			if err := unix.Mount(m.src, p, m.fstype, 0, ""); err != nil {
-				fmt.Printf("  mount %s in %s: %v\n", m.dst, root, err)
-			}
-		}
-		cmdline := "cd " + strings.Join(quoteAll([]string{j.Workdir}), "") + " &&"
-		for _, k := range sortedKeys(j.Env) {
-			cmdline += " " + strings.Join(quoteAll([]string{k + "=" + j.Env[k]}), "")
-		}
-		cmdline += " " + strings.Join(quoteAll(j.Command), " ")
-		fmt.Printf("  it runs, with /proc, /sys and /dev mounted as now:\n  chroot %s /bin/sh -c %s\n", root, quoteAll([]string{cmdline})[0])
-		return root
-	default:
+	fmt.Printf("The next step: %s\n", j.Describe())
+	if r, ok := j.(*graph.Run); ok && r.Mode != "boot" {
+		return a.nextRun(r)
+	}
+	uses := j.Uses()
+	places := append(uses.Writes, uses.Reads...)
+	if len(places) == 0 {
 		return targetDir
 	}
-	p, err := a.mount(*at)
+	at := places[0]
+	if at.Path == "" { // a volume: its root
+		at.Path = "/"
+	}
+	p, err := a.mount(at)
 	if err != nil {
 		fmt.Printf("  %s: %v\n", at, err)
 		return targetDir
