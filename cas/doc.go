@@ -39,5 +39,6 @@
 // grace period alone. Usage is tracked by mtimes, bumped at most every ten minutes
 // so that reads rarely write.
 //
-// cas imports nothing of vmb's.
+// cas imports nothing of vmb's but internal/atomicfile, a leaf of the standard
+// library's kind: the one way vmb writes a file atomically.
 package cas

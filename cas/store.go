@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // ErrNotFound is returned (wrapped) when a blob or action record is not in the store.
@@ -219,7 +221,7 @@ func (s *Store) Put(r io.Reader) (Digest, int64, error) {
 	if s.used(p) {
 		return d, n, nil
 	}
-	if err := commitTemp(f, p); err != nil {
+	if err := atomicfile.Commit(f, p); err != nil {
 		return Digest{}, 0, fmt.Errorf("store blob %s: %w", d, err)
 	}
 	ok = true
@@ -238,29 +240,11 @@ func (s *Store) writeFile(p string, write func(io.Writer) error) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", p, err)
 	}
-	if err := commitTemp(f, p); err != nil {
+	if err := atomicfile.Commit(f, p); err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
-}
-
-// commitTemp syncs and closes the temp file f and renames it to p.
-func commitTemp(f *os.File, p string) error {
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	err := os.Rename(f.Name(), p)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
-			err = os.Rename(f.Name(), p)
-		}
-	}
-	return err
 }
 
 // Get returns the content of blob d, verified against d.

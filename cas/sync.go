@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
+
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // SyncReport says what Sync copied.
@@ -131,7 +133,7 @@ func copyBlob(dst, src *Store, d Digest) (int64, error) {
 	if got != d {
 		return 0, &CorruptError{What: "blob", Digest: d, Path: sp, Err: fmt.Errorf("content hashes to %s", got)}
 	}
-	if err := commitTemp(out, dst.objectPath(d)); err != nil {
+	if err := atomicfile.Commit(out, dst.objectPath(d)); err != nil {
 		return 0, fmt.Errorf("copy blob %s: %w", d, err)
 	}
 	ok = true
