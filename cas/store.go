@@ -20,16 +20,19 @@ import (
 // ErrNotFound is returned (wrapped) when a blob or action record is not in the store.
 var ErrNotFound = errors.New("not found")
 
-// CorruptError reports a stored blob or record whose content does not match its name
-// or cannot be decoded. It is never returned together with data.
+// CorruptError reports a stored blob, record or ref whose content does not match its
+// name or cannot be decoded. It is never returned together with data.
 type CorruptError struct {
-	What   string // "blob" or "action record"
-	Digest Digest
+	What   string // "blob", "action record" or "ref NAME"
+	Digest Digest // of the blob or record; zero for a ref
 	Path   string
 	Err    error
 }
 
 func (e *CorruptError) Error() string {
+	if e.Digest.IsZero() {
+		return fmt.Sprintf("%s is corrupt (%s): %v", e.What, e.Path, e.Err)
+	}
 	return fmt.Sprintf("%s %s is corrupt (%s): %v", e.What, e.Digest, e.Path, e.Err)
 }
 
@@ -247,15 +250,25 @@ func (s *Store) writeFile(p string, write func(io.Writer) error) error {
 	return nil
 }
 
+// readFile reads the store's file at p, the file of what; a missing file is
+// ErrNotFound.
+func readFile(p, what string) ([]byte, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return b, nil
+}
+
 // Get returns the content of blob d, verified against d.
 func (s *Store) Get(d Digest) ([]byte, error) {
 	p := s.objectPath(d)
-	raw, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
-	}
+	raw, err := readFile(p, "blob "+d.String())
 	if err != nil {
-		return nil, fmt.Errorf("read blob %s: %w", d, err)
+		return nil, err
 	}
 	b, err := s.dec.DecodeAll(raw, nil)
 	if err != nil {

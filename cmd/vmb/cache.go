@@ -106,6 +106,7 @@ func cacheStats(e *env, args []string) int {
 		c.printf("cache       %s\n", st.Dir)
 		c.printf("objects     %d (%s stored)\n", st.Objects, graph.FormatSize(st.ObjectBytes))
 		c.printf("actions     %d (%s)\n", st.Actions, graph.FormatSize(st.ActionBytes))
+		c.printf("refs        %d\n", st.Refs)
 		c.printf("staging     %d (%s)\n", st.Temps, graph.FormatSize(st.TempBytes))
 		c.printf("quarantined %d\n", st.Quarantined)
 	})
