@@ -97,6 +97,15 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// OpenExisting opens the store in dir if there is one, and fails with ErrNotFound,
+// creating nothing, if there is none.
+func OpenExisting(dir string, opts ...Option) (*Store, error) {
+	if fi, err := os.Stat(filepath.Join(dir, objectsDir)); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("cache %s: %w", dir, ErrNotFound)
+	}
+	return Open(dir, opts...)
+}
+
 // DefaultDir returns the cache directory used when no --cache flag is given:
 // $VMB_CACHE, else $XDG_CACHE_HOME/vmb, else $HOME/.cache/vmb.
 func DefaultDir(getenv func(string) string) (string, error) {

@@ -25,6 +25,16 @@ type SyncReport struct {
 	SkippedObject int   `json:"skipped_object"` // blobs the destination had
 }
 
+// Add adds what o counts to r.
+func (r *SyncReport) Add(o *SyncReport) {
+	r.Actions += o.Actions
+	r.Refs += o.Refs
+	r.Objects += o.Objects
+	r.Bytes += o.Bytes
+	r.SkippedAction += o.SkippedAction
+	r.SkippedObject += o.SkippedObject
+}
+
 // Sync copies to dst every action record in ids, and every blob they reach, from
 // src, skipping what dst has. Blobs are copied as stored (no recompression) and
 // verified on the way; each record is written after its blobs, so dst is consistent
@@ -50,22 +60,36 @@ func SyncRefs(ctx context.Context, dst, src *Store, names []string) (*SyncReport
 		if err != nil {
 			return rep, fmt.Errorf("sync: %w", err)
 		}
-		if err := syncActions(ctx, dst, src, r.Actions, rep); err != nil {
+		if err := copyRef(ctx, dst, src, name, r, rep); err != nil {
 			return rep, err
 		}
-		blobs, err := uniqueBlobs(func(fn func(Digest)) error { return src.reachOutputs(r.Outputs, fn) })
-		if err == nil {
-			err = copyBlobs(ctx, dst, src, blobs, rep)
-		}
-		if err == nil {
-			err = dst.SetRef(name, r)
-		}
-		if err != nil {
-			return rep, fmt.Errorf("sync ref %s: %w", name, err)
-		}
-		rep.Refs++
 	}
 	return rep, nil
+}
+
+// CopyRef sets ref name in dst to r, after copying from src every record and blob r
+// reaches that dst lacks: SyncRefs for a ref given, not read from src.
+func CopyRef(ctx context.Context, dst, src *Store, name string, r *Ref) (*SyncReport, error) {
+	rep := &SyncReport{}
+	return rep, copyRef(ctx, dst, src, name, r, rep)
+}
+
+func copyRef(ctx context.Context, dst, src *Store, name string, r *Ref, rep *SyncReport) error {
+	if err := syncActions(ctx, dst, src, r.Actions, rep); err != nil {
+		return err
+	}
+	blobs, err := uniqueBlobs(func(fn func(Digest)) error { return src.reachOutputs(r.Outputs, fn) })
+	if err == nil {
+		err = copyBlobs(ctx, dst, src, blobs, rep)
+	}
+	if err == nil {
+		err = dst.SetRef(name, r)
+	}
+	if err != nil {
+		return fmt.Errorf("sync ref %s: %w", name, err)
+	}
+	rep.Refs++
+	return nil
 }
 
 func syncActions(ctx context.Context, dst, src *Store, ids []ActionID, rep *SyncReport) error {
