@@ -126,7 +126,24 @@ const (
 	actionsDir    = "actions"
 	tmpDir        = "tmp"
 	quarantineDir = "quarantine"
+	scratchDir    = "scratch"
 )
+
+// Scratch returns the directory scratch/<name> of the store, created: where the
+// named user of the cache (vmb's: "fetch", "appliance-boot", "appliance-work",
+// "lang") keeps files of its own. The store never reads them; what is there must be
+// derived or disposable, since gc removes files there unused for ScratchMaxAge.
+func (s *Store) Scratch(name string) (string, error) {
+	p := ScratchDir(s.dir, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return "", fmt.Errorf("cache scratch %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// ScratchDir is the path of Scratch(name) of the cache in dir, for a user that
+// holds a directory and not a Store; it creates nothing.
+func ScratchDir(dir, name string) string { return filepath.Join(dir, scratchDir, name) }
 
 // Dir returns the store's absolute directory.
 func (s *Store) Dir() string { return s.dir }
