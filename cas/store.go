@@ -132,7 +132,7 @@ const (
 // Scratch returns the directory scratch/<name> of the store, created: where the
 // named user of the cache (vmb's: "fetch", "appliance-boot", "appliance-work",
 // "lang") keeps files of its own. The store never reads them; what is there must be
-// derived or disposable, since gc removes files there unused for ScratchMaxAge.
+// derived or disposable, so that removing it is always safe (gc does not, yet).
 func (s *Store) Scratch(name string) (string, error) {
 	p := ScratchDir(s.dir, name)
 	if err := os.MkdirAll(p, 0o755); err != nil {
