@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -54,14 +52,7 @@ type Result struct {
 }
 
 // Output returns the output called name.
-func (r *Result) Output(name string) (Output, bool) {
-	for _, o := range r.Outputs {
-		if o.Name == name {
-			return o, true
-		}
-	}
-	return Output{}, false
-}
+func (r *Result) Output(name string) (Output, bool) { return outputNamed(r.Outputs, name) }
 
 // ErrIncomplete is returned (wrapped) by GetAction when the record names a blob the
 // store does not have: the record cannot be used, and the job must run again.
@@ -117,12 +108,9 @@ func (s *Store) TouchAction(a ActionID) bool { return s.used(s.actionPath(a)) }
 // ErrNotFound if there is none and a *CorruptError if it cannot be decoded.
 func (s *Store) readAction(a ActionID) (*Result, []byte, error) {
 	p := s.actionPath(a)
-	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("action %s: %w", a, ErrNotFound)
-	}
+	b, err := readFile(p, "action "+a.String())
 	if err != nil {
-		return nil, nil, fmt.Errorf("read action %s: %w", a, err)
+		return nil, nil, err
 	}
 	r, err := decodeResult(b)
 	if err != nil {
@@ -136,12 +124,17 @@ func decodeResult(b []byte) (*Result, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, err
 	}
-	for _, o := range r.Outputs {
+	return &r, checkKinds(r.Outputs)
+}
+
+// checkKinds checks that every output has a kind this store knows how to follow.
+func checkKinds(outs []Output) error {
+	for _, o := range outs {
 		if o.Kind != KindBlob && o.Kind != KindSnapshot {
-			return nil, fmt.Errorf("output %q has unknown kind %q", o.Name, o.Kind)
+			return fmt.Errorf("output %q has unknown kind %q", o.Name, o.Kind)
 		}
 	}
-	return &r, nil
+	return nil
 }
 
 // checkNames checks that every blob r names is present.
@@ -160,7 +153,19 @@ func (s *Store) checkNames(r *Result) error {
 // reach calls fn for every blob r reaches: its outputs, their snapshots' chunks, its
 // log. It reads snapshot manifests, verifying them.
 func (s *Store) reach(r *Result, fn func(Digest)) error {
-	for _, o := range r.Outputs {
+	if err := s.reachOutputs(r.Outputs, fn); err != nil {
+		return err
+	}
+	if !r.Log.IsZero() {
+		fn(r.Log)
+	}
+	return nil
+}
+
+// reachOutputs calls fn for every blob outs reach: the outputs and their snapshots'
+// chunks.
+func (s *Store) reachOutputs(outs []Output, fn func(Digest)) error {
+	for _, o := range outs {
 		fn(o.Digest)
 		if o.Kind == KindSnapshot {
 			m, err := s.Manifest(o.Digest)
@@ -171,9 +176,6 @@ func (s *Store) reach(r *Result, fn func(Digest)) error {
 				fn(c.Digest)
 			}
 		}
-	}
-	if !r.Log.IsZero() {
-		fn(r.Log)
 	}
 	return nil
 }

@@ -10,9 +10,28 @@
 //	                         BLAKE3-256 of the uncompressed content (64 hex digits,
 //	                         fanned out by the first two)
 //	<dir>/actions/cd/cd34…   an action record: JSON {outputs, log, duration, executor,
-//	                         created}, named by the job's key (graph.Key)
+//	                         created}, named by the job's key (graph.Key). vmb also
+//	                         records each fetched file here, under the hash of
+//	                         "vmb fetch <pinned digest>", with the blob as output "file"
+//	<dir>/refs/NAME          a ref, a gc root: JSON {outputs, actions}, the blobs
+//	                         (snapshots with their chunks) and records it keeps.
+//	                         NAME is slash-separated words of a-z 0-9 - _. vmb's:
+//	                         refs/appliance (the build VM) and refs/last/<hash> (the
+//	                         last build of an image: its preimages, final record and
+//	                         output records). Other files there are an older vmb's
+//	<dir>/scratch/NAME/      a named place for a user of the cache (Scratch): derived
+//	                         or disposable files the store never reads. vmb's:
+//	                         fetch/ (fetched files written out for a job),
+//	                         appliance-boot/<digest>/ (kernel and initramfs for
+//	                         qemu, checked against their blobs on use),
+//	                         appliance-work/ (packages the appliance is built from),
+//	                         lang/stat-cache.json (digests of local inputs by stat)
 //	<dir>/tmp/               staging: files are written here and renamed into place
 //	<dir>/quarantine/        what verify found corrupt, moved out of the way
+//
+// Caches written by an older vmb may also hold fetch/, appliance-boot/,
+// appliance-work/ and lang/ at the top: nothing reads them any more, and they may
+// be removed by hand.
 //
 // A disk snapshot is a blob holding a manifest in text:
 //
@@ -34,10 +53,12 @@
 // stages its chunks, flushes them with one syncfs, then renames them. An action
 // record is written last, after every blob it reaches, so while a record is present
 // its blobs are (gc removes records before blobs, verify quarantines a record with
-// its corrupt blob). Writers on many processes or machines may share a directory:
+// its corrupt blob). Refs are roots: gc keeps whatever a ref reaches first, whatever
+// its age and the budget, and only then the records that fit. Writers on many processes or machines may share a directory:
 // writing the same blob twice is harmless, and gc leaves files younger than its
 // grace period alone. Usage is tracked by mtimes, bumped at most every ten minutes
 // so that reads rarely write.
 //
-// cas imports nothing of vmb's.
+// cas imports nothing of vmb's but internal/atomicfile, a leaf of the standard
+// library's kind: the one way vmb writes a file atomically.
 package cas

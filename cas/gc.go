@@ -17,8 +17,9 @@ const DefaultGrace = time.Hour
 
 // GCOptions tunes GC.
 type GCOptions struct {
-	// MaxSize is the budget of stored bytes for objects that action records reach;
-	// 0 means no budget: only unreachable files are removed.
+	// MaxSize is the budget of stored bytes for objects that refs and action
+	// records reach; 0 means no budget: only unreachable files are removed. What
+	// refs reach is kept even beyond it.
 	MaxSize int64
 	// Grace protects recently written or used files; 0 means DefaultGrace.
 	Grace time.Duration
@@ -28,6 +29,7 @@ type GCOptions struct {
 
 // GCReport says what GC kept and removed.
 type GCReport struct {
+	Refs           int   `json:"refs"` // roots: what they reach was kept
 	KeptActions    int   `json:"kept_actions"`
 	RemovedActions int   `json:"removed_actions"`
 	KeptObjects    int   `json:"kept_objects"`
@@ -40,7 +42,8 @@ type GCReport struct {
 	Compacted CompactStats `json:"compacted"`
 }
 
-// GC trims the store. Action records are kept from the most recently used down, as
+// GC trims the store. Everything a ref reaches is kept first, whatever its age and
+// the budget: refs are roots. Then action records are kept from the most recently used down, as
 // long as the objects they reach (counted once however many records share them) fit
 // in MaxSize; older records are removed, then every object no kept record reaches.
 // Last, the objects it keeps that were stored uncompressed are compressed (Compact).
@@ -71,11 +74,25 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 
 	keep := make(map[Digest]bool)
 	var kept int64
+	rooted, err := s.roots(func(d Digest) {
+		if !keep[d] {
+			keep[d] = true
+			kept += size[d]
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc %s: %w", s.dir, err)
+	}
+	rep.Refs = len(rooted.refs)
 	full := false
 	var evict []entry
 	for _, e := range acts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if rooted.actions[ActionID(e.digest)] {
+			rep.KeptActions++ // what it reaches is kept already
+			continue
 		}
 		reached, err := s.reachOf(ActionID(e.digest))
 		if err != nil { // an unusable record: nothing should keep it or be kept for it
@@ -141,6 +158,36 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// rootSet is what the refs name.
+type rootSet struct {
+	refs    []string
+	actions map[ActionID]bool
+}
+
+// roots reads every ref and calls keep for every blob they reach. A ref that cannot
+// be read is an error: gc cannot know what it would have kept.
+func (s *Store) roots(keep func(Digest)) (*rootSet, error) {
+	names, err := s.Refs()
+	if err != nil {
+		return nil, err
+	}
+	rs := &rootSet{refs: names, actions: map[ActionID]bool{}}
+	for _, name := range names {
+		r, err := s.Ref(name)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w (vmb cache verify moves it aside)", err)
+		}
+		for _, a := range r.Actions {
+			rs.actions[a] = true
+		}
+		s.reachRef(r, keep)
+	}
+	return rs, nil
 }
 
 // removeIfOld removes the file at p unless it was modified within grace, checking its

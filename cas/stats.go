@@ -12,6 +12,7 @@ type Stats struct {
 	ObjectBytes int64  `json:"object_bytes"` // compressed, as stored
 	Actions     int    `json:"actions"`
 	ActionBytes int64  `json:"action_bytes"`
+	Refs        int    `json:"refs"`
 	Temps       int    `json:"temps"` // staging files: writes under way, or left by a crash
 	TempBytes   int64  `json:"temp_bytes"`
 	Quarantined int    `json:"quarantined"`
@@ -36,6 +37,11 @@ func (s *Store) Stats() (*Stats, error) {
 		st.Actions++
 		st.ActionBytes += e.size
 	}
+	refs, err := s.Refs()
+	if err != nil {
+		return nil, err
+	}
+	st.Refs = len(refs)
 	tmps, err := s.temps()
 	if err != nil {
 		return nil, err

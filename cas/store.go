@@ -13,21 +13,26 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // ErrNotFound is returned (wrapped) when a blob or action record is not in the store.
 var ErrNotFound = errors.New("not found")
 
-// CorruptError reports a stored blob or record whose content does not match its name
-// or cannot be decoded. It is never returned together with data.
+// CorruptError reports a stored blob, record or ref whose content does not match its
+// name or cannot be decoded. It is never returned together with data.
 type CorruptError struct {
-	What   string // "blob" or "action record"
-	Digest Digest
+	What   string // "blob", "action record" or "ref NAME"
+	Digest Digest // of the blob or record; zero for a ref
 	Path   string
 	Err    error
 }
 
 func (e *CorruptError) Error() string {
+	if e.Digest.IsZero() {
+		return fmt.Sprintf("%s is corrupt (%s): %v", e.What, e.Path, e.Err)
+	}
 	return fmt.Sprintf("%s %s is corrupt (%s): %v", e.What, e.Digest, e.Path, e.Err)
 }
 
@@ -92,6 +97,15 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// OpenExisting opens the store in dir if there is one, and fails with ErrNotFound,
+// creating nothing, if there is none.
+func OpenExisting(dir string, opts ...Option) (*Store, error) {
+	if fi, err := os.Stat(filepath.Join(dir, objectsDir)); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("cache %s: %w", dir, ErrNotFound)
+	}
+	return Open(dir, opts...)
+}
+
 // DefaultDir returns the cache directory used when no --cache flag is given:
 // $VMB_CACHE, else $XDG_CACHE_HOME/vmb, else $HOME/.cache/vmb.
 func DefaultDir(getenv func(string) string) (string, error) {
@@ -112,7 +126,24 @@ const (
 	actionsDir    = "actions"
 	tmpDir        = "tmp"
 	quarantineDir = "quarantine"
+	scratchDir    = "scratch"
 )
+
+// Scratch returns the directory scratch/<name> of the store, created: where the
+// named user of the cache (vmb's: "fetch", "appliance-boot", "appliance-work",
+// "lang") keeps files of its own. The store never reads them; what is there must be
+// derived or disposable, so that removing it is always safe (gc does not, yet).
+func (s *Store) Scratch(name string) (string, error) {
+	p := ScratchDir(s.dir, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return "", fmt.Errorf("cache scratch %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// ScratchDir is the path of Scratch(name) of the cache in dir, for a user that
+// holds a directory and not a Store; it creates nothing.
+func ScratchDir(dir, name string) string { return filepath.Join(dir, scratchDir, name) }
 
 // Dir returns the store's absolute directory.
 func (s *Store) Dir() string { return s.dir }
@@ -219,7 +250,7 @@ func (s *Store) Put(r io.Reader) (Digest, int64, error) {
 	if s.used(p) {
 		return d, n, nil
 	}
-	if err := commitTemp(f, p); err != nil {
+	if err := atomicfile.Commit(f, p); err != nil {
 		return Digest{}, 0, fmt.Errorf("store blob %s: %w", d, err)
 	}
 	ok = true
@@ -238,40 +269,32 @@ func (s *Store) writeFile(p string, write func(io.Writer) error) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", p, err)
 	}
-	if err := commitTemp(f, p); err != nil {
+	if err := atomicfile.Commit(f, p); err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
 }
 
-// commitTemp syncs and closes the temp file f and renames it to p.
-func commitTemp(f *os.File, p string) error {
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	err := os.Rename(f.Name(), p)
+// readFile reads the store's file at p, the file of what; a missing file is
+// ErrNotFound.
+func readFile(p, what string) ([]byte, error) {
+	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
-			err = os.Rename(f.Name(), p)
-		}
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
-	return err
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return b, nil
 }
 
 // Get returns the content of blob d, verified against d.
 func (s *Store) Get(d Digest) ([]byte, error) {
 	p := s.objectPath(d)
-	raw, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
-	}
+	raw, err := readFile(p, "blob "+d.String())
 	if err != nil {
-		return nil, fmt.Errorf("read blob %s: %w", d, err)
+		return nil, err
 	}
 	b, err := s.dec.DecodeAll(raw, nil)
 	if err != nil {

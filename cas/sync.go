@@ -11,15 +11,28 @@ import (
 	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
+
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
-// SyncReport says what Sync copied.
+// SyncReport says what Sync and SyncRefs copied.
 type SyncReport struct {
 	Actions       int   `json:"actions"`        // records copied
+	Refs          int   `json:"refs"`           // refs set
 	Objects       int   `json:"objects"`        // blobs copied
 	Bytes         int64 `json:"bytes"`          // stored bytes copied
 	SkippedAction int   `json:"skipped_action"` // records the destination had
 	SkippedObject int   `json:"skipped_object"` // blobs the destination had
+}
+
+// Add adds what o counts to r.
+func (r *SyncReport) Add(o *SyncReport) {
+	r.Actions += o.Actions
+	r.Refs += o.Refs
+	r.Objects += o.Objects
+	r.Bytes += o.Bytes
+	r.SkippedAction += o.SkippedAction
+	r.SkippedObject += o.SkippedObject
 }
 
 // Sync copies to dst every action record in ids, and every blob they reach, from
@@ -27,62 +40,128 @@ type SyncReport struct {
 // verified on the way; each record is written after its blobs, so dst is consistent
 // at every moment. No ids means every record of src.
 func Sync(ctx context.Context, dst, src *Store, ids []ActionID) (*SyncReport, error) {
-	if ids == nil {
+	rep := &SyncReport{}
+	return rep, syncActions(ctx, dst, src, ids, rep)
+}
+
+// SyncRefs copies to dst the refs of src called names, with every record and blob
+// they reach, as Sync does, and sets each ref in dst after what it reaches. A ref
+// dst has is replaced. No names means every ref of src.
+func SyncRefs(ctx context.Context, dst, src *Store, names []string) (*SyncReport, error) {
+	if names == nil {
 		var err error
-		if ids, err = src.Actions(); err != nil {
+		if names, err = src.Refs(); err != nil {
 			return nil, fmt.Errorf("sync from %s: %w", src.dir, err)
 		}
 	}
 	rep := &SyncReport{}
-	var objects, bytes, skipped atomic.Int64
+	for _, name := range names {
+		r, err := src.Ref(name)
+		if err != nil {
+			return rep, fmt.Errorf("sync: %w", err)
+		}
+		if err := copyRef(ctx, dst, src, name, r, rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// CopyRef sets ref name in dst to r, after copying from src every record and blob r
+// reaches that dst lacks: SyncRefs for a ref given, not read from src.
+func CopyRef(ctx context.Context, dst, src *Store, name string, r *Ref) (*SyncReport, error) {
+	rep := &SyncReport{}
+	return rep, copyRef(ctx, dst, src, name, r, rep)
+}
+
+func copyRef(ctx context.Context, dst, src *Store, name string, r *Ref, rep *SyncReport) error {
+	if err := syncActions(ctx, dst, src, r.Actions, rep); err != nil {
+		return err
+	}
+	blobs, err := uniqueBlobs(func(fn func(Digest)) error { return src.reachOutputs(r.Outputs, fn) })
+	if err == nil {
+		err = copyBlobs(ctx, dst, src, blobs, rep)
+	}
+	if err == nil {
+		err = dst.SetRef(name, r)
+	}
+	if err != nil {
+		return fmt.Errorf("sync ref %s: %w", name, err)
+	}
+	rep.Refs++
+	return nil
+}
+
+func syncActions(ctx context.Context, dst, src *Store, ids []ActionID, rep *SyncReport) error {
+	if ids == nil {
+		var err error
+		if ids, err = src.Actions(); err != nil {
+			return fmt.Errorf("sync from %s: %w", src.dir, err)
+		}
+	}
 	for _, a := range ids {
 		r, b, err := src.readAction(a)
 		if err != nil {
-			return rep, fmt.Errorf("sync: %w", err)
+			return fmt.Errorf("sync: %w", err)
 		}
 		if dst.used(dst.actionPath(a)) {
 			rep.SkippedAction++
 			continue
 		}
-		var blobs []Digest
-		seen := map[Digest]bool{}
-		if err := src.reach(r, func(d Digest) {
-			if !seen[d] {
-				seen[d] = true
-				blobs = append(blobs, d)
-			}
-		}); err != nil {
-			return rep, fmt.Errorf("sync action %s: %w", a, err)
+		blobs, err := uniqueBlobs(func(fn func(Digest)) error { return src.reach(r, fn) })
+		if err == nil {
+			err = copyBlobs(ctx, dst, src, blobs, rep)
 		}
-		err = forEach(ctx, 0, len(blobs), func() func(int) error {
-			return func(i int) error {
-				d := blobs[i]
-				if dst.used(dst.objectPath(d)) {
-					skipped.Add(1)
-					return nil
-				}
-				n, err := copyBlob(dst, src, d)
-				if err != nil {
-					return err
-				}
-				objects.Add(1)
-				bytes.Add(n)
-				return nil
-			}
-		})
-		rep.Objects, rep.Bytes, rep.SkippedObject = int(objects.Load()), bytes.Load(), int(skipped.Load())
+		if err == nil {
+			err = dst.writeFile(dst.actionPath(a), func(w io.Writer) error {
+				_, err := w.Write(b)
+				return err
+			})
+		}
 		if err != nil {
-			return rep, fmt.Errorf("sync action %s: %w", a, err)
-		}
-		if err := dst.writeFile(dst.actionPath(a), func(w io.Writer) error {
-			_, err := w.Write(b)
-			return err
-		}); err != nil {
-			return rep, fmt.Errorf("sync action %s: %w", a, err)
+			return fmt.Errorf("sync action %s: %w", a, err)
 		}
 		rep.Actions++
 	}
-	return rep, nil
+	return nil
+}
+
+// uniqueBlobs lists, once each and in order, the blobs that reach calls its function with.
+func uniqueBlobs(reach func(func(Digest)) error) ([]Digest, error) {
+	var blobs []Digest
+	seen := map[Digest]bool{}
+	err := reach(func(d Digest) {
+		if !seen[d] {
+			seen[d] = true
+			blobs = append(blobs, d)
+		}
+	})
+	return blobs, err
+}
+
+// copyBlobs copies the blobs dst lacks from src, in parallel, and counts them in rep.
+func copyBlobs(ctx context.Context, dst, src *Store, blobs []Digest, rep *SyncReport) error {
+	var objects, bytes, skipped atomic.Int64
+	err := forEach(ctx, 0, len(blobs), func() func(int) error {
+		return func(i int) error {
+			d := blobs[i]
+			if dst.used(dst.objectPath(d)) {
+				skipped.Add(1)
+				return nil
+			}
+			n, err := copyBlob(dst, src, d)
+			if err != nil {
+				return err
+			}
+			objects.Add(1)
+			bytes.Add(n)
+			return nil
+		}
+	})
+	rep.Objects += int(objects.Load())
+	rep.Bytes += bytes.Load()
+	rep.SkippedObject += int(skipped.Load())
+	return err
 }
 
 // copyBlob copies the stored file of blob d from src to dst, verifying its content
@@ -131,7 +210,7 @@ func copyBlob(dst, src *Store, d Digest) (int64, error) {
 	if got != d {
 		return 0, &CorruptError{What: "blob", Digest: d, Path: sp, Err: fmt.Errorf("content hashes to %s", got)}
 	}
-	if err := commitTemp(out, dst.objectPath(d)); err != nil {
+	if err := atomicfile.Commit(out, dst.objectPath(d)); err != nil {
 		return 0, fmt.Errorf("copy blob %s: %w", d, err)
 	}
 	ok = true

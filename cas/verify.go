@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -21,6 +22,7 @@ type Problem struct {
 type VerifyReport struct {
 	Objects  int       `json:"objects"`
 	Actions  int       `json:"actions"`
+	Refs     int       `json:"refs"`
 	Problems []Problem `json:"problems"`
 }
 
@@ -29,7 +31,8 @@ func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 
 // Verify re-hashes every blob and re-reads every action record. A blob whose content
 // does not match its name, and a record that cannot be read or reaches a blob that
-// is missing or corrupt, is moved to quarantine/ when quarantine is set, so that the
+// is missing or corrupt, and a ref that cannot be read or reaches such a blob or a
+// missing record, is moved to quarantine/ when quarantine is set, so that the
 // store is consistent again: a later build runs those jobs again.
 func (s *Store) Verify(ctx context.Context, quarantine bool) (*VerifyReport, error) {
 	rep := &VerifyReport{Problems: []Problem{}}
@@ -91,7 +94,41 @@ func (s *Store) Verify(ctx context.Context, quarantine bool) (*VerifyReport, err
 			problem(e.path, err)
 		}
 	}
+
+	names, err := s.Refs()
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", s.dir, err)
+	}
+	rep.Refs = len(names)
+	for _, name := range names {
+		if err := s.verifyRef(name, bad); err != nil {
+			problem(s.refPath(name), err)
+		}
+	}
 	return rep, nil
+}
+
+// verifyRef checks that ref name is readable and that every blob and record it
+// names, and every chunk of its snapshots, is present and not in bad. (Its records
+// were verified before it, and moved away if they were bad.)
+func (s *Store) verifyRef(name string, bad map[Digest]bool) error {
+	r, err := s.Ref(name)
+	if err != nil {
+		return err
+	}
+	check, missing := s.checkReached(bad)
+	if err := s.reachOutputs(r.Outputs, check); err != nil {
+		return err
+	}
+	if *missing != nil {
+		return *missing
+	}
+	for _, a := range r.Actions {
+		if _, err := os.Stat(s.actionPath(a)); err != nil {
+			return fmt.Errorf("reaches missing action record %s", a)
+		}
+	}
+	return nil
 }
 
 // verifyBlob reads all of blob d and checks its digest.
@@ -112,8 +149,18 @@ func (s *Store) verifyAction(a ActionID, bad map[Digest]bool) error {
 	if err != nil {
 		return err
 	}
+	check, missing := s.checkReached(bad)
+	if err := s.reach(r, check); err != nil {
+		return err
+	}
+	return *missing
+}
+
+// checkReached returns a function for reach and the first problem it was called
+// with: a blob in bad or missing from the store.
+func (s *Store) checkReached(bad map[Digest]bool) (func(Digest), *error) {
 	var missing error
-	err = s.reach(r, func(d Digest) {
+	return func(d Digest) {
 		if missing != nil {
 			return
 		}
@@ -122,11 +169,7 @@ func (s *Store) verifyAction(a ActionID, bad map[Digest]bool) error {
 		} else if !s.Has(d) {
 			missing = fmt.Errorf("reaches missing blob %s", d)
 		}
-	})
-	if err != nil {
-		return err
-	}
-	return missing
+	}, &missing
 }
 
 // quarantine moves a file of the store to quarantine/, out of every lookup's way.
@@ -139,6 +182,10 @@ func (s *Store) quarantine(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dst := filepath.Join(dir, filepath.Base(filepath.Dir(filepath.Dir(rel)))+"-"+filepath.Base(path))
+	name := filepath.Base(filepath.Dir(filepath.Dir(rel))) + "-" + filepath.Base(path) // objects-ab12…, actions-cd34…
+	if ref, ok := strings.CutPrefix(filepath.ToSlash(rel), refsDir+"/"); ok {
+		name = "ref-" + strings.ReplaceAll(ref, "/", "-")
+	}
+	dst := filepath.Join(dir, name)
 	return dst, os.Rename(path, dst)
 }

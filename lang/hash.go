@@ -16,6 +16,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // hasher digests local inputs by content: a file by its bytes and mode, a tree by
@@ -64,7 +65,7 @@ func (h *hasher) save() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(h.path, b)
+	return atomicfile.WriteFile(h.path, b, 0o644)
 }
 
 // digest returns "blake3:<hex>" of the file or tree at path.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // Registry is the list of imported build repositories (vmb import), kept as JSON in
@@ -103,5 +105,5 @@ func (r *Registry) save() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(r.path, append(b, '\n'))
+	return atomicfile.WriteFile(r.path, append(b, '\n'), 0o644)
 }

@@ -2,11 +2,11 @@ package solver
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // ledgerName is the file in the output directory that records what vmb wrote there.
@@ -67,12 +67,5 @@ func (l *ledger) save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
-		return err
-	}
-	tmp := fmt.Sprintf("%s.%d.tmp", l.path, os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, l.path)
+	return atomicfile.WriteFile(l.path, b, 0o644)
 }

@@ -1,35 +1,38 @@
 package solver
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"lukechampine.com/blake3"
 
+	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 )
 
 // The solver remembers, per image, the preimages of its nodes at the last successful
 // build, so that a miss can say what changed: "params changed", "input src
-// changed", "an earlier step changed". They live in <cache>/refs/last/, local to
-// the machine; they are explanations, never key material.
+// changed", "an earlier step changed", "the executor (appliance) changed". They
+// are explanations, never key material. Each is a cas ref, last/<hash of the
+// repository's directory and the image's name>, naming the preimages (a blob) and
+// the records of the build's final node and of the nodes with outputs: a ref is a
+// gc root, so the last build of every image survives any budget, and a no-op solve
+// after gc still runs nothing.
 
 type lastBuild struct {
 	Image     string   `json:"image"`
 	Preimages []string `json:"preimages"` // of the image's chain, in order
 }
 
-func (s *Solver) refPath(image string) string {
-	// The image name alone could collide between repositories; the root key
-	// (the image's first node, which has no parent) would change with every edit.
-	// Name and executor together are stable enough for an explanation.
-	h := blake3.Sum256([]byte(image + "\x00" + s.exec.Identity()))
-	return filepath.Join(s.store.Dir(), "refs", "last", fmt.Sprintf("%x.json", h[:16]))
+func lastRef(g *graph.Graph, image string) string {
+	// The image name alone could collide between repositories; the root key (the
+	// image's first node, which has no parent) would change with every edit, and the
+	// executor with every appliance. The repository's directory is local to the
+	// machine, as these explanations are.
+	h := blake3.Sum256([]byte(g.Dir + "\x00" + image))
+	return fmt.Sprintf("last/%x", h[:16])
 }
 
 // lastBuilds loads the last builds of the named images (all if none).
@@ -39,7 +42,15 @@ func (s *Solver) lastBuilds(g *graph.Graph, images []string) map[string]*lastBui
 		if len(images) > 0 && !slices.Contains(images, im.Name) {
 			continue
 		}
-		b, err := os.ReadFile(s.refPath(im.Name))
+		ref, err := s.store.Ref(lastRef(g, im.Name))
+		if err != nil {
+			continue
+		}
+		o, ok := ref.Output("preimages")
+		if !ok {
+			continue
+		}
+		b, err := s.store.Get(o.Digest)
 		if err != nil {
 			continue
 		}
@@ -57,19 +68,20 @@ func (s *Solver) saveLastBuilds(g *graph.Graph, images []string) {
 			continue
 		}
 		lb := lastBuild{Image: im.Name}
+		ref := &cas.Ref{Actions: []cas.ActionID{cas.ActionID(im.Final().Key)}}
 		for _, n := range graph.Chain(im.Final()) {
 			lb.Preimages = append(lb.Preimages, string(n.Preimage))
+			if graph.Output(n.Job) != "" && n != im.Final() {
+				ref.Actions = append(ref.Actions, cas.ActionID(n.Key))
+			}
 		}
 		b, _ := json.Marshal(lb)
-		p := s.refPath(im.Name)
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, b) {
-			continue // a no-op solve writes nothing
+		d, err := s.store.PutBytes(b)
+		if err != nil {
+			continue // an explanation lost is not worth failing a build for
 		}
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		tmp := fmt.Sprintf("%s.%d.tmp", p, os.Getpid())
-		if os.WriteFile(tmp, b, 0o644) == nil {
-			os.Rename(tmp, p) // an explanation lost is not worth failing a build for
-		}
+		ref.Outputs = []cas.Output{{Name: "preimages", Kind: cas.KindBlob, Digest: d}}
+		s.store.SetRef(lastRef(g, im.Name), ref) // writes nothing when it is unchanged
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -19,6 +18,7 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/atomicfile"
 )
 
 // Options configures a Solver.
@@ -365,30 +365,18 @@ func (s *Solver) writeOutputs(im *graph.Image, led *ledger, result func(graph.Ke
 	return paths, nil
 }
 
-// writeBlob writes blob d to path atomically, verifying it on the way.
+// writeBlob writes blob d to path atomically, verifying it on the way: a blob that
+// does not verify leaves path as it was.
 func (s *Solver) writeBlob(d cas.Digest, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
 	r, err := s.store.Open(d)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		_, err := io.Copy(w, r)
 		return err
-	}
-	if _, err := io.Copy(tmp, r); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }
 
 // toRecord turns a job's result into an action record.

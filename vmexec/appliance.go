@@ -100,16 +100,14 @@ type Appliance struct {
 // Identity is the executor identity: the appliance and the agent protocol.
 func (a *Appliance) Identity() string { return graph.ExecutorID(a.Digest.String(), a.Protocol) }
 
-// refPath is where a store remembers its current appliance.
-func refPath(store *cas.Store) string { return filepath.Join(store.Dir(), "refs", "appliance") }
+// applianceRef is the cas ref naming a store's current appliance: its manifest,
+// kernel and initramfs. A ref is a gc root, so the appliance survives any budget.
+const applianceRef = "appliance"
 
 // ReadAppliance returns the appliance last built into the cache in dir; it creates
 // nothing where there is none.
 func ReadAppliance(dir string) (*Appliance, error) {
-	if _, err := os.Stat(filepath.Join(dir, "refs", "appliance")); err != nil {
-		return nil, err
-	}
-	store, err := cas.Open(dir)
+	store, err := cas.OpenExisting(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -118,17 +116,21 @@ func ReadAppliance(dir string) (*Appliance, error) {
 
 // LoadAppliance returns the appliance last built into store.
 func LoadAppliance(store *cas.Store) (*Appliance, error) {
-	b, err := os.ReadFile(refPath(store))
-	if errors.Is(err, fs.ErrNotExist) {
+	ref, err := store.Ref(applianceRef)
+	if errors.Is(err, cas.ErrNotFound) {
 		return nil, errors.New("no appliance in this cache: run vmb appliance build")
 	}
 	if err != nil {
 		return nil, err
 	}
-	d, err := cas.ParseDigest(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", refPath(store), err)
+	mo, ok := ref.Output("manifest")
+	legacy := !ok && len(ref.Outputs) == 1 && ref.Outputs[0].Name == "" // a bare digest, as vmb wrote the ref before cas owned refs
+	if legacy {
+		mo = ref.Outputs[0]
+	} else if !ok {
+		return nil, fmt.Errorf("the cache's appliance ref names no manifest (run vmb appliance build)")
 	}
+	d := mo.Digest
 	m, err := store.Get(d)
 	if err != nil {
 		return nil, fmt.Errorf("appliance %s: %w (run vmb appliance build)", d.Short(), err)
@@ -139,6 +141,9 @@ func LoadAppliance(store *cas.Store) (*Appliance, error) {
 	}
 	if !store.Has(a.Kernel) || !store.Has(a.Initrd) {
 		return nil, fmt.Errorf("appliance %s: kernel or initrd missing from the cache (run vmb appliance build)", d.Short())
+	}
+	if legacy {
+		a.install(store) // the ref then keeps kernel and initramfs too; best effort
 	}
 	return a, nil
 }
@@ -253,36 +258,20 @@ func BuildAppliance(ctx context.Context, store *cas.Store, opt BuildOptions) (*A
 	return a, a.install(store)
 }
 
-// actionID is the action record that keeps an appliance's blobs alive through gc.
-func (a *Appliance) actionID() cas.ActionID {
-	return cas.ActionID(cas.Sum([]byte("vmb appliance " + a.Digest.String())))
+// ref is the cas ref that names a, and keeps its blobs through gc.
+func (a *Appliance) ref() *cas.Ref {
+	return &cas.Ref{Outputs: []cas.Output{{Name: "manifest", Kind: cas.KindBlob, Digest: a.Digest},
+		{Name: "kernel", Kind: cas.KindBlob, Digest: a.Kernel}, {Name: "initrd", Kind: cas.KindBlob, Digest: a.Initrd}}}
 }
 
-// install records the appliance in store and makes it the store's current one.
-func (a *Appliance) install(store *cas.Store) error {
-	if err := store.PutAction(a.actionID(), &cas.Result{
-		Outputs: []cas.Output{{Name: "manifest", Kind: cas.KindBlob, Digest: a.Digest},
-			{Name: "kernel", Kind: cas.KindBlob, Digest: a.Kernel}, {Name: "initrd", Kind: cas.KindBlob, Digest: a.Initrd}},
-		Executor: "vmb appliance build",
-	}); err != nil {
-		return err
-	}
-	ref := refPath(store)
-	os.MkdirAll(filepath.Dir(ref), 0o755)
-	tmp := fmt.Sprintf("%s.%d.tmp", ref, os.Getpid())
-	if err := os.WriteFile(tmp, []byte(a.Digest.String()+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, ref)
-}
+// install makes a the store's current appliance.
+func (a *Appliance) install(store *cas.Store) error { return store.SetRef(applianceRef, a.ref()) }
 
 // CopyAppliance copies appliance a from src into dst and makes it dst's current one:
 // how a machine takes another's appliance (and so its keys) without building it.
 func CopyAppliance(ctx context.Context, dst, src *cas.Store, a *Appliance) error {
-	if _, err := cas.Sync(ctx, dst, src, []cas.ActionID{a.actionID()}); err != nil {
-		return err
-	}
-	return a.install(dst)
+	_, err := cas.CopyRef(ctx, dst, src, applianceRef, a.ref())
+	return err
 }
 
 // kernelPackage resolves the kernel meta-package to the versioned image package.

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -27,6 +26,7 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/atomicfile"
 	"vmb.dev/vmb/vmexec/proto"
 	"vmb.dev/vmb/vmexec/qemu"
 )
@@ -581,50 +581,6 @@ func addTree(tw *tar.Writer, root, name string, mtime time.Time) (string, error)
 	return t.Sum(), err
 }
 
-// fetch downloads a fetch job's URL into the store (once) and checks its digest.
-func (x *Executor) fetch(ctx context.Context, j *graph.Fetch) (string, error) {
-	algo, want, _ := strings.Cut(j.Digest, ":")
-	dir := filepath.Join(x.Store.Dir(), "fetch")
-	p := filepath.Join(dir, algo+"-"+want)
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, "GET", j.URL, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("fetch %s: %w", j.URL, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("fetch %s: %s", j.URL, resp.Status)
-	}
-	os.MkdirAll(dir, 0o755)
-	tmp, err := os.CreateTemp(dir, "dl-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	var h interface {
-		io.Writer
-		Sum([]byte) []byte
-	} = blake3.New(32, nil)
-	if algo == "sha256" {
-		h = sha256.New()
-	}
-	if _, err := io.Copy(io.MultiWriter(tmp, h), resp.Body); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("fetch %s: %w", j.URL, err)
-	}
-	tmp.Close()
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return "", fmt.Errorf("fetch %s: content has %s:%s, the definition pins %s", j.URL, algo, got, j.Digest)
-	}
-	return p, os.Rename(tmp.Name(), p)
-}
-
 // readOutputs stores every file of the tar stream on the output disk.
 func (x *Executor) readOutputs(path string, files map[string]cas.Digest) error {
 	f, err := os.Open(path)
@@ -659,27 +615,30 @@ func (x *Executor) bootFiles() error {
 	return x.bootErr
 }
 
+// writeBootFiles writes them to the cache's scratch place appliance-boot/, or
+// uses the copies there when their content still hashes to the appliance's blobs.
 func (x *Executor) writeBootFiles() error {
-	dir := filepath.Join(x.Store.Dir(), "appliance-boot", x.Appliance.Digest.String())
-	os.MkdirAll(dir, 0o755)
+	dir, err := x.Store.Scratch("appliance-boot/" + x.Appliance.Digest.String())
+	if err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		d    cas.Digest
 		name string
 		dst  *string
 	}{{x.Appliance.Kernel, "vmlinux", &x.boot.kernel}, {x.Appliance.Initrd, "initrd", &x.boot.initrd}} {
 		p := filepath.Join(dir, f.name)
-		if _, err := os.Stat(p); err != nil {
+		if b, err := os.ReadFile(p); err != nil || cas.Sum(b) != f.d {
 			b, err := x.Store.Get(f.d)
 			if err != nil {
 				return fmt.Errorf("appliance: %w", err)
 			}
-			tmp := fmt.Sprintf("%s.%d.tmp", p, os.Getpid())
-			if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			if err := atomicfile.WriteFile(p, b, 0o644); err != nil {
 				return err
 			}
-			if err := os.Rename(tmp, p); err != nil {
-				return err
-			}
+		} else {
+			now := time.Now()
+			os.Chtimes(p, now, now) // in use: gc leaves scratch files alone while they are
 		}
 		*f.dst = p
 	}

@@ -33,9 +33,11 @@ func runAppliance(e *env, args []string) int {
 		agent = agentPath(e)
 	}
 	return c.do(func(ctx context.Context, s *cas.Store) (any, error) {
-		return vmexec.BuildAppliance(ctx, s, vmexec.BuildOptions{
-			WorkDir: filepath.Join(s.Dir(), "appliance-work"), Agent: agent, Log: e.stderr,
-		})
+		work, err := s.Scratch("appliance-work")
+		if err != nil {
+			return nil, err
+		}
+		return vmexec.BuildAppliance(ctx, s, vmexec.BuildOptions{WorkDir: work, Agent: agent, Log: e.stderr})
 	}, func(v any) { printAppliance(c, v.(*vmexec.Appliance)) })
 }
 

@@ -106,6 +106,7 @@ func cacheStats(e *env, args []string) int {
 		c.printf("cache       %s\n", st.Dir)
 		c.printf("objects     %d (%s stored)\n", st.Objects, graph.FormatSize(st.ObjectBytes))
 		c.printf("actions     %d (%s)\n", st.Actions, graph.FormatSize(st.ActionBytes))
+		c.printf("refs        %d\n", st.Refs)
 		c.printf("staging     %d (%s)\n", st.Temps, graph.FormatSize(st.TempBytes))
 		c.printf("quarantined %d\n", st.Quarantined)
 	})
@@ -203,9 +204,14 @@ func cacheMaterialize(e *env, args []string) int {
 }
 
 func cacheSync(e *env, args []string) int {
-	c := newCacheCmd(e, "cache sync", "[--cache DIR] [--json] --to DIR | --from DIR [ACTION-KEY...]")
+	c := newCacheCmd(e, "cache sync", "[--cache DIR] [--json] --to DIR | --from DIR [--ref NAME]... [ACTION-KEY...]")
 	to := c.fs.String("to", "", "copy from the cache to this directory")
 	from := c.fs.String("from", "", "copy from this directory into the cache")
+	var refs []string
+	c.fs.Func("ref", "copy the ref NAME (e.g. appliance) and what it reaches; may be repeated", func(v string) error {
+		refs = append(refs, v)
+		return nil
+	})
 	if code := c.parse(args, 0, -1); code >= 0 {
 		return code
 	}
@@ -222,18 +228,33 @@ func cacheSync(e *env, args []string) int {
 		}
 		ids = append(ids, id)
 	}
+	all := ids == nil && refs == nil
 	return c.do(func(ctx context.Context, local *cas.Store) (any, error) {
 		other, err := cas.Open(*to + *from)
 		if err != nil {
 			return nil, err
 		}
+		dst, src := other, local
 		if *from != "" {
-			return cas.Sync(ctx, local, other, ids)
+			dst, src = local, other
 		}
-		return cas.Sync(ctx, other, local, ids)
+		rep := &cas.SyncReport{}
+		if all || ids != nil {
+			if rep, err = cas.Sync(ctx, dst, src, ids); err != nil {
+				return nil, err
+			}
+		}
+		if all || refs != nil {
+			r, err := cas.SyncRefs(ctx, dst, src, refs)
+			if err != nil {
+				return nil, err
+			}
+			rep.Add(r)
+		}
+		return rep, nil
 	}, func(v any) {
 		rep := v.(*cas.SyncReport)
-		c.printf("copied %d action records and %d objects (%s); %d records and %d objects were there\n",
-			rep.Actions, rep.Objects, graph.FormatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
+		c.printf("copied %d action records, %d refs and %d objects (%s); %d records and %d objects were there\n",
+			rep.Actions, rep.Refs, rep.Objects, graph.FormatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
 	})
 }

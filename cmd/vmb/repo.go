@@ -77,7 +77,7 @@ func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
 		cacheDir, _ = cas.DefaultDir(e.getenv)
 	}
 	if cacheDir != "" {
-		opt.StatCache = filepath.Join(cacheDir, "lang", "stat-cache.json")
+		opt.StatCache = filepath.Join(cas.ScratchDir(cacheDir, "lang"), "stat-cache.json")
 		if opt.Executor == "" {
 			app, err := vmexec.ReadAppliance(cacheDir)
 			switch {

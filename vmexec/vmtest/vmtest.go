@@ -106,7 +106,7 @@ func build() {
 		return
 	}
 	appl, err = vmexec.BuildAppliance(context.Background(), store, vmexec.BuildOptions{
-		WorkDir: filepath.Join(shared, "appliance-work"), Agent: agent})
+		WorkDir: cas.ScratchDir(shared, "appliance-work"), Agent: agent})
 }
 
 type buildError struct {
@@ -167,7 +167,7 @@ func GuestfishEnv() []string {
 		return env
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	root := filepath.Join(shared, "appliance-work", "root")
+	root := filepath.Join(cas.ScratchDir(shared, "appliance-work"), "root")
 	k, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	if len(k) == 0 {
 		return env
