@@ -1,4 +1,15 @@
-// Package vmexec is the qemu Executor: it builds and boots the appliance (kernel,
-// initramfs, vmb-agent), passes each job on a job disk, reads the serial console,
-// and materializes and ingests target disks through the cas.
+// Package vmexec is the qemu Executor: it boots the appliance, passes each job on a
+// job disk, reads the serial console, and materializes and ingests target disks
+// through the cas. Jobs that need no VM (create-disk, resize-disk, dd, hash,
+// export) run on the host.
+//
+// By concern, in its sub-packages:
+//
+//	vmexec/qemu       one qemu process: the command line as data, its lifecycle,
+//	                  and the passt that gives a networked job the outside world
+//	vmexec/proto      the wire protocol with the agent: job disk, console lines,
+//	                  the epoch and the derivation of identifiers from a key
+//	vmexec/appliance  the build VM: built from Debian packages, stored as a ref
+//	vmexec/imagefmt   exports to qcow2, vmdk, vdi and vhdx, made reproducible
+//	vmexec/vmtest     the real appliance for tests, built once per machine
 package vmexec

@@ -13,7 +13,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
@@ -27,6 +26,8 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/internal/atomicfile"
+	"vmb.dev/vmb/vmexec/appliance"
+	"vmb.dev/vmb/vmexec/imagefmt"
 	"vmb.dev/vmb/vmexec/proto"
 	"vmb.dev/vmb/vmexec/qemu"
 )
@@ -38,7 +39,7 @@ const DefaultTimeout = 30 * time.Minute
 // snapshots in the store.
 type Executor struct {
 	Store     *cas.Store
-	Appliance *Appliance
+	Appliance *appliance.Appliance
 	Qemu      string // default qemu-system-x86_64
 	KVM       bool
 	Memory    int           // MiB; default 512
@@ -260,22 +261,7 @@ func (x *Executor) export(ctx context.Context, work, raw, format, seed string, l
 		return d, err
 	}
 	dst := filepath.Join(work, "export."+format)
-	args := []string{"convert", "-f", "raw", "-O", format}
-	// Options that keep the image the same from run to run.
-	switch format {
-	case "vmdk":
-		args = append(args, "-o", "subformat=monolithicSparse")
-	case "vhdx":
-		args = append(args, "-o", "subformat=dynamic")
-	}
-	args = append(args, raw, dst)
-	cmd := exec.CommandContext(ctx, "qemu-img", args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	fmt.Fprintf(log, "+ qemu-img %s\n", strings.Join(args, " "))
-	if err := cmd.Run(); err != nil {
-		return cas.Digest{}, fmt.Errorf("qemu-img convert: %w", err)
-	}
-	if err := fixIdentifiers(dst, format, seed); err != nil {
+	if err := imagefmt.Convert(ctx, raw, dst, format, seed, log); err != nil {
 		return cas.Digest{}, err
 	}
 	f, err := os.Open(dst)

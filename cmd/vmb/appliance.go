@@ -8,7 +8,7 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
-	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/appliance"
 )
 
 func runAppliance(e *env, args []string) int {
@@ -25,8 +25,8 @@ func runAppliance(e *env, args []string) int {
 		return code
 	}
 	if args[0] == "info" {
-		return c.do(func(_ context.Context, s *cas.Store) (any, error) { return vmexec.LoadAppliance(s) }, func(v any) {
-			printAppliance(c, v.(*vmexec.Appliance))
+		return c.do(func(_ context.Context, s *cas.Store) (any, error) { return appliance.Load(s) }, func(v any) {
+			printAppliance(c, v.(*appliance.Appliance))
 		})
 	}
 	if agent == "" {
@@ -37,11 +37,11 @@ func runAppliance(e *env, args []string) int {
 		if err != nil {
 			return nil, err
 		}
-		return vmexec.BuildAppliance(ctx, s, vmexec.BuildOptions{WorkDir: work, Agent: agent, Log: e.stderr})
-	}, func(v any) { printAppliance(c, v.(*vmexec.Appliance)) })
+		return appliance.Build(ctx, s, appliance.BuildOptions{WorkDir: work, Agent: agent, Log: e.stderr})
+	}, func(v any) { printAppliance(c, v.(*appliance.Appliance)) })
 }
 
-func printAppliance(c *cacheCmd, a *vmexec.Appliance) {
+func printAppliance(c *cacheCmd, a *appliance.Appliance) {
 	c.printf("appliance   %s\n", a.Digest)
 	c.printf("identity    %s\n", a.Identity())
 	c.printf("kernel      %s (%s, %s)\n", a.KernelVersion, a.Kernel.Short(), graph.FormatSize(a.KernelSize))

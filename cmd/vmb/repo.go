@@ -15,7 +15,7 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
-	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/appliance"
 )
 
 // repository resolves the build repository a command names, the one way every
@@ -79,7 +79,7 @@ func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
 	if cacheDir != "" {
 		opt.StatCache = filepath.Join(cas.ScratchDir(cacheDir, "lang"), "stat-cache.json")
 		if opt.Executor == "" {
-			app, err := vmexec.ReadAppliance(cacheDir)
+			app, err := appliance.Read(cacheDir)
 			switch {
 			case err == nil:
 				opt.Executor = app.Identity()

@@ -13,6 +13,7 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/appliance"
 	"vmb.dev/vmb/vmexec/qemu"
 )
 
@@ -38,7 +39,7 @@ func runShell(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "vmb shell:", err)
 		return exitFailed
 	}
-	app, err := vmexec.LoadAppliance(store)
+	app, err := appliance.Load(store)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb shell:", err)
 		return exitFailed

@@ -15,6 +15,7 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/lang"
 	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/appliance"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
 
@@ -159,7 +160,7 @@ images: t: {
 
 	// The state step 2 starts from was collected: the shell builds it again
 	// (that step alone) and opens it.
-	app, err := vmexec.LoadAppliance(store)
+	app, err := appliance.Load(store)
 	if err != nil {
 		t.Fatal(err)
 	}

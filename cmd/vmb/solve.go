@@ -16,6 +16,7 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/appliance"
 	"vmb.dev/vmb/vmexec/qemu"
 )
 
@@ -77,7 +78,7 @@ func solve(e *env, a solveArgs) int {
 		fmt.Fprintln(e.stderr, "vmb:", err)
 		return exitFailed
 	}
-	app, err := vmexec.LoadAppliance(store)
+	app, err := appliance.Load(store)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb:", err)
 		return exitFailed

@@ -18,13 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmb.dev/vmb/cas"
-	"vmb.dev/vmb/vmexec"
+	"vmb.dev/vmb/vmexec/appliance"
 )
 
 var (
 	once   sync.Once
 	shared string
-	appl   *vmexec.Appliance
+	appl   *appliance.Appliance
 	err    error
 )
 
@@ -35,7 +35,7 @@ func (u *Unavailable) Error() string { return u.Reason }
 
 // Shared returns the shared cache holding the appliance, building it the first time;
 // an *Unavailable error when this machine lacks what the build VM needs.
-func Shared() (*cas.Store, *vmexec.Appliance, error) {
+func Shared() (*cas.Store, *appliance.Appliance, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, nil, &Unavailable{"qemu-system-x86_64 is not installed (dev/setup installs it; CI has it)"}
 	}
@@ -55,7 +55,7 @@ func Shared() (*cas.Store, *vmexec.Appliance, error) {
 // Require skips the test when this machine cannot boot the build VM, unless
 // $VMB_REQUIRE_VM is set (dev/test sets it: there, a missing qemu is a failure),
 // and otherwise returns the shared cache holding the appliance.
-func Require(t testing.TB) (*cas.Store, *vmexec.Appliance) {
+func Require(t testing.TB) (*cas.Store, *appliance.Appliance) {
 	t.Helper()
 	s, a, err := Shared()
 	var u *Unavailable
@@ -105,7 +105,7 @@ func build() {
 		err = oerr
 		return
 	}
-	appl, err = vmexec.BuildAppliance(context.Background(), store, vmexec.BuildOptions{
+	appl, err = appliance.Build(context.Background(), store, appliance.BuildOptions{
 		WorkDir: cas.ScratchDir(shared, "appliance-work"), Agent: agent})
 }
 
@@ -125,10 +125,10 @@ func moduleRoot() (string, error) {
 }
 
 // Seed copies the appliance into dst, so that a test's fresh cache can build.
-func Seed(t testing.TB, dst *cas.Store) *vmexec.Appliance {
+func Seed(t testing.TB, dst *cas.Store) *appliance.Appliance {
 	t.Helper()
 	src, a := Require(t)
-	if err := vmexec.CopyAppliance(context.Background(), dst, src, a); err != nil {
+	if err := appliance.Copy(context.Background(), dst, src, a); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -144,7 +144,7 @@ func SeedDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	return vmexec.CopyAppliance(context.Background(), dst, src, a)
+	return appliance.Copy(context.Background(), dst, src, a)
 }
 
 // GuestfishEnv returns the environment libguestfs needs to read a disk back in a

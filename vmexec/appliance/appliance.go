@@ -1,4 +1,9 @@
-package vmexec
+// Package appliance builds, stores and loads the build VM: a Linux kernel, the
+// modules it needs, and an initramfs holding busybox, the disk tools with their
+// libraries, and vmb-agent as /init, assembled from Debian packages. It lives in
+// the cache under the ref "appliance"; the digest of its manifest is the executor
+// identity in every key, so two machines with the same appliance make the same keys.
+package appliance
 
 import (
 	"bytes"
@@ -104,18 +109,18 @@ func (a *Appliance) Identity() string { return graph.ExecutorID(a.Digest.String(
 // kernel and initramfs. A ref is a gc root, so the appliance survives any budget.
 const applianceRef = "appliance"
 
-// ReadAppliance returns the appliance last built into the cache in dir; it creates
+// Read returns the appliance last built into the cache in dir; it creates
 // nothing where there is none.
-func ReadAppliance(dir string) (*Appliance, error) {
+func Read(dir string) (*Appliance, error) {
 	store, err := cas.OpenExisting(dir)
 	if err != nil {
 		return nil, err
 	}
-	return LoadAppliance(store)
+	return Load(store)
 }
 
-// LoadAppliance returns the appliance last built into store.
-func LoadAppliance(store *cas.Store) (*Appliance, error) {
+// Load returns the appliance last built into store.
+func Load(store *cas.Store) (*Appliance, error) {
 	ref, err := store.Ref(applianceRef)
 	if errors.Is(err, cas.ErrNotFound) {
 		return nil, errors.New("no appliance in this cache: run vmb appliance build")
@@ -148,18 +153,18 @@ func LoadAppliance(store *cas.Store) (*Appliance, error) {
 	return a, nil
 }
 
-// BuildOptions configures BuildAppliance.
+// BuildOptions configures Build.
 type BuildOptions struct {
 	WorkDir string    // where packages are downloaded and unpacked; kept between builds
 	Agent   string    // the vmb-agent binary (static)
 	Log     io.Writer // progress
 }
 
-// BuildAppliance downloads the appliance's packages (apt-get download), unpacks them
+// Build downloads the appliance's packages (apt-get download), unpacks them
 // (dpkg-deb -x), assembles the initramfs deterministically and stores kernel,
 // initramfs and manifest in store. Building twice from the same packages and agent
 // gives the same digest.
-func BuildAppliance(ctx context.Context, store *cas.Store, opt BuildOptions) (*Appliance, error) {
+func Build(ctx context.Context, store *cas.Store, opt BuildOptions) (*Appliance, error) {
 	logf := func(format string, args ...any) {
 		if opt.Log != nil {
 			fmt.Fprintf(opt.Log, format+"\n", args...)
@@ -267,9 +272,9 @@ func (a *Appliance) ref() *cas.Ref {
 // install makes a the store's current appliance.
 func (a *Appliance) install(store *cas.Store) error { return store.SetRef(applianceRef, a.ref()) }
 
-// CopyAppliance copies appliance a from src into dst and makes it dst's current one:
+// Copy copies appliance a from src into dst and makes it dst's current one:
 // how a machine takes another's appliance (and so its keys) without building it.
-func CopyAppliance(ctx context.Context, dst, src *cas.Store, a *Appliance) error {
+func Copy(ctx context.Context, dst, src *cas.Store, a *Appliance) error {
 	_, err := cas.CopyRef(ctx, dst, src, applianceRef, a.ref())
 	return err
 }

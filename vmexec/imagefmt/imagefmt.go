@@ -1,15 +1,49 @@
-package vmexec
+// Package imagefmt converts a raw disk into the image formats vmb exports (qcow2,
+// vmdk, vdi, vhdx) with qemu-img, and makes them reproducible: qemu-img writes
+// identifiers drawn at random into some formats, which are replaced with values
+// derived from the export's node key (vmexec/proto.Derive).
+package imagefmt
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
+	"os/exec"
 	"regexp"
+	"strings"
 
 	"vmb.dev/vmb/vmexec/proto"
 )
+
+// Formats are the formats Convert writes, raw included (a copy is not made: raw is
+// the disk itself).
+var Formats = []string{"raw", "qcow2", "vmdk", "vdi", "vhdx"}
+
+// Convert writes the raw disk at raw as an image of format at dst, with qemu-img
+// (its command line and output to log), and sets its identifiers from seed. The
+// same disk and seed give the same bytes.
+func Convert(ctx context.Context, raw, dst, format, seed string, log io.Writer) error {
+	args := []string{"convert", "-f", "raw", "-O", format}
+	// Options that keep the image the same from run to run.
+	switch format {
+	case "vmdk":
+		args = append(args, "-o", "subformat=monolithicSparse")
+	case "vhdx":
+		args = append(args, "-o", "subformat=dynamic")
+	}
+	args = append(args, raw, dst)
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	fmt.Fprintf(log, "+ qemu-img %s\n", strings.Join(args, " "))
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("qemu-img convert: %w", err)
+	}
+	return fixIdentifiers(dst, format, seed)
+}
 
 // qemu-img writes identifiers drawn at random into some formats: the same disk
 // exported twice would give two images. fixIdentifiers replaces them, in place,

@@ -1,4 +1,4 @@
-package vmexec
+package appliance
 
 import (
 	"fmt"
