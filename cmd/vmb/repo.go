@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -83,7 +82,7 @@ func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
 			switch {
 			case err == nil:
 				opt.Executor = app.Identity()
-			case !errors.Is(err, fs.ErrNotExist):
+			case !errors.Is(err, appliance.ErrNone):
 				// An appliance that cannot be read would give keys that match nothing.
 				fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", cacheDir, err)
 				return nil, exitFailed

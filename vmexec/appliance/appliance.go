@@ -113,17 +113,23 @@ const applianceRef = "appliance"
 // nothing where there is none.
 func Read(dir string) (*Appliance, error) {
 	store, err := cas.OpenExisting(dir)
+	if errors.Is(err, cas.ErrNotFound) {
+		return nil, fmt.Errorf("%w (%v)", ErrNone, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return Load(store)
 }
 
+// ErrNone is the error of Read and Load for a cache that holds no appliance.
+var ErrNone = errors.New("no appliance in this cache: run vmb appliance build")
+
 // Load returns the appliance last built into store.
 func Load(store *cas.Store) (*Appliance, error) {
 	ref, err := store.Ref(applianceRef)
 	if errors.Is(err, cas.ErrNotFound) {
-		return nil, errors.New("no appliance in this cache: run vmb appliance build")
+		return nil, ErrNone
 	}
 	if err != nil {
 		return nil, err
