@@ -26,6 +26,8 @@
 //	                         qemu, checked against their blobs on use),
 //	                         appliance-work/ (packages the appliance is built from),
 //	                         lang/stat-cache.json (digests of local inputs by stat)
+//	<dir>/trim.txt           when the cache last trimmed itself (Trim), in seconds
+//	                         since 1970
 //	<dir>/tmp/               staging: files are written here and renamed into place
 //	<dir>/quarantine/        what verify found corrupt, moved out of the way
 //
@@ -54,7 +56,9 @@
 // record is written last, after every blob it reaches, so while a record is present
 // its blobs are (gc removes records before blobs, verify quarantines a record with
 // its corrupt blob). Refs are roots: gc keeps whatever a ref reaches first, whatever
-// its age and the budget, and only then the records that fit. Writers on many processes or machines may share a directory:
+// its age and the budget, and only then the records that fit. The cache trims itself
+// (Trim): at most once a day, a solve collects to a budget (DefaultBudget unless
+// the user sets one). Writers on many processes or machines may share a directory:
 // writing the same blob twice is harmless, and gc leaves files younger than its
 // grace period alone. Usage is tracked by mtimes, bumped at most every ten minutes
 // so that reads rarely write.

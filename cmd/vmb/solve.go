@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
@@ -99,6 +100,9 @@ func solve(e *env, a solveArgs) int {
 	sum, err := s.Solve(ctx, g, a.images...)
 	if sum != nil {
 		p.summary(sum, err)
+	}
+	if !a.dryRun {
+		trimCache(ctx, e, store)
 	}
 	var je *solver.JobError
 	switch {
@@ -254,4 +258,30 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// trimCache lets the cache trim itself (cas.Store.Trim: at most once a day) to the
+// budget $VMB_CACHE_BUDGET says ("off": never), cas.DefaultBudget when unset.
+func trimCache(ctx context.Context, e *env, store *cas.Store) {
+	budget := int64(cas.DefaultBudget)
+	switch v := e.getenv("VMB_CACHE_BUDGET"); v {
+	case "":
+	case "off":
+		return
+	default:
+		n, err := graph.ParseSize(v)
+		if err != nil || n <= 0 {
+			fmt.Fprintf(e.stderr, "vmb: $VMB_CACHE_BUDGET=%q: want a size such as 100GiB, or off; the cache was not trimmed\n", v)
+			return
+		}
+		budget = n
+	}
+	rep, err := store.Trim(ctx, budget)
+	switch {
+	case err != nil:
+		fmt.Fprintln(e.stderr, "vmb: trim the cache:", err)
+	case rep != nil && rep.RemovedObjects+rep.RemovedActions > 0:
+		fmt.Fprintf(e.stderr, "vmb: the cache trimmed itself to %s: %d records and %d objects (%s) removed\n",
+			graph.FormatSize(budget), rep.RemovedActions, rep.RemovedObjects, graph.FormatSize(rep.RemovedBytes))
+	}
 }
