@@ -33,10 +33,19 @@ func runAppliance(e *env, args []string) int {
 		agent = agentPath(e)
 	}
 	return c.do(func(ctx context.Context, s *cas.Store) (any, error) {
-		return vmexec.BuildAppliance(ctx, s, vmexec.BuildOptions{
-			WorkDir: filepath.Join(s.Dir(), "appliance-work"), Agent: agent, Log: e.stderr,
-		})
+		if err := canBuildAppliance(agent); err != nil {
+			return nil, fmt.Errorf("cannot build the appliance: %w", err)
+		}
+		return buildAppliance(ctx, e, s, agent)
 	}, func(v any) { printAppliance(c, v.(*vmexec.Appliance)) })
+}
+
+// buildAppliance builds the appliance into s with the vmb-agent binary agent, and
+// makes it the cache's current one; vmb appliance build and a first solve use it.
+func buildAppliance(ctx context.Context, e *env, s *cas.Store, agent string) (*vmexec.Appliance, error) {
+	return vmexec.BuildAppliance(ctx, s, vmexec.BuildOptions{
+		WorkDir: filepath.Join(s.Dir(), "appliance-work"), Agent: agent, Log: e.stderr,
+	})
 }
 
 func printAppliance(c *cacheCmd, a *vmexec.Appliance) {
