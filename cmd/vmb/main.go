@@ -43,7 +43,7 @@ func commands() map[string]command {
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
 		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},
-		"shell":     {usage: "[--cache DIR] [--repo NAME] [-x] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
+		"shell":     {usage: "[--cache DIR] [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
 		"version":   {usage: "[--cache DIR] [--json]", short: "print vmb's version, its protocol and the cache's appliance", run: runVersion},
 	}
