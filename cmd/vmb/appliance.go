@@ -33,12 +33,21 @@ func runAppliance(e *env, args []string) int {
 		agent = agentPath(e)
 	}
 	return c.do(func(ctx context.Context, s *cas.Store) (any, error) {
-		work, err := s.Scratch("appliance-work")
-		if err != nil {
-			return nil, err
+		if err := canBuildAppliance(agent); err != nil {
+			return nil, fmt.Errorf("cannot build the appliance: %w", err)
 		}
-		return appliance.Build(ctx, s, appliance.BuildOptions{WorkDir: work, Agent: agent, Log: e.stderr})
+		return buildAppliance(ctx, e, s, agent)
 	}, func(v any) { printAppliance(c, v.(*appliance.Appliance)) })
+}
+
+// buildAppliance builds the appliance into s with the vmb-agent binary agent, and
+// makes it the cache's current one; vmb appliance build and a first solve use it.
+func buildAppliance(ctx context.Context, e *env, s *cas.Store, agent string) (*appliance.Appliance, error) {
+	work, err := s.Scratch("appliance-work")
+	if err != nil {
+		return nil, err
+	}
+	return appliance.Build(ctx, s, appliance.BuildOptions{WorkDir: work, Agent: agent, Log: e.stderr})
 }
 
 func printAppliance(c *cacheCmd, a *appliance.Appliance) {

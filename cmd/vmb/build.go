@@ -9,13 +9,7 @@ func runBuild(e *env, args []string) int {
 	repo := fs.String("repo", "", "the build repository: a directory, or a name imported with vmb import")
 	var names stringList
 	fs.Var(&names, "name", "an image to build (repeatable; default: every image)")
-	cacheDir := cacheFlag(fs)
-	out := fs.String("out", "out", "directory the images' outputs are written to")
-	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
-	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
-	noCache := fs.Bool("no-cache", false, "run every node, still storing results")
-	progress := fs.String("progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
-	verbose := fs.Bool("x", false, "print each job's qemu command line")
+	a := solveFlags(fs)
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -23,12 +17,12 @@ func runBuild(e *env, args []string) int {
 		fs.Usage()
 		return exitInvalid
 	}
-	dir, name, _, code := repository(e, *repo, nil)
-	if code >= 0 {
+	var code int
+	if a.dir, a.repo, _, code = repository(e, *repo, nil); code >= 0 {
 		return code
 	}
-	return solve(e, solveArgs{cacheDir: *cacheDir, out: *out, jobs: *jobs, dryRun: *dryRun, noCache: *noCache,
-		progress: *progress, verbose: *verbose, dir: dir, repo: name, images: names})
+	a.images = names
+	return solve(e, *a)
 }
 
 // stringList is a flag that may be given many times.

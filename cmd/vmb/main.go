@@ -43,8 +43,9 @@ func commands() map[string]command {
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
 		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},
-		"shell":     {usage: "[--cache DIR] [--repo NAME] [-x] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
+		"shell":     {usage: "[--cache DIR] [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
+		"version":   {usage: "[--cache DIR] [--json]", short: "print vmb's version, its protocol and the cache's appliance", run: runVersion},
 	}
 }
 
@@ -62,6 +63,9 @@ func Main(args []string, e *env) int {
 		}
 		return exitOK
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	c, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(e.stderr, "vmb: unknown command %q\n", args[0])
@@ -73,6 +77,7 @@ func Main(args []string, e *env) int {
 
 func usage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "usage: vmb <command> [flags] [args]")
+	fmt.Fprintln(w, "       vmb --version")
 	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {

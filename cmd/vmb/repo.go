@@ -14,7 +14,6 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
-	"vmb.dev/vmb/vmexec/appliance"
 )
 
 // repository resolves the build repository a command names, the one way every
@@ -52,10 +51,11 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
+// cacheUsage is the help of --cache.
+const cacheUsage = "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)"
+
 // cacheFlag defines --cache on fs.
-func cacheFlag(fs *flag.FlagSet) *string {
-	return fs.String("cache", "", "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)")
-}
+func cacheFlag(fs *flag.FlagSet) *string { return fs.String("cache", "", cacheUsage) }
 
 func openRegistry(e *env) (*lang.Registry, error) {
 	dir, err := lang.DefaultConfigDir(e.getenv)
@@ -78,15 +78,13 @@ func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
 	if cacheDir != "" {
 		opt.StatCache = filepath.Join(cas.ScratchDir(cacheDir, "lang"), "stat-cache.json")
 		if opt.Executor == "" {
-			app, err := appliance.Read(cacheDir)
-			switch {
-			case err == nil:
-				opt.Executor = app.Identity()
-			case !errors.Is(err, appliance.ErrNone):
+			app, err := cacheAppliance(cacheDir)
+			if err != nil {
 				// An appliance that cannot be read would give keys that match nothing.
 				fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", cacheDir, err)
 				return nil, exitFailed
 			}
+			opt.Executor = identity(app)
 		}
 	}
 	if e.getenv("VMB_DEBUG_KEYS") == "1" {

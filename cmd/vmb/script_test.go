@@ -9,6 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
 
@@ -53,6 +54,30 @@ func TestScripts(t *testing.T) {
 					k, v, _ := strings.Cut(kv, "=")
 					ts.Setenv(k, v)
 				}
+			},
+			// appliancedebs gives $VMB_CACHE the Debian packages vmtest built the
+			// shared appliance from, and $VMB_AGENT its agent, so that vmb builds the
+			// appliance itself, as on first use, without downloading anything (the
+			// work directory's layout is the appliance package's: debs/ in its scratch place).
+			"appliancedebs": func(ts *testscript.TestScript, neg bool, args []string) {
+				s, _, err := vmtest.Shared()
+				ts.Check(err)
+				src := filepath.Join(cas.ScratchDir(s.Dir(), "appliance-work"), "debs")
+				dst := filepath.Join(cas.ScratchDir(ts.Getenv("VMB_CACHE"), "appliance-work"), "debs")
+				ts.Check(os.MkdirAll(dst, 0o755))
+				debs, _ := filepath.Glob(filepath.Join(src, "*.deb"))
+				if len(debs) == 0 {
+					ts.Fatalf("no packages in %s", src)
+				}
+				for _, d := range debs {
+					to := filepath.Join(dst, filepath.Base(d))
+					if os.Link(d, to) != nil {
+						b, err := os.ReadFile(d)
+						ts.Check(err)
+						ts.Check(os.WriteFile(to, b, 0o644))
+					}
+				}
+				ts.Setenv("VMB_AGENT", filepath.Join(s.Dir(), "vmb-agent"))
 			},
 		},
 	})

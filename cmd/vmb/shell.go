@@ -13,15 +13,16 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
-	"vmb.dev/vmb/vmexec/appliance"
 	"vmb.dev/vmb/vmexec/qemu"
 )
 
 func runShell(e *env, args []string) int {
-	fs := newFlags(e, "shell", "[--cache DIR] [--repo NAME] [-x] [DIR] IMAGE [STEP]")
+	fs := newFlags(e, "shell", "[--cache DIR] [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]")
 	cacheDir := cacheFlag(fs)
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	verbose := fs.Bool("x", false, "print qemu's command line")
+	var noApplianceBuild bool
+	noApplianceBuildFlag(fs, &noApplianceBuild)
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -39,18 +40,14 @@ func runShell(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "vmb shell:", err)
 		return exitFailed
 	}
-	app, err := appliance.Load(store)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb shell:", err)
-		return exitFailed
-	}
-	x := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: *verbose}
-	defer x.Close()
-	g, code := compileWith(e, dir, store.Dir(), x.Identity())
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	g, app, code := prepare(ctx, e, store, dir, noApplianceBuild, false)
+	cancel()
 	if code >= 0 {
 		return code
 	}
-	x.RepoDir = g.Dir
+	x := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: *verbose, RepoDir: g.Dir}
+	defer x.Close()
 	im, ok := g.Image(rest[0])
 	if !ok {
 		fmt.Fprintf(e.stderr, "vmb shell: no image %q (images: %s)\n", rest[0], strings.Join(g.ImageNames(), ", "))
@@ -103,7 +100,7 @@ func runShell(e *env, args []string) int {
 
 	fmt.Fprintf(e.stderr, "vmb shell: %s: the state %s (%s) left.\n", what, from.Label(), from.Key.Short())
 	fmt.Fprintln(e.stderr, "vmb shell: booting the build VM; nothing you change enters the cache.")
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, cancel = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	opt.Term = e.getenv("TERM")
 	stdin := e.stdin

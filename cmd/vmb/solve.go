@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
-	"vmb.dev/vmb/vmexec/appliance"
 	"vmb.dev/vmb/vmexec/qemu"
 )
 
@@ -41,22 +41,15 @@ func (q qemuExecutor) Run(ctx context.Context, n *graph.Node, in solver.State, l
 
 func runSolve(e *env, args []string) int {
 	fs := newFlags(e, "solve", "[flags] [DIR] [IMAGE...]")
-	cacheDir := cacheFlag(fs)
-	out := fs.String("out", "out", "directory the images' outputs are written to")
-	jobs := fs.Int("j", 0, "jobs run at once (default: the number of CPUs)")
-	dryRun := fs.Bool("dry-run", false, "print the plan, run nothing")
-	noCache := fs.Bool("no-cache", false, "run every node, still storing results")
-	progress := fs.String("progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
-	verbose := fs.Bool("x", false, "print each job's qemu command line")
+	a := solveFlags(fs)
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	dir, _, images, code := repository(e, "", fs.Args())
-	if code >= 0 {
+	var code int
+	if a.dir, _, a.images, code = repository(e, "", fs.Args()); code >= 0 {
 		return code
 	}
-	return solve(e, solveArgs{cacheDir: *cacheDir, out: *out, jobs: *jobs, dryRun: *dryRun, noCache: *noCache,
-		progress: *progress, verbose: *verbose, dir: dir, images: images})
+	return solve(e, *a)
 }
 
 type solveArgs struct {
@@ -64,7 +57,29 @@ type solveArgs struct {
 	repo                         string // the imported repository's name, if it was named so
 	jobs                         int
 	dryRun, noCache, verbose     bool
+	noApplianceBuild             bool
 	images                       []string
+}
+
+// solveFlags defines on fs the flags of vmb solve, which vmb build takes too, and
+// returns where they are parsed to.
+func solveFlags(fs *flag.FlagSet) *solveArgs {
+	a := &solveArgs{}
+	fs.StringVar(&a.cacheDir, "cache", "", cacheUsage)
+	fs.StringVar(&a.out, "out", "out", "directory the images' outputs are written to")
+	fs.IntVar(&a.jobs, "j", 0, "jobs run at once (default: the number of CPUs)")
+	fs.BoolVar(&a.dryRun, "dry-run", false, "print the plan, run nothing")
+	fs.BoolVar(&a.noCache, "no-cache", false, "run every node, still storing results")
+	fs.StringVar(&a.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
+	fs.BoolVar(&a.verbose, "x", false, "print each job's qemu command line")
+	noApplianceBuildFlag(fs, &a.noApplianceBuild)
+	return a
+}
+
+// noApplianceBuildFlag defines --no-appliance-build, which vmb solve, build and
+// shell take.
+func noApplianceBuildFlag(fs *flag.FlagSet, p *bool) {
+	fs.BoolVar(p, "no-appliance-build", false, "fail if the cache has no appliance, instead of building one")
 }
 
 func solve(e *env, a solveArgs) int {
@@ -79,23 +94,23 @@ func solve(e *env, a solveArgs) int {
 		fmt.Fprintln(e.stderr, "vmb:", err)
 		return exitFailed
 	}
-	app, err := appliance.Load(store)
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
-	x := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: a.verbose}
-	defer x.Close()
-	g, code := compileWith(e, a.dir, store.Dir(), x.Identity())
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	g, app, code := prepare(ctx, e, store, a.dir, a.noApplianceBuild, a.dryRun)
 	if code >= 0 {
 		return code
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	x.RepoDir = g.Dir
+	var x solver.Executor = noExecutor{}
+	if app == nil {
+		fmt.Fprintf(e.stderr, "vmb: keys use a placeholder executor: no appliance in cache %s (a solve that runs a job builds one first)\n", store.Dir())
+	} else {
+		qx := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: a.verbose, RepoDir: g.Dir}
+		defer qx.Close()
+		x = qemuExecutor{qx}
+	}
 	p := newProgress(e, mode, a)
 	defer p.close()
-	s := solver.New(store, qemuExecutor{x}, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
+	s := solver.New(store, x, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
 		OutDir: a.out, Events: p.event})
 	sum, err := s.Solve(ctx, g, a.images...)
 	if sum != nil {

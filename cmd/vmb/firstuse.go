@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/lang"
+	"vmb.dev/vmb/solver"
+	"vmb.dev/vmb/vmexec/appliance"
+)
+
+// The appliance as vmb solve, vmb build and vmb shell use it: the cache's current
+// one, or, on first use of a cache that has none, one built there and then, as
+// libguestfs builds its appliance on first use. The definitions are checked before
+// any appliance is loaded or built.
+
+// cacheAppliance returns the current appliance of the cache in dir, or nil if the
+// cache has none; it creates nothing. This is the one place the CLI tells "no
+// appliance" from "an appliance that cannot be read".
+func cacheAppliance(dir string) (*appliance.Appliance, error) {
+	app, err := appliance.Read(dir)
+	if errors.Is(err, appliance.ErrNone) {
+		return nil, nil
+	}
+	return app, err
+}
+
+// identity is the executor identity keys name: app's, or lang's placeholder.
+func identity(app *appliance.Appliance) string {
+	if app == nil {
+		return lang.PlaceholderExecutor
+	}
+	return app.Identity()
+}
+
+// prepare compiles the repository in dir, then makes sure store has an appliance,
+// building it if it has none (unless noBuild), and returns the graph keyed with
+// it. With planOnly a cache without an appliance is left so: the graph is keyed
+// with the placeholder executor and the appliance is nil. It returns an exit code
+// to stop with, or -1.
+func prepare(ctx context.Context, e *env, store *cas.Store, dir string, noBuild, planOnly bool) (*graph.Graph, *appliance.Appliance, int) {
+	app, err := cacheAppliance(store.Dir())
+	if err != nil {
+		fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", store.Dir(), err)
+		return nil, nil, exitFailed
+	}
+	g, code := compileWith(e, dir, store.Dir(), identity(app))
+	if code >= 0 || app != nil || planOnly {
+		return g, app, code
+	}
+	if noBuild {
+		fmt.Fprintf(e.stderr, "vmb: no appliance in cache %s, and --no-appliance-build: run vmb appliance build\n", store.Dir())
+		return nil, nil, exitFailed
+	}
+	agent := agentPath(e)
+	if err := canBuildAppliance(agent); err != nil {
+		fmt.Fprintf(e.stderr, "vmb: no appliance in cache %s, and vmb cannot build one: %v\n", store.Dir(), err)
+		return nil, nil, exitFailed
+	}
+	fmt.Fprintf(e.stderr, "vmb: no appliance in cache %s: building the build VM once for this cache (Debian packages, with apt-get)\n", store.Dir())
+	start := time.Now()
+	if app, err = buildAppliance(ctx, e, store, agent); err != nil {
+		fmt.Fprintln(e.stderr, "vmb: build the appliance:", err)
+		return nil, nil, exitFailed
+	}
+	fmt.Fprintf(e.stderr, "vmb: appliance %s (kernel %s) built in %s\n", app.Digest.Short(), app.KernelVersion, time.Since(start).Round(time.Second))
+	g, code = compileWith(e, dir, store.Dir(), app.Identity())
+	return g, app, code
+}
+
+// canBuildAppliance says what this machine lacks to build the appliance, and what
+// to do about it; nil if nothing.
+func canBuildAppliance(agent string) error {
+	if fi, err := os.Stat(agent); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("no vmb-agent binary at %s: build one (CGO_ENABLED=0 go build -o %s ./cmd/vmb-agent), or name one with $VMB_AGENT or vmb appliance build --agent FILE", agent, agent)
+	}
+	for _, tool := range []string{"apt-get", "dpkg-deb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed, and the appliance is built from Debian packages: build it on a Debian or Ubuntu machine (vmb appliance build --cache DIR) and copy that cache directory here", tool)
+		}
+	}
+	return nil
+}
+
+// noExecutor stands for the build VM in a dry run on a cache without an appliance:
+// it names the placeholder executor and runs nothing.
+type noExecutor struct{}
+
+func (noExecutor) Identity() string { return lang.PlaceholderExecutor }
+
+func (noExecutor) Run(context.Context, *graph.Node, solver.State, io.Writer) (*solver.Result, error) {
+	return nil, errors.New("no appliance in this cache: a dry run runs nothing")
+}
