@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
@@ -345,7 +346,9 @@ func TestNetwork(t *testing.T) {
 
 	urls := []string{hostURL}
 	hostReachesMirror := false
-	if resp, err := http.Head(mirror); err == nil {
+	// Directly, as the guest goes: a proxy the host would use is not the guest's.
+	direct := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 20 * time.Second}
+	if resp, err := direct.Head(mirror); err == nil {
 		resp.Body.Close()
 		hostReachesMirror = resp.StatusCode == 200
 		urls = append(urls, mirror)
