@@ -173,9 +173,18 @@ func TestEveryJobKind(t *testing.T) {
 	})
 	c.must(&graph.CopyIn{Src: "bin", Dest: place("d:1:/bin")})
 	check(&graph.Run{Root: place("d:1"), Mode: "chroot", Workdir: "/tree", Env: map[string]string{"GREETING": "hi"},
-		Command: graph.Command{"/bin/busybox", "sh", "-c", "echo $GREETING from $(pwd) > /ran"}}, func(map[string]cas.Digest) {
-		if got := debugfs(p1(), "cat /ran"); got != "hi from /tree\n" {
+		Command: graph.Command{"/bin/busybox", "sh", "-c", "echo $GREETING from $(pwd) > /ran; echo $VMB_ROOT_DISK $VMB_DISK_D $VMB_DISK_X > /disks; /bin/busybox ls /dev/disk/by-uuid > /uuids"}}, func(map[string]cas.Digest) {
+		p := p1()
+		if got := debugfs(p, "cat /ran"); got != "hi from /tree\n" {
 			t.Errorf("run: /ran holds %q", got)
+		}
+		// Disks are attached in name order after the job disk: d is vdb, x is vdc.
+		if got := debugfs(p, "cat /disks"); got != "/dev/vdb /dev/vdb /dev/vdc\n" {
+			t.Errorf("run: the disks' devices were %q", got)
+		}
+		uuid := strings.TrimSpace(hostTool(t, "blkid", "-s", "UUID", "-o", "value", p))
+		if got := debugfs(p, "cat /uuids"); !strings.Contains(got, uuid) {
+			t.Errorf("run: /dev/disk/by-uuid lacks the root's UUID %s:\n%s", uuid, got)
 		}
 	})
 	check(&graph.Hash{Disk: "d", Algorithm: "sha256", Dest: "d.sha256"}, func(files map[string]cas.Digest) {

@@ -458,6 +458,11 @@ func (a *agent) runChroot(j *graph.Run) error {
 			return fmt.Errorf("mount %s in the target: %w", m.dst, err)
 		}
 	}
+	// A boot loader's installer (grub-mkconfig) names the root by UUID only when
+	// /dev/disk/by-uuid has it: the links udev would make.
+	if err := diskLinks(); err != nil {
+		return fmt.Errorf("/dev/disk links: %w", err)
+	}
 	if j.Network != graph.NoNetwork {
 		undo, err := network(root)
 		if err != nil {
@@ -470,6 +475,7 @@ func (a *agent) runChroot(j *graph.Run) error {
 	cmd.Dir = j.Workdir
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
 		fmt.Sprintf("SOURCE_DATE_EPOCH=%d", a.job.Epoch), "PYTHONHASHSEED=0"}
+	cmd.Env = append(cmd.Env, a.diskEnv(j.Root.Disk)...)
 	for _, k := range sortedKeys(j.Env) {
 		cmd.Env = append(cmd.Env, k+"="+j.Env[k])
 	}
@@ -601,4 +607,59 @@ func syncfs(dir string) {
 		unix.Syncfs(fd)
 		unix.Close(fd)
 	}
+}
+
+// diskEnv names the device of each disk for a run's command, as a boot loader's
+// installer needs it: VMB_DISK_<NAME> (the name upper-cased, '-' as '_') for every
+// disk, and VMB_ROOT_DISK for the disk the root is on.
+func (a *agent) diskEnv(rootDisk string) []string {
+	var env []string
+	for _, name := range a.job.Disks {
+		dev, _ := a.disk(name)
+		env = append(env, "VMB_DISK_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+dev)
+		if name == rootDisk {
+			env = append(env, "VMB_ROOT_DISK="+dev)
+		}
+	}
+	return env
+}
+
+// diskLinks makes the links udev keeps under /dev/disk (by-uuid, by-partuuid,
+// by-label) for every block device blkid knows. /dev is the appliance's devtmpfs,
+// which the target's /dev is a mount of.
+func diskLinks() error {
+	out, err := exec.Command("blkid", "-o", "export").Output()
+	if err != nil && len(out) == 0 {
+		return nil // no device has anything blkid knows
+	}
+	link := func(dir, name, dev string) error {
+		if name == "" {
+			return nil
+		}
+		d := filepath.Join("/dev/disk", dir)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		p := filepath.Join(d, strings.ReplaceAll(name, "/", "\\x2f"))
+		os.Remove(p)
+		return os.Symlink("../../"+strings.TrimPrefix(dev, "/dev/"), p)
+	}
+	for _, block := range strings.Split(string(out), "\n\n") {
+		kv := map[string]string{}
+		for _, l := range strings.Split(block, "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				kv[k] = v
+			}
+		}
+		dev := kv["DEVNAME"]
+		if dev == "" {
+			continue
+		}
+		for _, e := range []struct{ dir, name string }{{"by-uuid", kv["UUID"]}, {"by-partuuid", kv["PARTUUID"]}, {"by-label", kv["LABEL"]}} {
+			if err := link(e.dir, e.name, dev); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
