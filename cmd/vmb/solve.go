@@ -31,7 +31,7 @@ func (q qemuExecutor) Run(ctx context.Context, n *graph.Node, in solver.State, l
 	disks, files, err := q.x.Run(ctx, n, in.Disks, log)
 	var je *vmexec.JobError
 	if errors.As(err, &je) {
-		return nil, &solver.JobError{Node: n, ExitCode: je.ExitCode, Tail: je.Tail, Err: je}
+		return nil, &solver.JobError{Node: n, ExitCode: je.ExitCode(), Tail: je.Tail, Err: je}
 	}
 	if err != nil {
 		return nil, err
