@@ -11,6 +11,7 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
 	"vmb.dev/vmb/solver"
+	"vmb.dev/vmb/solver/executortest"
 )
 
 // BenchmarkCachedSolve100x10 is a no-op rebuild of a repository of 100 images of 10
@@ -51,7 +52,7 @@ images: "img%03d": {
 	if err != nil {
 		b.Fatal(err)
 	}
-	x := &fakeExec{store: store, runs: map[graph.Key]int{}}
+	x := &executortest.Fake{Store: store}
 	out := b.TempDir()
 	opt := lang.Options{Executor: x.Identity(), StatCache: filepath.Join(b.TempDir(), "stat-cache.json")}
 	compile := func() *graph.Graph {

@@ -3,7 +3,6 @@ package solver
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -309,8 +308,9 @@ func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, err
 	s.emit(Event{Type: EventStart, Node: n})
 	var logBuf bytes.Buffer
 	lw := &lineWriter{emit: func(line string) { s.emit(Event{Type: EventLog, Node: n, Line: line}) }}
-	res, err := s.exec.Run(ctx, n, in, io.MultiWriter(&logBuf, lw))
+	disks, files, err := s.exec.Run(ctx, n, in.Disks, io.MultiWriter(&logBuf, lw))
 	lw.flush()
+	res := &Result{State: State{Disks: disks}, Files: files}
 	dur := s.opt.Now().Sub(start)
 	logDigest, lerr := s.store.PutBytes(logBuf.Bytes())
 	if err == nil && lerr != nil {
@@ -325,10 +325,7 @@ func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, err
 			s.emit(Event{Type: EventInterrupted, Node: n, Duration: dur, Log: logDigest})
 			return nil, interrupted{ctx.Err()}
 		}
-		var je *JobError
-		if !errors.As(err, &je) {
-			je = &JobError{Node: n, ExitCode: -1, Err: err, Tail: tail(logBuf.String(), 20)}
-		}
+		je := jobError(n, err, logBuf.String())
 		s.emit(Event{Type: EventFailed, Node: n, Duration: dur, Err: je, Log: logDigest})
 		return nil, je
 	}

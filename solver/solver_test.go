@@ -3,8 +3,6 @@ package solver_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,75 +14,8 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
 	"vmb.dev/vmb/solver"
+	"vmb.dev/vmb/solver/executortest"
 )
-
-// fakeExec stands in for the build VM in these unit tests of the solver only: it
-// "runs" a job by storing a snapshot named after the node's key, and counts calls.
-type fakeExec struct {
-	store *cas.Store
-	mu    sync.Mutex
-	runs  map[graph.Key]int
-	fail  func(*graph.Node) error
-	block chan struct{} // if set, every run waits on it (or ctx)
-	start chan *graph.Node
-}
-
-func (f *fakeExec) Identity() string { return "fake" }
-
-func (f *fakeExec) Run(ctx context.Context, n *graph.Node, in solver.State, log io.Writer) (*solver.Result, error) {
-	f.mu.Lock()
-	f.runs[n.Key]++
-	f.mu.Unlock()
-	if f.start != nil {
-		f.start <- n
-	}
-	if f.block != nil {
-		select {
-		case <-f.block:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	fmt.Fprintf(log, "running %s\nsecond line\n", n.Label())
-	if f.fail != nil {
-		if err := f.fail(n); err != nil {
-			return nil, &solver.JobError{Node: n, ExitCode: 1, Err: err}
-		}
-	}
-	res := &solver.Result{State: solver.State{Disks: map[string]cas.Digest{}}, Files: map[string]cas.Digest{}}
-	for k, v := range in.Disks {
-		res.Disks[k] = v
-	}
-	if cd, ok := n.Job.(*graph.CreateDisk); ok {
-		res.Disks[cd.Disk] = cas.Digest{}
-	}
-	for disk := range res.Disks {
-		m := &cas.Manifest{Size: 1<<20 + int64(n.Key[0]) + int64(n.Key[1])<<8, ChunkSize: 65536}
-		d, err := f.store.PutBytes(append(m.Encode(), []byte("")...))
-		if err != nil {
-			return nil, err
-		}
-		res.Disks[disk] = d
-	}
-	if out := graph.Output(n.Job); out != "" {
-		d, err := f.store.PutBytes([]byte("output of " + n.Key.String()))
-		if err != nil {
-			return nil, err
-		}
-		res.Files[out] = d
-	}
-	return res, nil
-}
-
-func (f *fakeExec) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, c := range f.runs {
-		n += c
-	}
-	return n
-}
 
 const repo = `package build
 
@@ -110,7 +41,7 @@ images: b: {from: "base", steps: [
 type env struct {
 	dir, out string
 	store    *cas.Store
-	exec     *fakeExec
+	exec     *executortest.Fake // the build VM, counting calls
 	events   []solver.Event
 	mu       sync.Mutex
 }
@@ -124,7 +55,7 @@ func newEnv(t *testing.T) *env {
 	if e.store, err = cas.Open(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
-	e.exec = &fakeExec{store: e.store, runs: map[graph.Key]int{}}
+	e.exec = &executortest.Fake{Store: e.store}
 	return e
 }
 
@@ -161,10 +92,10 @@ func TestSolveIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Executed != 9 || sum.Cached != 0 || e.exec.count() != 9 {
-		t.Fatalf("first solve: %+v, %d runs; want 9 executed", sum, e.exec.count())
+	if sum.Executed != 9 || sum.Cached != 0 || e.exec.Count() != 9 {
+		t.Fatalf("first solve: %+v, %d runs; want 9 executed", sum, e.exec.Count())
 	}
-	for k, c := range e.exec.runs {
+	for k, c := range e.exec.Runs() {
 		if c != 1 {
 			t.Fatalf("node %s ran %d times", k, c)
 		}
@@ -178,7 +109,7 @@ func TestSolveIncremental(t *testing.T) {
 	// A second solve runs nothing and still writes the outputs.
 	os.RemoveAll(e.out)
 	sum, err = e.solve(t, t.Context(), solver.Options{})
-	if err != nil || sum.Executed != 0 || sum.Cached != 9 || e.exec.count() != 9 {
+	if err != nil || sum.Executed != 0 || sum.Cached != 9 || e.exec.Count() != 9 {
 		t.Fatalf("second solve: %+v, %v", sum, err)
 	}
 	if len(sum.Outputs) != 2 {
@@ -217,16 +148,16 @@ func TestSolveIncremental(t *testing.T) {
 	if sum.Executed != 0 || sum.Cached != 9 {
 		t.Fatalf("dry run: %+v", sum)
 	}
-	before := e.exec.count()
+	before := e.exec.Count()
 	sum, err = e.solve(t, t.Context(), solver.Options{NoCache: true}, "a")
-	if err != nil || sum.Executed != 7 || e.exec.count() != before+7 {
+	if err != nil || sum.Executed != 7 || e.exec.Count() != before+7 {
 		t.Fatalf("--no-cache a: %+v, %v", sum, err)
 	}
 }
 
 func TestSolveFailure(t *testing.T) {
 	e := newEnv(t)
-	e.exec.fail = func(n *graph.Node) error {
+	e.exec.Fail = func(n *graph.Node) error {
 		if strings.Contains(n.Label(), "echo a") {
 			return errors.New("exit status 3")
 		}
@@ -237,11 +168,14 @@ func TestSolveFailure(t *testing.T) {
 	if !errors.As(err, &je) || !strings.Contains(je.Node.Label(), "echo a") {
 		t.Fatalf("solve = %v, want the failure of a's run", err)
 	}
+	if je.ExitCode != 1 {
+		t.Errorf("the failure's exit status is %d; want the fake's 1", je.ExitCode)
+	}
 	if sum.Failed != 1 || sum.Skipped < 1 {
 		t.Fatalf("summary %+v: want 1 failed and a's export skipped", sum)
 	}
 	// What finished is kept: a second solve runs only what did not finish.
-	e.exec.fail = nil
+	e.exec.Fail = nil
 	sum, err = e.solve(t, t.Context(), solver.Options{})
 	if err != nil || sum.Cached < 5 {
 		t.Fatalf("after the failure: %+v, %v; want the base cached", sum, err)
@@ -262,8 +196,8 @@ func TestSolveParallel(t *testing.T) {
 	if _, err := e.solve(t, t.Context(), solver.Options{}, "base"); err != nil {
 		t.Fatal(err)
 	}
-	e.exec.block = make(chan struct{})
-	e.exec.start = make(chan *graph.Node)
+	e.exec.Block = make(chan struct{})
+	e.exec.Started = make(chan *graph.Node)
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.solve(t, t.Context(), solver.Options{Jobs: 2}, "a", "b")
@@ -273,15 +207,15 @@ func TestSolveParallel(t *testing.T) {
 	deadline := time.After(time.Minute) // a guard against a deadlock, not a timing
 	for len(started) < 2 {
 		select {
-		case n := <-e.exec.start:
+		case n := <-e.exec.Started:
 			started[n.Image] = true
 		case <-deadline:
 			t.Fatalf("only %v started; the branches do not run in parallel", started)
 		}
 	}
-	close(e.exec.block)
+	close(e.exec.Block)
 	go func() {
-		for range e.exec.start {
+		for range e.exec.Started {
 		}
 	}()
 	if err := <-done; err != nil {
@@ -296,10 +230,10 @@ func TestSolveCancel(t *testing.T) {
 	if _, err := e.solve(t, t.Context(), solver.Options{}, "base"); err != nil {
 		t.Fatal(err)
 	}
-	e.exec.block = make(chan struct{})
-	e.exec.start = make(chan *graph.Node, 10)
+	e.exec.Block = make(chan struct{})
+	e.exec.Started = make(chan *graph.Node, 10)
 	ctx, cancel := context.WithCancel(t.Context())
-	go func() { <-e.exec.start; cancel() }()
+	go func() { <-e.exec.Started; cancel() }()
 	sum, err := e.solve(t, ctx, solver.Options{Jobs: 1}, "a")
 	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "interrupted") {
 		t.Fatalf("cancelled solve = %v, want interrupted, context.Canceled", err)
@@ -307,7 +241,7 @@ func TestSolveCancel(t *testing.T) {
 	if sum.Executed != 0 || sum.Failed != 0 || sum.Interrupted != 1 {
 		t.Fatalf("cancelled solve: %+v, want 1 interrupted, none executed or failed", sum)
 	}
-	e.exec.block = nil
+	e.exec.Block = nil
 	sum, err = e.solve(t, t.Context(), solver.Options{}, "a")
 	if err != nil || sum.Cached != 5 || sum.Executed != 2 {
 		t.Fatalf("after cancel: %+v, %v", sum, err)

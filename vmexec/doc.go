@@ -1,7 +1,10 @@
 // Package vmexec is the qemu Executor: it boots the appliance, passes each job on a
 // job disk, reads the serial console, and materializes and ingests target disks
 // through the cas. Jobs that need no VM (create-disk, resize-disk, dd, hash,
-// export) run on the host.
+// export) run on the host. *Executor is a solver.Executor without importing
+// solver: disks and files are cas digests, and a job that failed is a *JobError,
+// whose ExitCode method makes it a solver.JobFailure. Its tests run the
+// contract's check, solver/executortest, against the real appliance.
 //
 // By concern, in its sub-packages:
 //

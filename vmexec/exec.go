@@ -98,13 +98,20 @@ func (x *Executor) keep(d cas.Digest, p string) {
 }
 
 // JobError is a job that ran in the VM and failed, or a VM that did not finish.
+// Its methods ExitCode and LogTail make it a solver.JobFailure.
 type JobError struct {
-	ExitCode int    // the job's exit status; -1 when the VM did not report one
-	Tail     string // the last lines of the console
-	Err      error
+	Status int    // the job's exit status; -1 when the VM did not report one
+	Tail   string // the last lines of the console
+	Err    error
 }
 
 func (e *JobError) Error() string { return e.Err.Error() }
+
+// ExitCode is the job's exit status; -1 when the VM did not report one.
+func (e *JobError) ExitCode() int { return e.Status }
+
+// LogTail is the last lines of the console.
+func (e *JobError) LogTail() string { return e.Tail }
 
 // Identity is the executor identity in keys.
 func (x *Executor) Identity() string { return x.Appliance.Identity() }
@@ -350,7 +357,7 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 			return nil, err
 		}
 		if _, ok := files[graph.Output(n.Job)]; !ok {
-			return nil, &JobError{ExitCode: -1, Err: fmt.Errorf("the job wrote no output %q", graph.Output(n.Job))}
+			return nil, &JobError{Status: -1, Err: fmt.Errorf("the job wrote no output %q", graph.Output(n.Job))}
 		}
 	}
 	for _, name := range names {
@@ -393,15 +400,15 @@ func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout
 	tailText := strings.Join(tail, "\n")
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return &JobError{ExitCode: -1, Tail: tailText, Err: fmt.Errorf("the build VM did not finish in %s: killed", timeout)}
+		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the build VM did not finish in %s: killed", timeout)}
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case !gotResult && strings.Contains(tailText, "Kernel panic"):
-		return &JobError{ExitCode: -1, Tail: tailText, Err: errors.New("the build VM's kernel panicked")}
+		return &JobError{Status: -1, Tail: tailText, Err: errors.New("the build VM's kernel panicked")}
 	case !gotResult:
-		return &JobError{ExitCode: -1, Tail: tailText, Err: fmt.Errorf("the build VM stopped without a result (%v)", werr)}
+		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the build VM stopped without a result (%v)", werr)}
 	case status != 0:
-		return &JobError{ExitCode: status, Tail: tailText, Err: fmt.Errorf("exit status %d", status)}
+		return &JobError{Status: status, Tail: tailText, Err: fmt.Errorf("exit status %d", status)}
 	}
 	return nil
 }

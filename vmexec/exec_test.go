@@ -241,7 +241,7 @@ func TestFailures(t *testing.T) {
 	// A failing command: its exit status and the end of its log.
 	_, err := c.run(&graph.Run{Root: place("d"), Command: graph.Command{"/nonexistent"}, Workdir: "/", Mode: "chroot"})
 	var je *vmexec.JobError
-	if !errors.As(err, &je) || je.ExitCode == 0 || !strings.Contains(je.Tail, "nonexistent") {
+	if !errors.As(err, &je) || je.ExitCode() == 0 || !strings.Contains(je.Tail, "nonexistent") {
 		t.Fatalf("failing command: %v (tail %q)", err, tailOf(je))
 	}
 	// A partition that does not exist.

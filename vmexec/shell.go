@@ -134,7 +134,7 @@ func runShell(ctx context.Context, vm *qemu.VM, nonce string, stdin io.Reader, s
 	case cerr != nil:
 		return fmt.Errorf("console: %w", cerr)
 	case !con.result:
-		return &JobError{ExitCode: -1, Err: fmt.Errorf("the build VM stopped without ending the session (%v)", werr)}
+		return &JobError{Status: -1, Err: fmt.Errorf("the build VM stopped without ending the session (%v)", werr)}
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func runShell(e *env, args []string) int {
 		a := solveArgs{cacheDir: *cacheDir, repo: name, dir: dir}
 		p := &progress{e: e, hint: func(n *graph.Node) string { return shellCommand(a, n) }}
 		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-		sum, serr := solver.New(store, qemuExecutor{x}, solver.Options{Need: []graph.Key{from.Key}, Events: p.event}).Solve(ctx, g, im.Name)
+		sum, serr := solver.New(store, x, solver.Options{Need: []graph.Key{from.Key}, Events: p.event}).Solve(ctx, g, im.Name)
 		cancel()
 		if sum != nil {
 			p.summary(sum, serr)

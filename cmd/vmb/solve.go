@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,24 +19,6 @@ import (
 	"vmb.dev/vmb/vmexec"
 	"vmb.dev/vmb/vmexec/qemu"
 )
-
-// qemuExecutor adapts vmexec to the solver's Executor interface: the two packages do
-// not import each other.
-type qemuExecutor struct{ x *vmexec.Executor }
-
-func (q qemuExecutor) Identity() string { return q.x.Identity() }
-
-func (q qemuExecutor) Run(ctx context.Context, n *graph.Node, in solver.State, log io.Writer) (*solver.Result, error) {
-	disks, files, err := q.x.Run(ctx, n, in.Disks, log)
-	var je *vmexec.JobError
-	if errors.As(err, &je) {
-		return nil, &solver.JobError{Node: n, ExitCode: je.ExitCode, Tail: je.Tail, Err: je}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &solver.Result{State: solver.State{Disks: disks}, Files: files}, nil
-}
 
 func runSolve(e *env, args []string) int {
 	fs := newFlags(e, "solve", "[flags] [DIR] [IMAGE...]")
