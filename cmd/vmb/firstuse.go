@@ -12,7 +12,6 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
-	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec/appliance"
 )
 
@@ -95,6 +94,6 @@ type noExecutor struct{}
 
 func (noExecutor) Identity() string { return lang.PlaceholderExecutor }
 
-func (noExecutor) Run(context.Context, *graph.Node, solver.State, io.Writer) (*solver.Result, error) {
-	return nil, errors.New("no appliance in this cache: a dry run runs nothing")
+func (noExecutor) Run(context.Context, *graph.Node, map[string]cas.Digest, io.Writer) (map[string]cas.Digest, map[string]cas.Digest, error) {
+	return nil, nil, errors.New("no appliance in this cache: a dry run runs nothing")
 }

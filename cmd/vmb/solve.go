@@ -87,7 +87,7 @@ func solve(e *env, a solveArgs) int {
 	} else {
 		qx := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: a.verbose, RepoDir: g.Dir}
 		defer qx.Close()
-		x = qemuExecutor{qx}
+		x = qx
 	}
 	p := newProgress(e, mode, a)
 	defer p.close()
