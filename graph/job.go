@@ -265,11 +265,13 @@ type Remove struct {
 	Path Place `json:"path"`
 }
 
-// Export converts a disk to an image format, deterministically, as an output.
+// Export converts a disk, or one of its partitions, to an image format,
+// deterministically, as an output.
 type Export struct {
-	Disk   string `json:"disk"`
-	Format string `json:"format"` // raw, qcow2, vmdk, vdi, vhdx
-	Dest   string `json:"dest"`
+	Disk      string `json:"disk"`
+	Partition int    `json:"partition,omitempty"` // only this partition: a filesystem image, for direct kernel boot
+	Format    string `json:"format"`              // raw, qcow2, vmdk, vdi, vhdx
+	Dest      string `json:"dest"`
 }
 
 // FileMode is a permission in octal, written with four digits ("644" is "0644"),

@@ -78,6 +78,12 @@ func (j *Remove) Uses() Uses       { return Uses{Writes: []Place{j.Path}} }
 
 func (*Export) Kind() string { return "export" }
 func (j *Export) Describe() string {
-	return fmt.Sprintf("export %s %s -> %s", j.Disk, j.Format, j.Dest)
+	return fmt.Sprintf("export %s %s -> %s", j.volume(), j.Format, j.Dest)
 }
-func (j *Export) Uses() Uses { return Uses{Disks: []string{j.Disk}, Output: &j.Dest} }
+func (j *Export) Uses() Uses {
+	if j.Partition > 0 { // a filesystem image: the partition must hold one
+		return Uses{Reads: []Place{j.volume()}, Output: &j.Dest}
+	}
+	return Uses{Disks: []string{j.Disk}, Output: &j.Dest}
+}
+func (j *Export) volume() Place { return Place{Disk: j.Disk, Partition: j.Partition} }

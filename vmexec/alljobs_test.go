@@ -217,6 +217,14 @@ func TestEveryJobKind(t *testing.T) {
 		hostTool(t, "qemu-img", "check", p)
 		hostTool(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", p, c.raw("d"))
 	})
+	// One partition, as a filesystem image (for direct kernel boot): what the host
+	// cuts out of the whole disk with dd, and a filesystem e2fsck finds sound.
+	check(&graph.Export{Disk: "d", Partition: 1, Format: "raw", Dest: "p1.img"}, func(files map[string]cas.Digest) {
+		p := filepath.Join(t.TempDir(), "p1.img")
+		os.WriteFile(p, output(files, "p1.img"), 0o644)
+		hostTool(t, "cmp", p, p1())
+		hostTool(t, "e2fsck", "-fn", p)
+	})
 
 	for _, k := range graph.Kinds {
 		if !checked[k] {

@@ -3,6 +3,7 @@ package vmexec
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -172,7 +173,13 @@ func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.
 		if err != nil {
 			return nil, nil, err
 		}
-		d, err := x.export(ctx, work, p, j.Format, n.Key.String(), log)
+		src := p
+		if j.Partition > 0 {
+			if src, err = partitionImage(p, j.Partition, filepath.Join(work, "partition.raw")); err != nil {
+				return nil, nil, fmt.Errorf("export %s: %w", j.Describe(), err)
+			}
+		}
+		d, err := x.export(ctx, work, src, j.Format, n.Key.String(), log)
 		if err == nil {
 			x.keep(out[j.Disk], p)
 		}
@@ -254,6 +261,47 @@ func hashFile(p, algorithm string) (string, error) {
 		return "", err
 	}
 	return algorithm + ":" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// partitionImage copies partition n of the raw disk at disk to dst, holes kept as
+// holes, and returns dst.
+func partitionImage(disk string, n int, dst string) (string, error) {
+	f, err := os.Open(disk)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	e, err := imagefmt.PartitionExtent(f, fi.Size(), n)
+	if err != nil {
+		return "", err
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		return "", err
+	}
+	defer out.Close()
+	if err := out.Truncate(e.Len); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 1<<20)
+	zero := make([]byte, len(buf))
+	for off := int64(0); off < e.Len; off += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), e.Len-off)]
+		if _, err := f.ReadAt(b, e.Off+off); err != nil {
+			return "", err
+		}
+		if bytes.Equal(b, zero[:len(b)]) {
+			continue
+		}
+		if _, err := out.WriteAt(b, off); err != nil {
+			return "", err
+		}
+	}
+	return dst, out.Close()
 }
 
 // export converts a raw disk with qemu-img and stores the image.
