@@ -32,12 +32,12 @@ import (
 // Several links to one such target stay linked to each other.
 func flatten(w io.Writer, layers []func() (io.ReadCloser, error), spool string) error {
 	type entry struct{ layer, ord int }
-	keep := map[entry]bool{}       // the surviving entries
-	survivor := map[string]entry{} // by name
-	present := []map[string]int{}  // per layer: name -> ordinal of its last entry
-	links := map[entry]string{}    // surviving hard links: entry -> target name
-	hidden := map[string]bool{}    // names an upper layer decided: true if it hides the subtree
-	opaque := map[string]bool{}    // directories an upper layer made opaque
+	keep := map[entry]bool{}        // the surviving entries
+	survivor := map[string]*entry{} // by name
+	present := []map[string]int{}   // per layer: name -> ordinal of its last entry
+	links := map[entry]string{}     // surviving hard links: entry -> target name
+	hidden := map[string]bool{}     // names an upper layer decided: true if it hides the subtree
+	opaque := map[string]bool{}     // directories an upper layer made opaque
 	for i := len(layers) - 1; i >= 0; i-- {
 		var names []*tar.Header
 		err := readLayer(layers[i], func(h *tar.Header, _ io.Reader) error {
@@ -83,7 +83,7 @@ func flatten(w io.Writer, layers []func() (io.ReadCloser, error), spool string) 
 				continue
 			}
 			id := entry{i, ord}
-			keep[id], survivor[name] = true, id
+			keep[id], survivor[name] = true, &id
 			if h.Typeflag == tar.TypeLink {
 				links[id] = h.Linkname
 			}
@@ -100,7 +100,7 @@ func flatten(w io.Writer, layers []func() (io.ReadCloser, error), spool string) 
 	for id, target := range links {
 		for j := id.layer; j >= 0; j-- {
 			if ord, ok := present[j][target]; ok {
-				if t := (entry{j, ord}); survivor[target] != t {
+				if t, s := (entry{j, ord}), survivor[target]; s == nil || *s != t {
 					broken[id], need[t] = t, true
 				}
 				break
