@@ -256,3 +256,34 @@ a.cue:8:26: images.a.steps[2] (image-in): ref "oci:images/gone" is not pinned, a
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
 }
+
+// TestPinnedImage checks that a pinned image-in is keyed by its digest as the
+// input "image", and its platform; not by the registry its ref names.
+func TestPinnedImage(t *testing.T) {
+	const d = "sha256:4bb7e8ae3d4bd3e8c4e3ff3e2b6a2f1d0c5e9f8a7b6c5d4e3f2a1b0c9d8e7f6a"
+	key := func(ref string) *graph.Node {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "a.cue"), `package x
+
+images: a: {
+	disks: root: "64MiB"
+	steps: [
+		{job: "format", place: "root", fs: "ext4"},
+		{job: "image-in", ref: "`+ref+`", dest: "root:/"},
+	]
+}
+`)
+		g, err := Compile(context.Background(), dir, Options{Executor: testExecutor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Images[0].Steps[len(g.Images[0].Steps)-1].Node
+	}
+	a, b := key("127.0.0.1:5000/debian:12@"+d), key("mirror.example/debian@"+d)
+	if a.Key != b.Key {
+		t.Errorf("the same image from two registries has two keys:\n%s\n%s", a.Preimage, b.Preimage)
+	}
+	if !strings.Contains(string(a.Preimage), "input image "+d+"\n") || !strings.Contains(string(a.Preimage), `param platform="linux/amd64"`) {
+		t.Errorf("preimage lacks the image's digest or platform:\n%s", a.Preimage)
+	}
+}
