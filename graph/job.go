@@ -38,9 +38,13 @@ type Uses struct {
 	// Src is a local file or tree, relative to the repository, the job reads: it
 	// is hashed into the key as the input "src".
 	Src *string
-	// Pinned is the digest a remote input is pinned by (a fetch's URL): keyed as
-	// the input "fetch".
-	Pinned string
+	// Pinned is the remote input the job reads, keyed by the digest it is pinned
+	// by: a fetch's URL as the input "fetch", an image-in's image as "image". A
+	// Pinned without a Digest is a reference not pinned yet, which lang refuses,
+	// saying what Remote resolves to now.
+	Pinned *Input
+	// Remote is the reference Pinned pins: a URL, an image reference.
+	Remote string
 	// Output is the name of the host output the job writes.
 	Output *string
 }
@@ -49,7 +53,7 @@ type Uses struct {
 // Kinds and NewJob derive from it.
 var kinds = []Job{
 	&CreateDisk{}, &ResizeDisk{}, &Label{}, &Partition{}, &Format{}, &Fetch{}, &TarIn{},
-	&TarOut{}, &CopyIn{}, &CopyOut{}, &DD{}, &Run{}, &Hash{}, &Diff{}, &Remove{}, &Export{},
+	&ImageIn{}, &TarOut{}, &CopyIn{}, &CopyOut{}, &DD{}, &Run{}, &Hash{}, &Diff{}, &Remove{}, &Export{},
 }
 
 // Kinds lists every job kind, in the order BUILD.md documents them.
@@ -163,6 +167,43 @@ type Fetch struct {
 type TarIn struct {
 	Src  string `json:"src"` // relative to the repository
 	Dest Place  `json:"dest"`
+}
+
+// ImageIn puts the filesystem of a container image (its layers applied in
+// order, whiteouts and all) into a directory, with owners, modes, xattrs, links
+// and device nodes as the image has them. Ref names the image (ParseImageRef); a
+// registry or OCI layout image is pinned by the digest of its manifest or index,
+// which is key material, not where it is read from; a docker-save archive is a
+// local file, keyed by its content as a src is.
+type ImageIn struct {
+	Ref      string `json:"ref" key:"-"` // where the image is read from: its digest (or content) is keyed
+	Platform string `json:"platform"`    // os/arch[/variant], chosen from an index: "linux/amd64"
+	Dest     Place  `json:"dest"`
+}
+
+// Image sources an ImageIn's ref names.
+const (
+	ImageRegistry      = "registry"       // host[:port]/repository[:tag]@sha256:<hex>
+	ImageOCILayout     = "oci"            // oci:DIR[:tag]@sha256:<hex>, DIR relative to the repository
+	ImageDockerArchive = "docker-archive" // docker-archive:FILE, a docker save tarball in the repository
+)
+
+// ParseImageRef splits an image-in ref into its source (ImageRegistry,
+// ImageOCILayout or ImageDockerArchive), what it names there (a registry
+// reference or a path, without the digest) and the digest it is pinned by
+// ("sha256:<hex>", or "" if none).
+func ParseImageRef(ref string) (source, name, digest string) {
+	source, name = ImageRegistry, ref
+	if rest, ok := strings.CutPrefix(ref, ImageDockerArchive+":"); ok {
+		return ImageDockerArchive, rest, ""
+	}
+	if rest, ok := strings.CutPrefix(ref, ImageOCILayout+":"); ok {
+		source, name = ImageOCILayout, rest
+	}
+	if i := strings.LastIndex(name, "@"); i >= 0 {
+		name, digest = name[:i], name[i+1:]
+	}
+	return source, name, digest
 }
 
 // TarOut archives a directory of the disk into an output file, deterministically.

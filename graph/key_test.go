@@ -60,6 +60,7 @@ func sample(t *testing.T, kind string) Job {
 		"hash":        `{"disk": "root", "algorithm": "blake3", "dest": "root.b3"}`,
 		"diff":        `{"place": "root:2", "dest": "root.files"}`,
 		"remove":      `{"path": "root:2:/tmp"}`,
+		"image-in":    `{"ref": "127.0.0.1:5000/debian:12@sha256:4bb7e8ae3d4bd3e8c4e3ff3e2b6a2f1d0c5e9f8a7b6c5d4e3f2a1b0c9d8e7f6a", "platform": "linux/amd64", "dest": "root:2:/"}`,
 		"export":      `{"disk": "root", "format": "qcow2", "dest": "root.qcow2"}`,
 	}[kind]
 	j := NewJob(kind)
@@ -204,5 +205,40 @@ func TestFileModeCanonical(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"mode":"999"}`), &a); err == nil {
 		t.Error("mode 999 accepted")
+	}
+}
+
+// TestImageInKeysDigest checks that an image-in is keyed by its pinned digest and
+// platform, not by where its ref says the image is read from.
+func TestImageInKeysDigest(t *testing.T) {
+	const d = "sha256:4bb7e8ae3d4bd3e8c4e3ff3e2b6a2f1d0c5e9f8a7b6c5d4e3f2a1b0c9d8e7f6a"
+	a := &ImageIn{Ref: "127.0.0.1:5000/debian:12@" + d, Platform: "linux/amd64", Dest: Place{Disk: "root", Partition: 2, Path: "/"}}
+	b := *a
+	b.Ref = "oci:images/debian@" + d
+	if got := a.Uses().Pinned; got == nil || *got != (Input{Name: "image", Digest: d}) {
+		t.Fatalf("Uses().Pinned = %v", got)
+	}
+	if cmp.Diff(Params(a), Params(&b)) != "" {
+		t.Errorf("the ref is key material: %q vs %q", Params(a), Params(&b))
+	}
+	c := *a
+	c.Platform = "linux/arm64"
+	if cmp.Diff(Params(a), Params(&c)) == "" {
+		t.Error("the platform is not key material")
+	}
+}
+
+func TestParseImageRef(t *testing.T) {
+	for _, tc := range []struct{ ref, source, name, digest string }{
+		{"127.0.0.1:5000/debian:12@sha256:ab", ImageRegistry, "127.0.0.1:5000/debian:12", "sha256:ab"},
+		{"debian:12", ImageRegistry, "debian:12", ""},
+		{"oci:images/debian@sha256:ab", ImageOCILayout, "images/debian", "sha256:ab"},
+		{"oci:images/debian:12", ImageOCILayout, "images/debian:12", ""},
+		{"docker-archive:images/debian.tar", ImageDockerArchive, "images/debian.tar", ""},
+	} {
+		s, n, d := ParseImageRef(tc.ref)
+		if s != tc.source || n != tc.name || d != tc.digest {
+			t.Errorf("ParseImageRef(%q) = %q, %q, %q; want %q, %q, %q", tc.ref, s, n, d, tc.source, tc.name, tc.digest)
+		}
 	}
 }

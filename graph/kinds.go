@@ -33,11 +33,23 @@ func (j *Format) Uses() Uses       { return Uses{Disks: []string{j.Place.Disk}} 
 
 func (*Fetch) Kind() string       { return "fetch" }
 func (j *Fetch) Describe() string { return fmt.Sprintf("fetch %s -> %s", j.URL, j.Dest) }
-func (j *Fetch) Uses() Uses       { return Uses{Writes: []Place{j.Dest}, Pinned: j.Digest} }
+func (j *Fetch) Uses() Uses {
+	return Uses{Writes: []Place{j.Dest}, Pinned: &Input{Name: "fetch", Digest: j.Digest}, Remote: j.URL}
+}
 
 func (*TarIn) Kind() string       { return "tar-in" }
 func (j *TarIn) Describe() string { return fmt.Sprintf("tar-in %s -> %s", j.Src, j.Dest) }
 func (j *TarIn) Uses() Uses       { return Uses{Writes: []Place{j.Dest}, Src: &j.Src} }
+
+func (*ImageIn) Kind() string       { return "image-in" }
+func (j *ImageIn) Describe() string { return fmt.Sprintf("image-in %s -> %s", j.Ref, j.Dest) }
+func (j *ImageIn) Uses() Uses {
+	source, name, digest := ParseImageRef(j.Ref)
+	if source == ImageDockerArchive {
+		return Uses{Writes: []Place{j.Dest}, Src: &name} // a local file; the ref is not keyed
+	}
+	return Uses{Writes: []Place{j.Dest}, Pinned: &Input{Name: "image", Digest: digest}, Remote: j.Ref}
+}
 
 func (*TarOut) Kind() string       { return "tar-out" }
 func (j *TarOut) Describe() string { return fmt.Sprintf("tar-out %s -> %s", j.Src, j.Dest) }

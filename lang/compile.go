@@ -37,6 +37,12 @@ type Options struct {
 	// DebugKeys, if not nil, receives the preimage of every node as it is keyed
 	// (the CLI sets it when VMB_DEBUG_KEYS=1).
 	DebugKeys io.Writer
+	// ResolveImage, if not nil, returns the digest ("sha256:<hex>") an image
+	// reference names now (a registry's tag, an OCI layout's tag), dir being the
+	// build repository a relative path is in. lang does no I/O of its own for it:
+	// it calls it only to say, in the error that refuses an unpinned image-in,
+	// which digest to pin. The CLI sets it (vmexec.ResolveImage).
+	ResolveImage func(ctx context.Context, dir, ref string) (string, error)
 }
 
 // Compile loads the build repository in dir and compiles every image into a graph
@@ -60,7 +66,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 		return nil, errs.err()
 	}
 	c := &compiler{
-		l: l, errs: errs, opt: opt, g: &graph.Graph{Dir: abs},
+		ctx: ctx, l: l, errs: errs, opt: opt, g: &graph.Graph{Dir: abs},
 		images: map[string]cue.Value{}, done: map[string]*compiled{},
 		hash:  newHasher(ctx, opt.StatCache),
 		image: l.schema.LookupPath(cue.ParsePath("#Image")),
@@ -100,6 +106,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 }
 
 type compiler struct {
+	ctx    context.Context
 	l      *loaded
 	errs   *errorList
 	opt    Options
@@ -325,8 +332,12 @@ func trimPath(msg string) string {
 // inputs hashes the local files a job reads.
 func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Pos) ([]graph.Input, bool) {
 	uses := job.Uses()
-	if uses.Pinned != "" {
-		return []graph.Input{{Name: "fetch", Digest: uses.Pinned}}, true
+	if p := uses.Pinned; p != nil {
+		if p.Digest == "" {
+			c.unpinned(uses.Remote, u, where, pos)
+			return nil, false
+		}
+		return []graph.Input{*p}, true
 	}
 	srcp := uses.Src
 	if srcp == nil {
@@ -338,23 +349,45 @@ func (c *compiler) inputs(job graph.Job, u cue.Value, where string, pos token.Po
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(c.l.dir, filepath.FromSlash(src))
 	}
-	if fp := u.LookupPath(cue.ParsePath("src")).Pos(); fp.IsValid() && !strings.Contains(fp.Filename(), stdlibDir) {
+	field := "src" // the field that names it: an image-in's archive is in its ref
+	if !u.LookupPath(cue.ParsePath(field)).Exists() {
+		field = "ref"
+	}
+	if fp := u.LookupPath(cue.ParsePath(field)).Pos(); fp.IsValid() && !strings.Contains(fp.Filename(), stdlibDir) {
 		pos = fp
 	}
 	if rel, err := filepath.Rel(c.l.dir, p); err != nil || strings.HasPrefix(rel, "..") || path.IsAbs(src) {
-		c.errs.addf(pos, "%s: src %q is outside the build repository", where, src)
+		c.errs.addf(pos, "%s: %s %q is outside the build repository", where, field, src)
 		return nil, false
 	}
 	d, err := c.digest(p)
 	if err != nil {
 		if os.IsNotExist(err) {
-			c.errs.addf(pos, "%s: src %q: no such file or directory in the build repository", where, src)
+			c.errs.addf(pos, "%s: %s %q: no such file or directory in the build repository", where, field, src)
 		} else {
-			c.errs.addf(pos, "%s: src %q: %v", where, src, err)
+			c.errs.addf(pos, "%s: %s %q: %v", where, field, src, err)
 		}
 		return nil, false
 	}
 	return []graph.Input{{Name: "src", Digest: d}}, true
+}
+
+// unpinned reports a remote input (an image reference) without a digest, with
+// the digest it resolves to now when Options.ResolveImage can say.
+func (c *compiler) unpinned(ref string, u cue.Value, where string, pos token.Pos) {
+	if fp := u.LookupPath(cue.ParsePath("ref")).Pos(); fp.IsValid() && !strings.Contains(fp.Filename(), stdlibDir) {
+		pos = fp
+	}
+	if c.opt.ResolveImage == nil {
+		c.errs.addf(pos, "%s: ref %q is not pinned: add the digest of its manifest, as in %q", where, ref, ref+"@sha256:<64 hex digits>")
+		return
+	}
+	d, err := c.opt.ResolveImage(c.ctx, c.l.dir, ref)
+	if err != nil {
+		c.errs.addf(pos, "%s: ref %q is not pinned, and resolving it failed: %v", where, ref, err)
+		return
+	}
+	c.errs.addf(pos, "%s: ref %q is not pinned: it names %s now; pin it with ref: %q", where, ref, d, ref+"@"+d)
 }
 
 // partitionSizes refuses a partition of size zero: graph stores "rest" as 0, so

@@ -219,3 +219,71 @@ images: a: {disks: root: "64MiB", steps: [if _gpt {job: "label", disk: "root", t
 		t.Errorf("a module file of language v9.0.0: Compile = %v, want an error that says so", err)
 	}
 }
+
+// TestUnpinnedImage checks that an image-in without a digest is refused with the
+// digest Options.ResolveImage says it names, ready to paste, and that the
+// resolver is given the repository and the ref as written.
+func TestUnpinnedImage(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.cue"), `package x
+
+images: a: {
+	disks: root: "64MiB"
+	steps: [
+		{job: "format", place: "root", fs: "ext4"},
+		{job: "image-in", ref: "127.0.0.1:5000/debian:12", dest: "root:/"},
+		{job: "image-in", ref: "oci:images/gone", dest: "root:/"},
+	]
+}
+`)
+	const d = "sha256:4bb7e8ae3d4bd3e8c4e3ff3e2b6a2f1d0c5e9f8a7b6c5d4e3f2a1b0c9d8e7f6a"
+	resolve := func(_ context.Context, repo, ref string) (string, error) {
+		if repo != dir {
+			t.Errorf("resolver given repository %q, want %q", repo, dir)
+		}
+		if ref == "oci:images/gone" {
+			return "", errors.New("no such directory")
+		}
+		return d, nil
+	}
+	_, err := Compile(context.Background(), dir, Options{Executor: testExecutor, ResolveImage: resolve})
+	want := `a.cue:7:26: images.a.steps[1] (image-in): ref "127.0.0.1:5000/debian:12" is not pinned: it names ` + d + ` now; pin it with ref: "127.0.0.1:5000/debian:12@` + d + `"
+a.cue:8:26: images.a.steps[2] (image-in): ref "oci:images/gone" is not pinned, and resolving it failed: no such directory`
+	if err == nil {
+		t.Fatal("Compile accepted an unpinned image")
+	}
+	if diff := cmp.Diff(want, err.Error()); diff != "" {
+		t.Errorf("errors (-want +got):\n%s", diff)
+	}
+}
+
+// TestPinnedImage checks that a pinned image-in is keyed by its digest as the
+// input "image", and its platform; not by the registry its ref names.
+func TestPinnedImage(t *testing.T) {
+	const d = "sha256:4bb7e8ae3d4bd3e8c4e3ff3e2b6a2f1d0c5e9f8a7b6c5d4e3f2a1b0c9d8e7f6a"
+	key := func(ref string) *graph.Node {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "a.cue"), `package x
+
+images: a: {
+	disks: root: "64MiB"
+	steps: [
+		{job: "format", place: "root", fs: "ext4"},
+		{job: "image-in", ref: "`+ref+`", dest: "root:/"},
+	]
+}
+`)
+		g, err := Compile(context.Background(), dir, Options{Executor: testExecutor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Images[0].Steps[len(g.Images[0].Steps)-1].Node
+	}
+	a, b := key("127.0.0.1:5000/debian:12@"+d), key("mirror.example/debian@"+d)
+	if a.Key != b.Key {
+		t.Errorf("the same image from two registries has two keys:\n%s\n%s", a.Preimage, b.Preimage)
+	}
+	if !strings.Contains(string(a.Preimage), "input image "+d+"\n") || !strings.Contains(string(a.Preimage), `param platform="linux/amd64"`) {
+		t.Errorf("preimage lacks the image's digest or platform:\n%s", a.Preimage)
+	}
+}

@@ -14,8 +14,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/registrytest"
 )
 
 // TestEveryJobKind runs every job kind in one image on the real appliance and checks
@@ -145,6 +149,39 @@ func TestEveryJobKind(t *testing.T) {
 			t.Errorf("tar-in: owner and mode: %s", got)
 		}
 	})
+	check(&graph.ImageIn{Ref: pushTestImage(t), Platform: "linux/amd64", Dest: place("d:1:/img")}, func(map[string]cas.Digest) {
+		p := p1()
+		hostTool(t, "e2fsck", "-fn", p)
+		for file, want := range map[string]string{"/img/etc/hello": "hello\n", "/img/etc/arch": "amd64\n", "/img/old": "new\n", "/img/oldlink": "old\n", "/img/opq/upper": "upper\n"} {
+			if got := debugfs(p, "cat "+file); got != want {
+				t.Errorf("image-in: %s holds %q, want %q", file, got, want)
+			}
+		}
+		if got := debugfs(p, "stat /img/etc/hello"); !strings.Contains(got, "User:  1000   Group:  1000") || !strings.Contains(got, "Links: 2") {
+			t.Errorf("image-in: /img/etc/hello: want owner 1000:1000 and 2 links:\n%s", got)
+		}
+		inode := func(file string) string {
+			return strings.Fields(strings.SplitN(debugfs(p, "stat "+file), "Inode: ", 2)[1])[0]
+		}
+		if a, b := inode("/img/etc/hello"), inode("/img/etc/hard"); a != b {
+			t.Errorf("image-in: /img/etc/hard is inode %s, /img/etc/hello %s: want one", b, a)
+		}
+		if got := debugfs(p, "stat /img/etc/link"); !strings.Contains(got, "Type: symlink") || !strings.Contains(got, `"hello"`) {
+			t.Errorf("image-in: /img/etc/link: want a symlink to hello:\n%s", got)
+		}
+		if got := debugfs(p, "stat /img/dev/null"); !strings.Contains(got, "Type: character special") || !strings.Contains(got, "01:03") {
+			t.Errorf("image-in: /img/dev/null: want char 1:3:\n%s", got)
+		}
+		if got := debugfs(p, "ea_list /img/etc/xattr"); !strings.Contains(got, "user.vmb") || !strings.Contains(got, "1") {
+			t.Errorf("image-in: /img/etc/xattr: want the xattr user.vmb=1:\n%s", got)
+		}
+		if got := debugfs(p, "ls /img"); strings.Contains(got, "gone") || !strings.Contains(got, "oldlink") {
+			t.Errorf("image-in: /img holds (want no gone):\n%s", got)
+		}
+		if got := debugfs(p, "ls /img/opq"); strings.Contains(got, "lower") || !strings.Contains(got, "upper") {
+			t.Errorf("image-in: /img/opq holds (want upper, not lower):\n%s", got)
+		}
+	})
 	check(&graph.TarOut{Src: place("d:1:/tree"), Dest: "tree.tar"}, func(files map[string]cas.Digest) {
 		p := filepath.Join(t.TempDir(), "tree.tar")
 		os.WriteFile(p, output(files, "tree.tar"), 0o644)
@@ -231,4 +268,27 @@ func TestEveryJobKind(t *testing.T) {
 			t.Errorf("job kind %q is not run and checked by this test", k)
 		}
 	}
+}
+
+// pushTestImage pushes registrytest's index (linux/amd64 and linux/arm64) to the
+// test process's registry and returns its ref, pinned.
+func pushTestImage(t *testing.T) string {
+	t.Helper()
+	reg := registrytest.Shared(t)
+	idx, err := registrytest.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(reg.Addr + "/vmb/alljobs:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref.String() + "@" + d.String()
 }

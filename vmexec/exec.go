@@ -505,13 +505,20 @@ func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job
 	}
 	tw.Write(jb)
 	if n != nil {
-		if f, ok := n.Job.(*graph.Fetch); ok {
-			var p string
-			if p, err = x.fetch(ctx, f); err == nil {
+		var p string
+		switch j := n.Job.(type) {
+		case *graph.Fetch:
+			if p, err = x.fetch(ctx, j); err == nil {
 				_, err = addTree(tw, p, proto.PayloadSrc, mtime)
 			}
-		} else if src := n.Job.Uses().Src; src != nil {
-			err = x.addSrc(tw, n, *src, mtime)
+		case *graph.ImageIn:
+			if p, err = x.flattenImage(ctx, n, j, filepath.Dir(path)); err == nil {
+				_, err = addTree(tw, p, proto.PayloadSrc, mtime)
+			}
+		default:
+			if src := n.Job.Uses().Src; src != nil {
+				err = x.addSrc(tw, n, *src, mtime)
+			}
 		}
 	}
 	if err != nil {

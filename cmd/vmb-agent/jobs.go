@@ -56,6 +56,8 @@ func (a *agent) do(job graph.Job) error {
 		return a.copyIn(&graph.CopyIn{Src: "fetched", Dest: j.Dest, Mode: j.Mode})
 	case *graph.TarIn:
 		return a.tarIn(j)
+	case *graph.ImageIn:
+		return a.imageIn(j)
 	case *graph.Remove:
 		dir, err := a.mount(j.Path)
 		if err != nil {
@@ -433,6 +435,19 @@ func (a *agent) tarIn(j *graph.TarIn) error {
 	}
 	os.MkdirAll(dst, 0o755)
 	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
+}
+
+// imageIn extracts the image's filesystem, which the host flattened into one tar
+// stream, as root: numeric owners, modes, xattrs, hard links and device nodes as
+// the image has them.
+func (a *agent) imageIn(j *graph.ImageIn) error {
+	dst, err := a.mount(j.Dest)
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(dst, 0o755)
+	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
+		"-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 
 // tarDir archives a directory deterministically: sorted names, numeric owners,

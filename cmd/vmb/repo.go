@@ -14,6 +14,7 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
+	"vmb.dev/vmb/vmexec"
 )
 
 // repository resolves the build repository a command names, the one way every
@@ -71,7 +72,7 @@ func openRegistry(e *env) (*lang.Registry, error) {
 // executor identity, by default the appliance of that cache, so that keys are the
 // keys vmb solve uses; a cache without an appliance gives placeholder keys.
 func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
-	opt := lang.Options{Executor: executor}
+	opt := lang.Options{Executor: executor, ResolveImage: vmexec.ResolveImage}
 	if cacheDir == "" {
 		cacheDir, _ = cas.DefaultDir(e.getenv)
 	}
