@@ -43,6 +43,11 @@ type Options struct {
 	// it calls it only to say, in the error that refuses an unpinned image-in,
 	// which digest to pin. The CLI sets it (vmexec.ResolveImage).
 	ResolveImage func(ctx context.Context, dir, ref string) (string, error)
+	// Tags are values injected into the definitions, "key=value" each, into
+	// fields marked @tag(key) (CUE's tag injection; vmb solve -t key=value). They
+	// are definitions like any other: a tag's value enters keys as the fields it
+	// sets do.
+	Tags []string
 }
 
 // Compile loads the build repository in dir and compiles every image into a graph
@@ -61,7 +66,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 		opt.Executor = PlaceholderExecutor
 	}
 	errs := &errorList{dir: abs}
-	l, ok := loadRepo(abs, errs)
+	l, ok := loadRepo(abs, opt.Tags, errs)
 	if !ok {
 		return nil, errs.err()
 	}

@@ -36,7 +36,7 @@ type loaded struct {
 
 // loadRepo loads the CUE package in dir with the stdlib overlaid as an importable
 // package, and evaluates it.
-func loadRepo(dir string, errs *errorList) (*loaded, bool) {
+func loadRepo(dir string, tags []string, errs *errorList) (*loaded, bool) {
 	overlay := map[string]load.Source{}
 	err := fs.WalkDir(stdlib.FS, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -57,13 +57,18 @@ func loadRepo(dir string, errs *errorList) (*loaded, bool) {
 		errs.addf(token.NoPos, "%s: no .cue files: a build repository is a directory holding a CUE package", dir)
 		return nil, false
 	}
-	cfg := &load.Config{Dir: dir, Overlay: overlay}
+	cfg := &load.Config{Dir: dir, Overlay: overlay, Tags: tags}
 	insts := load.Instances([]string{".", stdlib.ModulePath + "/vmb"}, cfg)
 	for _, inst := range insts {
-		if inst.Err != nil {
-			errs.addCUE(inst.Err, token.NoPos)
-			return nil, false
+		if inst.Err == nil {
+			continue
 		}
+		if tag, ok := strings.CutPrefix(inst.Err.Error(), "no tag for "); ok {
+			errs.addf(token.NoPos, "-t %s: no field takes this tag (a field marked @tag(NAME) takes -t NAME=VALUE)", strings.Trim(tag, `"`))
+		} else {
+			errs.addCUE(inst.Err, token.NoPos)
+		}
+		return nil, false
 	}
 	ctx := cuecontext.New()
 	vs, err := ctx.BuildInstances(insts)

@@ -8,8 +8,9 @@ import (
 )
 
 func runExplain(e *env, args []string) int {
-	fs := newFlags(e, "explain", "[--cache DIR] [--repo NAME] [DIR] IMAGE [STEP] | KEY")
+	fs := newFlags(e, "explain", "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] IMAGE [STEP] | KEY")
 	cacheDir := cacheFlag(fs)
+	tags := tagsFlag(fs)
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	if code := parse(fs, args); code >= 0 {
 		return code
@@ -22,7 +23,7 @@ func runExplain(e *env, args []string) int {
 		fs.Usage()
 		return exitInvalid
 	}
-	g, code := compileWith(e, dir, *cacheDir, "")
+	g, code := compileWith(e, dir, *cacheDir, "", *tags)
 	if code >= 0 {
 		return code
 	}

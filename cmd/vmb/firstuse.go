@@ -44,13 +44,13 @@ func identity(app *appliance.Appliance) string {
 // it. With planOnly a cache without an appliance is left so: the graph is keyed
 // with the placeholder executor and the appliance is nil. It returns an exit code
 // to stop with, or -1.
-func prepare(ctx context.Context, e *env, store *cas.Store, dir string, noBuild, planOnly bool) (*graph.Graph, *appliance.Appliance, int) {
+func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags []string, noBuild, planOnly bool) (*graph.Graph, *appliance.Appliance, int) {
 	app, err := cacheAppliance(store.Dir())
 	if err != nil {
 		fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", store.Dir(), err)
 		return nil, nil, exitFailed
 	}
-	g, code := compileWith(e, dir, store.Dir(), identity(app))
+	g, code := compileWith(e, dir, store.Dir(), identity(app), tags)
 	if code >= 0 || app != nil || planOnly {
 		return g, app, code
 	}
@@ -70,7 +70,7 @@ func prepare(ctx context.Context, e *env, store *cas.Store, dir string, noBuild,
 		return nil, nil, exitFailed
 	}
 	fmt.Fprintf(e.stderr, "vmb: appliance %s (kernel %s) built in %s\n", app.Digest.Short(), app.KernelVersion, time.Since(start).Round(time.Second))
-	g, code = compileWith(e, dir, store.Dir(), app.Identity())
+	g, code = compileWith(e, dir, store.Dir(), app.Identity(), tags)
 	return g, app, code
 }
 

@@ -3,8 +3,9 @@ package main
 import "fmt"
 
 func runGraph(e *env, args []string) int {
-	fs := newFlags(e, "graph", "[--format text|json|dot] [--cache DIR] [--repo NAME] [DIR] [IMAGE...]")
+	fs := newFlags(e, "graph", "[--format text|json|dot] [--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] [IMAGE...]")
 	cacheDir := cacheFlag(fs)
+	tags := tagsFlag(fs)
 	format := fs.String("format", "text", "output format: text (one node a line), json, or dot (Graphviz)")
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	if code := parse(fs, args); code >= 0 {
@@ -18,7 +19,7 @@ func runGraph(e *env, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	g, code := compileWith(e, dir, *cacheDir, "")
+	g, code := compileWith(e, dir, *cacheDir, "", *tags)
 	if code >= 0 {
 		return code
 	}

@@ -29,7 +29,7 @@ func runImport(e *env, args []string) int {
 		*name = filepath.Base(abs)
 	}
 	// Only a repository that compiles is recorded.
-	g, code := compileWith(e, abs, "", "")
+	g, code := compileWith(e, abs, "", "", nil)
 	if code >= 0 {
 		return code
 	}

@@ -10,8 +10,9 @@ import (
 )
 
 func runList(e *env, args []string) int {
-	fs := newFlags(e, "list", "[--cache DIR] [DIR | REPO]")
+	fs := newFlags(e, "list", "[--cache DIR] [-t KEY=VALUE]... [DIR | REPO]")
 	cacheDir := cacheFlag(fs)
+	tags := tagsFlag(fs)
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -26,7 +27,7 @@ func runList(e *env, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	g, code := compileWith(e, dir, *cacheDir, "")
+	g, code := compileWith(e, dir, *cacheDir, "", *tags)
 	if code >= 0 {
 		return code
 	}
@@ -55,7 +56,7 @@ func listRepos(e *env, cacheDir string) int {
 	fmt.Fprintln(tw, "REPO\tPATH\tIMAGES")
 	for _, rp := range r.Repos {
 		images := "(invalid: vmb list " + rp.Path + ")"
-		if g, c := compileWith(&env{stdout: e.stdout, stderr: io.Discard, getenv: e.getenv}, rp.Path, cacheDir, ""); c < 0 {
+		if g, c := compileWith(&env{stdout: e.stdout, stderr: io.Discard, getenv: e.getenv}, rp.Path, cacheDir, "", nil); c < 0 {
 			images = strings.Join(g.ImageNames(), " ")
 		} else {
 			code = exitInvalid

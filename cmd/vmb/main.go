@@ -37,13 +37,13 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"cache":     {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
-		"list":      {usage: "[--cache DIR] [DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
-		"graph":     {usage: "[--format text|json|dot] [--cache DIR] [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
-		"explain":   {usage: "[--cache DIR] [--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
+		"list":      {usage: "[--cache DIR] [-t KEY=VALUE]... [DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
+		"graph":     {usage: "[--format text|json|dot] [--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
+		"explain":   {usage: "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
 		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},
-		"shell":     {usage: "[--cache DIR] [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
+		"shell":     {usage: "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
 		"version":   {usage: "[--cache DIR] [--json]", short: "print vmb's version, its protocol and the cache's appliance", run: runVersion},
 	}

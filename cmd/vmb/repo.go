@@ -55,6 +55,29 @@ func isDir(p string) bool {
 // cacheUsage is the help of --cache.
 const cacheUsage = "cache directory (default $VMB_CACHE, $XDG_CACHE_HOME/vmb or ~/.cache/vmb)"
 
+// tagList is -t KEY=VALUE, repeatable: values injected into the definitions'
+// fields marked @tag(KEY).
+type tagList []string
+
+func (t *tagList) String() string { return strings.Join(*t, " ") }
+
+func (t *tagList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	*t = append(*t, v)
+	return nil
+}
+
+const tagsUsage = "KEY=VALUE: set the field marked @tag(KEY) in the definitions (repeatable)"
+
+// tagsFlag defines -t on fs.
+func tagsFlag(fs *flag.FlagSet) *tagList {
+	t := &tagList{}
+	fs.Var(t, "t", tagsUsage)
+	return t
+}
+
 // cacheFlag defines --cache on fs.
 func cacheFlag(fs *flag.FlagSet) *string { return fs.String("cache", "", cacheUsage) }
 
@@ -71,8 +94,8 @@ func openRegistry(e *env) (*lang.Registry, error) {
 // It uses the stat cache of cacheDir (default: the default cache) and the given
 // executor identity, by default the appliance of that cache, so that keys are the
 // keys vmb solve uses; a cache without an appliance gives placeholder keys.
-func compileWith(e *env, dir, cacheDir, executor string) (*graph.Graph, int) {
-	opt := lang.Options{Executor: executor, ResolveImage: vmexec.ResolveImage}
+func compileWith(e *env, dir, cacheDir, executor string, tags []string) (*graph.Graph, int) {
+	opt := lang.Options{Executor: executor, ResolveImage: vmexec.ResolveImage, Tags: tags}
 	if cacheDir == "" {
 		cacheDir, _ = cas.DefaultDir(e.getenv)
 	}

@@ -17,8 +17,9 @@ import (
 )
 
 func runShell(e *env, args []string) int {
-	fs := newFlags(e, "shell", "[--cache DIR] [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]")
+	fs := newFlags(e, "shell", "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]")
 	cacheDir := cacheFlag(fs)
+	tags := tagsFlag(fs)
 	repo := fs.String("repo", "", "an imported repository (vmb import) instead of DIR")
 	verbose := fs.Bool("x", false, "print qemu's command line")
 	var noApplianceBuild bool
@@ -41,7 +42,7 @@ func runShell(e *env, args []string) int {
 		return exitFailed
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	g, app, code := prepare(ctx, e, store, dir, noApplianceBuild, false)
+	g, app, code := prepare(ctx, e, store, dir, *tags, noApplianceBuild, false)
 	cancel()
 	if code >= 0 {
 		return code

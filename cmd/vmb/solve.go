@@ -40,6 +40,7 @@ type solveArgs struct {
 	dryRun, noCache, verbose     bool
 	noApplianceBuild             bool
 	images                       []string
+	tags                         tagList
 }
 
 // solveFlags defines on fs the flags of vmb solve, which vmb build takes too, and
@@ -54,6 +55,7 @@ func solveFlags(fs *flag.FlagSet) *solveArgs {
 	fs.StringVar(&a.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
 	fs.BoolVar(&a.verbose, "x", false, "print each job's qemu command line")
 	noApplianceBuildFlag(fs, &a.noApplianceBuild)
+	fs.Var(&a.tags, "t", tagsUsage)
 	return a
 }
 
@@ -77,7 +79,7 @@ func solve(e *env, a solveArgs) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	g, app, code := prepare(ctx, e, store, a.dir, a.noApplianceBuild, a.dryRun)
+	g, app, code := prepare(ctx, e, store, a.dir, a.tags, a.noApplianceBuild, a.dryRun)
 	if code >= 0 {
 		return code
 	}
