@@ -45,6 +45,7 @@ func TestEveryJobKind(t *testing.T) {
 	}
 	write("tree/a.txt", []byte("file a\n"), 0o644)
 	write("tree/sub/b.txt", []byte("file b\n"), 0o644)
+	os.Symlink("/tree/sub/b.txt", filepath.Join(repo, "tree/alink")) // absolute, as the target sees it
 	write("bin/busybox", bb, 0o755)
 	write("boot.bin", []byte("VMB-DD-BYTES-16!"), 0o644)
 	var tb bytes.Buffer
@@ -198,6 +199,12 @@ func TestEveryJobKind(t *testing.T) {
 	check(&graph.CopyOut{Src: place("d:1:/fetched"), Dest: "fetched"}, func(files map[string]cas.Digest) {
 		if got := output(files, "fetched"); !bytes.Equal(got, fetched) {
 			t.Errorf("copy-out: %q", got)
+		}
+	})
+	// A link is followed inside the target, as the kernel out of /vmlinuz is.
+	check(&graph.CopyOut{Src: place("d:1:/tree/alink"), Dest: "linked"}, func(files map[string]cas.Digest) {
+		if got := string(output(files, "linked")); got != "file b\n" {
+			t.Errorf("copy-out of a link: %q", got)
 		}
 	})
 	// Into the gap between the GPT and the first partition, as a boot loader goes.

@@ -67,7 +67,13 @@ func (a *agent) do(job graph.Job) error {
 	case *graph.Run:
 		return a.runChroot(j)
 	case *graph.CopyOut:
-		src, err := a.mount(j.Src)
+		// A symlink is followed, as the target would follow it: /vmlinuz is
+		// the kernel, not a link to one.
+		root, err := a.mount(graph.Place{Disk: j.Src.Disk, Partition: j.Src.Partition, Path: "/"})
+		if err != nil {
+			return err
+		}
+		src, err := resolveIn(root, j.Src.Path)
 		if err != nil {
 			return err
 		}
@@ -677,4 +683,44 @@ func diskLinks() error {
 		}
 	}
 	return nil
+}
+
+// resolveIn returns where path p of the filesystem mounted at root is, with every
+// symbolic link on the way followed as the target would follow it with root as /:
+// an absolute link is under root, and ".." stops at root.
+func resolveIn(root, p string) (string, error) {
+	rest := strings.Split(p, "/")
+	cur := "/"
+	for hops := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", p, err)
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return filepath.Join(root, cur), nil
 }
