@@ -32,8 +32,9 @@
 //	<dir>/quarantine/        what verify found corrupt, moved out of the way
 //
 // Caches written by an older vmb may also hold fetch/, appliance-boot/,
-// appliance-work/ and lang/ at the top: nothing reads them any more, and they may
-// be removed by hand.
+// appliance-work/ and lang/ at the top: nothing reads them any more, and gc removes
+// them. gc also removes fetched files written out for jobs (scratch/fetch) an hour
+// after their last use; the other scratch places are their owners' to keep.
 //
 // A disk snapshot is a blob holding a manifest in text:
 //

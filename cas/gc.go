@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 )
@@ -36,7 +37,10 @@ type GCReport struct {
 	KeptBytes      int64 `json:"kept_bytes"`
 	RemovedObjects int   `json:"removed_objects"`
 	RemovedBytes   int64 `json:"removed_bytes"`
-	RemovedTemps   int   `json:"removed_temps"`
+	RemovedTemps   int   `json:"removed_temps"` // staging files and fetched files written out for jobs
+	// RemovedLegacy names the top-level directories of an older vmb's layout
+	// that gc removed.
+	RemovedLegacy []string `json:"removed_legacy,omitempty"`
 	// Compacted counts the raw objects (ingested with DeferCompression) that gc
 	// compressed.
 	Compacted CompactStats `json:"compacted"`
@@ -157,7 +161,43 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 			rep.RemovedTemps++
 		}
 	}
+	if err := s.gcScratch(now, grace, opt.DryRun, rep); err != nil {
+		return nil, fmt.Errorf("gc %s: %w", s.dir, err)
+	}
 	return rep, nil
+}
+
+// legacyDirs are the top-level directories an older vmb kept its scratch files in,
+// before scratch/ (see the package doc): nothing reads them.
+var legacyDirs = []string{"fetch", "appliance-boot", "appliance-work", "lang"}
+
+// gcScratch removes what an older vmb left at the top of the cache, and the
+// fetched files written out for jobs (scratch/fetch, written again from their blobs
+// on every use) once they are older than grace.
+func (s *Store) gcScratch(now time.Time, grace time.Duration, dryRun bool, rep *GCReport) error {
+	for _, d := range legacyDirs {
+		p := filepath.Join(s.dir, d)
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		rep.RemovedLegacy = append(rep.RemovedLegacy, d)
+		if !dryRun {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+	}
+	fetched := filepath.Join(s.dir, scratchDir, "fetch")
+	ents, err := os.ReadDir(fetched)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() && s.removeIfOld(filepath.Join(fetched, e.Name()), now, grace, dryRun) {
+			rep.RemovedTemps++
+		}
+	}
+	return nil
 }
 
 // rootSet is what the refs name.

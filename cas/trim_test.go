@@ -1,6 +1,9 @@
 package cas
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -38,5 +41,43 @@ func TestTrimOncePerInterval(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if rep, err := s.Trim(t.Context(), 1); rep == nil || err != nil || s.Has(again) {
 		t.Errorf("a trim after the interval: %v, %v; blob kept %v", rep, err, s.Has(again))
+	}
+}
+
+// gc removes an older vmb's top-level scratch directories, and fetched files
+// written out for jobs once they are old; it leaves scratch's other places alone.
+func TestGCScratch(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	dir := t.TempDir()
+	s, err := Open(dir, WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"appliance-work/debs/x.deb", "lang/stat-cache.json", "scratch/fetch/f", "scratch/appliance-work/debs/y.deb"} {
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(dir, p), []byte("x"), 0o644)
+		os.Chtimes(filepath.Join(dir, p), now, now)
+	}
+	rep, err := s.GC(t.Context(), GCOptions{DryRun: true})
+	if err != nil || !slices.Equal(rep.RemovedLegacy, []string{"appliance-work", "lang"}) {
+		t.Fatalf("dry run: %v, %v", rep, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lang")); err != nil {
+		t.Error("a dry run removed lang/")
+	}
+	if _, err := s.GC(t.Context(), GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	exists := func(p string) bool { _, err := os.Stat(filepath.Join(dir, p)); return err == nil }
+	if exists("appliance-work") || exists("lang") || !exists("scratch/fetch/f") || !exists("scratch/appliance-work/debs/y.deb") {
+		t.Errorf("after gc: appliance-work %v, lang %v, a fresh fetched file %v, scratch's packages %v",
+			exists("appliance-work"), exists("lang"), exists("scratch/fetch/f"), exists("scratch/appliance-work/debs/y.deb"))
+	}
+	now = now.Add(2 * DefaultGrace)
+	if _, err := s.GC(t.Context(), GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if exists("scratch/fetch/f") || !exists("scratch/appliance-work/debs/y.deb") {
+		t.Errorf("after the grace: fetched file %v, packages %v", exists("scratch/fetch/f"), exists("scratch/appliance-work/debs/y.deb"))
 	}
 }
