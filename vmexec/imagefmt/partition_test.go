@@ -52,6 +52,14 @@ func TestPartitionExtent(t *testing.T) {
 		f, _ = os.Open(img)
 		defer f.Close()
 		checked := 0
+		all, err := Partitions(f, 64<<20)
+		if err != nil {
+			t.Fatalf("%s: Partitions: %v", script[:10], err)
+		}
+		byNumber := map[int]Extent{}
+		for _, p := range all.Partitions {
+			byNumber[p.Number] = p.Extent
+		}
 		for _, p := range table.PartitionTable.Partitions {
 			var n int
 			if _, err := fmt.Sscanf(strings.TrimPrefix(p.Node, img), "%d", &n); err != nil {
@@ -68,7 +76,14 @@ func TestPartitionExtent(t *testing.T) {
 			if e.Off != p.Start*512 || e.Len != p.Size*512 {
 				t.Errorf("%s partition %d: %+v, sfdisk says start %d size %d", script[:10], n, e, p.Start, p.Size)
 			}
+			if byNumber[n] != e {
+				t.Errorf("%s partition %d: Partitions says %+v, PartitionExtent %+v", script[:10], n, byNumber[n], e)
+			}
+			delete(byNumber, n)
 			checked++
+		}
+		if len(byNumber) != 0 {
+			t.Errorf("%s: Partitions found more: %v", script[:10], byNumber)
 		}
 		if checked < 3 {
 			t.Errorf("%s: only %d partitions checked", script[:10], checked)
@@ -95,6 +110,13 @@ func FuzzPartitionExtent(f *testing.F) {
 		r := readerAt(disk)
 		if e, err := PartitionExtent(r, int64(len(disk)), n); err == nil && (e.Off < 0 || e.Len <= 0 || e.Off+e.Len > int64(len(disk))) {
 			t.Errorf("extent %+v off a disk of %d bytes", e, len(disk))
+		}
+		if tab, err := Partitions(r, int64(len(disk))); err == nil {
+			for _, p := range tab.Partitions {
+				if p.Off < 0 || p.Len <= 0 || p.Off+p.Len > int64(len(disk)) {
+					t.Errorf("partition %+v off a disk of %d bytes", p, len(disk))
+				}
+			}
 		}
 	})
 }
