@@ -1,0 +1,10 @@
+// Package fsmap tells what a byte range of a filesystem holds: which structure of
+// its on-disk format, and which files. It is the host-side reader behind vmb diff's
+// structure level; the packages under it map one filesystem each (ext), and Detect
+// names the filesystem a partition holds by its magic numbers, as blkid does.
+//
+// Where internal/fsfix's packages rewrite a device inside the build VM, these only
+// read, from an io.ReaderAt (a snapshot read in place from the cache, or a file).
+// They read bytes vmb did not write: every parser bounds-checks what it reads, is
+// fuzzed, and returns an error rather than panicking.
+package fsmap
