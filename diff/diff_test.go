@@ -1,0 +1,165 @@
+package diff
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/cas"
+)
+
+func need(t *testing.T, tools ...string) {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (dev/setup installs e2fsprogs and fdisk)", tool)
+		}
+	}
+}
+
+func run(t *testing.T, stdin string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s%s", name, args, err, out, stderr.Bytes())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+const partOff = 1 << 20 // where the root partition starts
+
+// gptDisk makes a 40 MiB GPT disk whose partition 1, "root", holds the ext4 image fs.
+func gptDisk(t *testing.T, fs string) string {
+	t.Helper()
+	disk := fs + ".disk"
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(40 << 20)
+	f.Close()
+	run(t, "label: gpt\nlabel-id: 8F1E5F9A-3C3B-4F43-9E0A-2C4C3A1B5D6E\nstart=2048, size=65536, name=root, uuid=0F7D0C2E-6E55-4A38-9D8C-5D2B7F1A3C4E\n", "sfdisk", "--quiet", disk)
+	run(t, "", "dd", "if="+fs, "of="+disk, "bs=1M", "seek=1", "conv=notrunc", "status=none")
+	return disk
+}
+
+func TestSnapshots(t *testing.T) {
+	need(t, "mkfs.ext4", "debugfs", "sfdisk")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	for name, content := range map[string]string{"etc/motd": "hello\n", "etc/hostname": "vmb\n", "usr/big": strings.Repeat("x", 100000)} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(name)), 0o755)
+		os.WriteFile(filepath.Join(root, name), []byte(content), 0o644)
+	}
+	base := filepath.Join(dir, "base.fs")
+	run(t, "", "mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "root_owner=0:0", "-U", "6a1b7c2d-0000-4000-8000-000000000001", "-d", root, base, "32M")
+	stat := func(fs, p string) (ino int, block int64) {
+		s := run(t, "", "debugfs", "-R", "stat "+p, fs)
+		fmt.Sscanf(s, "Inode: %d", &ino)
+		b, err := strconv.ParseInt(run(t, "", "debugfs", "-R", "bmap "+p+" 0", fs), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ino, b
+	}
+	motd, motdBlock := stat(base, "/etc/motd")
+
+	variant := func(name string, change func(fs string)) string {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := filepath.Join(dir, name+".fs")
+		os.WriteFile(fs, b, 0o644)
+		change(fs)
+		return gptDisk(t, fs)
+	}
+	s, err := cas.Open(filepath.Join(dir, "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingest := func(disk string) cas.Digest {
+		d, _, err := s.IngestDisk(t.Context(), disk, cas.IngestOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	a := ingest(variant("a", func(string) {}))
+
+	type want struct {
+		structure string
+		inodes    []uint32
+		paths     []string
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(fs string)
+		want   []want // the ranges that must be reported
+		not    []string
+	}{
+		{"identical", func(string) {}, nil, nil},
+		{"content", func(fs string) {
+			f, _ := os.OpenFile(fs, os.O_RDWR, 0)
+			f.WriteAt([]byte("HELLO"), motdBlock*4096)
+			f.Close()
+		}, []want{{"file data", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, nil},
+		{"mtime", func(fs string) {
+			run(t, "", "debugfs", "-w", "-R", "set_inode_field /etc/motd mtime 20200101", fs)
+		}, []want{{"inode table", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, []string{"file data"}},
+		{"superblock", func(fs string) {
+			run(t, "", "debugfs", "-w", "-R", "ssv mtime 20200101", fs)
+		}, []want{{"superblock", nil, nil}}, []string{"file data", "inode table"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := ingest(variant(tc.name, tc.change))
+			rep, err := Snapshots(t.Context(), s, a, b, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			rep.WriteText(&text)
+			t.Logf("\n%s", text.String())
+			if tc.want == nil {
+				if !rep.Identical() || len(rep.Ranges) != 0 {
+					t.Errorf("identical disks differ:\n%s", text.String())
+				}
+				return
+			}
+			if rep.Identical() {
+				t.Fatal("the disks are reported identical")
+			}
+			var got []want
+			for _, r := range rep.Ranges {
+				if r.Partition != "root:1" || r.FS != "ext4" {
+					t.Errorf("range %+v: want it in root:1, ext4", r)
+				}
+				for _, n := range tc.not {
+					if r.Structure == n {
+						t.Errorf("range %+v reported", r)
+					}
+				}
+				got = append(got, want{r.Structure, r.Inodes, r.Paths})
+			}
+			for _, w := range tc.want {
+				found := false
+				for _, g := range got {
+					found = found || cmp.Equal(w, g, cmp.AllowUnexported(want{}))
+				}
+				if !found {
+					t.Errorf("no range %+v in\n%s", w, text.String())
+				}
+			}
+		})
+	}
+}
