@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/internal/fsmap"
@@ -102,7 +103,10 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 		}
 		for _, r := range rs {
 			if as, err := da.name(Extent{r.Off, r.Len}); err == nil && len(as) == 1 && label(as[0]) != label(r) {
-				r.InA = label(as[0])
+				r.InA = as[0].Structure
+				if as[0].Partition != r.Partition || as[0].FS != r.FS {
+					r.InA = strings.TrimSpace(as[0].Partition + " " + as[0].FS + " " + as[0].Structure)
+				}
 			}
 			rep.Ranges = append(rep.Ranges, r)
 			rep.Bytes += r.Len

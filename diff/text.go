@@ -63,7 +63,7 @@ func describe(g Range) string {
 		fmt.Fprintf(&b, " (%s%s)", strings.Join(paths, ", "), more)
 	}
 	if g.InA != "" {
-		fmt.Fprintf(&b, " [in A: %s]", strings.Join(strings.Fields(g.InA), " "))
+		fmt.Fprintf(&b, " [in A: %s]", g.InA)
 	}
 	return b.String()
 }

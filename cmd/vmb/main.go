@@ -39,6 +39,7 @@ func commands() map[string]command {
 		"cache":     {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
 		"list":      {usage: "[--cache DIR] [-t KEY=VALUE]... [DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
 		"graph":     {usage: "[--format text|json|dot] [--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
+		"diff":      {usage: "[--cache DIR] [--json] [--chunks] [--disk NAME] [--repo DIR|NAME] A B", short: "where and how two disk snapshots differ (exit 1 if they do)", run: runDiff},
 		"explain":   {usage: "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},

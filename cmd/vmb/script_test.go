@@ -46,6 +46,13 @@ func TestScripts(t *testing.T) {
 			return !errors.As(err, &u) || os.Getenv("VMB_REQUIRE_VM") != "", nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// envout NAME sets $NAME to what the last command printed, trimmed.
+			"envout": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: envout NAME")
+				}
+				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
+			},
 			// appliance puts the build VM in $VMB_CACHE (built once per machine, by
 			// vmtest) and sets the environment guestfish needs to read disks back.
 			"appliance": func(ts *testscript.TestScript, neg bool, args []string) {
