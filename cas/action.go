@@ -49,6 +49,9 @@ type Result struct {
 	Duration time.Duration `json:"duration"`
 	Executor string        `json:"executor"` // the executor identity that ran it
 	Created  time.Time     `json:"created"`
+	// Signatures are ed25519 signatures of the record's fingerprint (sign.go), by
+	// the caches that pushed it; they are not part of what they sign.
+	Signatures []Signature `json:"signatures,omitempty"`
 }
 
 // Output returns the output called name.

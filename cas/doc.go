@@ -64,6 +64,17 @@
 // grace period alone. Usage is tracked by mtimes, bumped at most every ten minutes
 // so that reads rarely write.
 //
+// # Remotes
+//
+// A remote (remote.go) holds the same layout elsewhere: another directory, an HTTP
+// server (GET, HEAD, PUT) or an S3 bucket, behind the Backend interface. Push
+// uploads blobs, then records (signed with an ed25519 key, sign.go), then refs, and
+// never replaces a blob or record; Pull verifies every blob by its name and accepts
+// a record only when a trusted key signed it. Remotes is a solve's view: look-ups
+// that pull a record's manifests and check by HEAD that the remote has its chunks,
+// which Store.SetFetch brings in when a disk is materialized; such a record enters
+// the store only once the store has all it reaches, so the invariant above holds.
+//
 // cas imports nothing of vmb's but internal/atomicfile, a leaf of the standard
 // library's kind: the one way vmb writes a file atomically.
 package cas

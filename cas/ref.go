@@ -102,18 +102,29 @@ func (s *Store) Ref(name string) (*Ref, error) {
 	if err != nil {
 		return nil, err
 	}
+	r, err := decodeRef(b)
+	if err != nil {
+		return nil, &CorruptError{What: "ref " + name, Path: p, Err: err}
+	}
+	return r, nil
+}
+
+// decodeRef decodes the bytes of a ref file.
+func decodeRef(b []byte) (*Ref, error) {
 	if d, err := ParseDigest(strings.TrimSpace(string(b))); err == nil {
 		return &Ref{Outputs: []Output{{Kind: KindBlob, Digest: d}}}, nil
 	}
 	var r Ref
-	err = json.Unmarshal(b, &r)
+	err := json.Unmarshal(b, &r)
 	if err == nil {
 		err = checkKinds(r.Outputs)
 	}
-	if err != nil {
-		return nil, &CorruptError{What: "ref " + name, Path: p, Err: err}
-	}
-	return &r, nil
+	return &r, err
+}
+
+// refBytes returns the file of ref name as it is stored.
+func (s *Store) refBytes(name string) ([]byte, error) {
+	return readFile(s.refPath(name), "ref "+name)
 }
 
 // DeleteRef removes ref name, if there is one. What only it kept, gc may then take.

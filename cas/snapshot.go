@@ -566,6 +566,11 @@ func (s *Store) writeChunks(ctx context.Context, f *os.File, m *Manifest, chunks
 			c := chunks[i]
 			var err error
 			raw, dst, err = s.getInto(c.Digest, raw, dst)
+			if errors.Is(err, ErrNotFound) && s.fetch != nil {
+				if err = s.fetch(ctx, c.Digest); err == nil {
+					raw, dst, err = s.getInto(c.Digest, raw, dst)
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("chunk at %#x: %w", c.Offset, err)
 			}

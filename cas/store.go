@@ -2,6 +2,7 @@ package cas
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,7 +51,14 @@ type Store struct {
 
 	enc *zstd.Encoder // EncodeAll only: safe for concurrent use
 	dec *zstd.Decoder // DecodeAll only: safe for concurrent use
+
+	fetch func(context.Context, Digest) error // SetFetch
 }
+
+// SetFetch gives the store a way to bring in a chunk it lacks when a snapshot is
+// materialized: a remote's Fetch, for records pulled lazily (Remotes.Lookup). Call
+// it before the store is used.
+func (s *Store) SetFetch(fetch func(context.Context, Digest) error) { s.fetch = fetch }
 
 // Option configures a Store.
 type Option func(*Store)

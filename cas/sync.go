@@ -141,20 +141,31 @@ func uniqueBlobs(reach func(func(Digest)) error) ([]Digest, error) {
 
 // copyBlobs copies the blobs dst lacks from src, in parallel, and counts them in rep.
 func copyBlobs(ctx context.Context, dst, src *Store, blobs []Digest, rep *SyncReport) error {
+	return eachBlob(ctx, 0, blobs, rep, func(d Digest) (int64, bool, error) {
+		if dst.used(dst.objectPath(d)) {
+			return 0, false, nil
+		}
+		n, err := copyBlob(dst, src, d)
+		return n, err == nil, err
+	})
+}
+
+// eachBlob runs copy on every blob, on workers goroutines (0: GOMAXPROCS), and
+// counts in rep the blobs it copied (the stored bytes it returns) and skipped.
+func eachBlob(ctx context.Context, workers int, blobs []Digest, rep *SyncReport, copy func(Digest) (n int64, copied bool, err error)) error {
 	var objects, bytes, skipped atomic.Int64
-	err := forEach(ctx, 0, len(blobs), func() func(int) error {
+	err := forEach(ctx, workers, len(blobs), func() func(int) error {
 		return func(i int) error {
-			d := blobs[i]
-			if dst.used(dst.objectPath(d)) {
-				skipped.Add(1)
-				return nil
-			}
-			n, err := copyBlob(dst, src, d)
-			if err != nil {
+			n, copied, err := copy(blobs[i])
+			switch {
+			case err != nil:
 				return err
+			case copied:
+				objects.Add(1)
+				bytes.Add(n)
+			default:
+				skipped.Add(1)
 			}
-			objects.Add(1)
-			bytes.Add(n)
 			return nil
 		}
 	})
@@ -176,7 +187,14 @@ func copyBlob(dst, src *Store, d Digest) (int64, error) {
 		return 0, err
 	}
 	defer in.Close()
-	out, err := os.CreateTemp(filepath.Join(dst.dir, tmpDir), "sync-*")
+	return dst.putStored(d, in, sp)
+}
+
+// putStored stores the stored form of blob d (its zstd frames), read from in (the
+// file or URL from), as it is: it verifies the content on the way, and d appears in
+// the store only whole and only if it verifies. It returns the bytes stored.
+func (s *Store) putStored(d Digest, in io.Reader, from string) (int64, error) {
+	out, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "sync-*")
 	if err != nil {
 		return 0, fmt.Errorf("copy blob %s: %w", d, err)
 	}
@@ -188,6 +206,8 @@ func copyBlob(dst, src *Store, d Digest) (int64, error) {
 		}
 	}()
 	cw := &countWriter{w: out}
+	rr := &errReader{r: in} // a failed read is the source's failure, not corruption
+	in = rr
 	zr, err := zstd.NewReader(io.TeeReader(in, cw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<34))
 	if err != nil {
 		return 0, err
@@ -195,22 +215,28 @@ func copyBlob(dst, src *Store, d Digest) (int64, error) {
 	h := NewHasher()
 	_, err = io.Copy(h, zr)
 	zr.Close()
-	if err != nil {
-		return 0, &CorruptError{What: "blob", Digest: d, Path: sp, Err: err}
-	}
 	if cw.err != nil {
 		return 0, fmt.Errorf("copy blob %s: %w", d, cw.err)
 	}
+	if rr.err != nil {
+		return 0, fmt.Errorf("copy blob %s from %s: %w", d, from, rr.err)
+	}
+	if err != nil {
+		return 0, &CorruptError{What: "blob", Digest: d, Path: from, Err: err}
+	}
 	// The decoder may stop before the end of the file; copy what it did not read.
-	if _, err := io.Copy(cw, in); err != nil {
+	if _, err := io.Copy(cw, in); err != nil || rr.err != nil {
+		if err == nil {
+			err = rr.err
+		}
 		return 0, fmt.Errorf("copy blob %s: %w", d, err)
 	}
 	var got Digest
 	h.Sum(got[:0])
 	if got != d {
-		return 0, &CorruptError{What: "blob", Digest: d, Path: sp, Err: fmt.Errorf("content hashes to %s", got)}
+		return 0, &CorruptError{What: "blob", Digest: d, Path: from, Err: fmt.Errorf("content hashes to %s", got)}
 	}
-	if err := atomicfile.Commit(out, dst.objectPath(d)); err != nil {
+	if err := atomicfile.Commit(out, s.objectPath(d)); err != nil {
 		return 0, fmt.Errorf("copy blob %s: %w", d, err)
 	}
 	ok = true
@@ -228,6 +254,19 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	if err != nil && c.err == nil {
 		c.err = err
+	}
+	return n, err
+}
+
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
 	}
 	return n, err
 }

@@ -35,6 +35,17 @@ type Options struct {
 	Events func(Event)
 	// Now replaces time.Now, for tests.
 	Now func() time.Time
+	// Remote, when set, is asked for the results the store misses, and told of
+	// every result recorded (to push it).
+	Remote Remote
+}
+
+// Remote is a shared cache behind the store (cas.Remotes): Lookup returns a
+// trusted, complete record or an error (a miss); Pushed is told of each record the
+// solve writes. Neither may block the solve for long or fail it.
+type Remote interface {
+	Lookup(ctx context.Context, a cas.ActionID) (*cas.Result, error)
+	Pushed(a cas.ActionID)
 }
 
 // Solver plans and runs builds against a store through an executor.
@@ -81,6 +92,10 @@ type Step struct {
 // snapshots may even have been collected), so a no-op solve reads a few records an
 // image, not one a step.
 func (s *Solver) Plan(g *graph.Graph, images ...string) ([]*Step, error) {
+	return s.plan(context.Background(), g, images...)
+}
+
+func (s *Solver) plan(ctx context.Context, g *graph.Graph, images ...string) ([]*Step, error) {
 	nodes, err := g.Select(images...) // parents before children
 	if err != nil {
 		return nil, err
@@ -139,7 +154,11 @@ func (s *Solver) Plan(g *graph.Graph, images ...string) ([]*Step, error) {
 			s.store.TouchAction(cas.ActionID(n.Key))
 			continue
 		}
-		if rec, err := s.store.GetAction(cas.ActionID(n.Key)); err == nil {
+		rec, err := s.store.GetAction(cas.ActionID(n.Key))
+		if err != nil && s.opt.Remote != nil {
+			rec, err = s.opt.Remote.Lookup(ctx, cas.ActionID(n.Key))
+		}
+		if err == nil {
 			if res, err := fromRecord(rec); err == nil {
 				st.Cached, st.result = true, res
 			}
@@ -181,7 +200,7 @@ type Summary struct {
 // finished is kept. It returns the first job's failure, if any, as a *JobError.
 func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*Summary, error) {
 	start := s.opt.Now()
-	steps, err := s.Plan(g, images...)
+	steps, err := s.plan(ctx, g, images...)
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +338,9 @@ func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, err
 	if err == nil {
 		rec := toRecord(res, logDigest, dur, s.exec.Identity(), s.opt.Now())
 		err = s.store.PutAction(cas.ActionID(n.Key), rec)
+		if err == nil && s.opt.Remote != nil {
+			s.opt.Remote.Pushed(cas.ActionID(n.Key))
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {

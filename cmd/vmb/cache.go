@@ -21,9 +21,11 @@ func runCache(e *env, args []string) int {
 		"ingest":      cacheIngest,
 		"materialize": cacheMaterialize,
 		"sync":        cacheSync,
+		"push":        cachePush,
+		"pull":        cachePull,
 	}
 	if len(args) == 0 || subs[args[0]] == nil {
-		fmt.Fprintln(e.stderr, "usage: vmb cache stats|verify|gc|ingest|materialize|sync [flags]")
+		fmt.Fprintln(e.stderr, "usage: vmb cache stats|verify|gc|ingest|materialize|sync|push|pull [flags]")
 		return exitInvalid
 	}
 	return subs[args[0]](e, args[1:])

@@ -36,7 +36,7 @@ type command struct {
 // commands is the table of subcommands; each is defined in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		"cache":     {usage: "stats|verify|gc|ingest|materialize|sync [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
+		"cache":     {usage: "stats|verify|gc|ingest|materialize|sync|push|pull [flags]", short: "inspect, check, trim and share the build cache", run: runCache},
 		"list":      {usage: "[--cache DIR] [-t KEY=VALUE]... [DIR | REPO]", short: "list imported repositories, or the images of one", run: runList},
 		"graph":     {usage: "[--format text|json|dot] [--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] [IMAGE...]", short: "print the build DAG with every node's key", run: runGraph},
 		"diff":      {usage: "[--cache DIR] [--json] [--chunks] [--disk NAME] [--repo DIR|NAME] A B", short: "where and how two disk snapshots differ (exit 1 if they do)", run: runDiff},
@@ -46,6 +46,7 @@ func commands() map[string]command {
 		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},
 		"shell":     {usage: "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},
+		"key":       {usage: "generate [--out PREFIX] NAME", short: "make a key pair that signs the records a cache pushes", run: runKey},
 		"version":   {usage: "[--cache DIR] [--json]", short: "print vmb's version, its protocol and the cache's appliance", run: runVersion},
 	}
 }

@@ -41,6 +41,9 @@ type solveArgs struct {
 	noApplianceBuild             bool
 	images                       []string
 	tags                         tagList
+	remotes                      []string // --remote, in order
+	push                         bool
+	keys                         *remoteArgs
 }
 
 // solveFlags defines on fs the flags of vmb solve, which vmb build takes too, and
@@ -56,7 +59,35 @@ func solveFlags(fs *flag.FlagSet) *solveArgs {
 	fs.BoolVar(&a.verbose, "x", false, "print each job's qemu command line")
 	noApplianceBuildFlag(fs, &a.noApplianceBuild)
 	fs.Var(&a.tags, "t", tagsUsage)
+	fs.Func("remote", "look up what the cache misses in the remote at `URL` (a directory, http(s):// or s3://; repeatable, read in order)", func(v string) error {
+		a.remotes = append(a.remotes, v)
+		return nil
+	})
+	fs.BoolVar(&a.push, "push", false, "push the results of the jobs that run to every --remote")
+	a.keys = remoteFlags(fs)
 	return a
+}
+
+// openRemotes opens the remotes of a solve, or returns nil if there are none.
+func openRemotes(ctx context.Context, e *env, store *cas.Store, a solveArgs) (*cas.Remotes, error) {
+	if len(a.remotes) == 0 {
+		return nil, nil
+	}
+	trust, key, err := a.keys.keys(e)
+	if err != nil {
+		return nil, err
+	}
+	rs := &cas.Remotes{Store: store, Trust: trust, Key: key, Push: a.push,
+		Warn: func(err error) { fmt.Fprintln(e.stderr, "vmb: warning:", err) }}
+	for _, u := range a.remotes {
+		r, err := cas.OpenRemote(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		rs.Remotes = append(rs.Remotes, r)
+	}
+	store.SetFetch(rs.Fetch)
+	return rs, nil
 }
 
 // noApplianceBuildFlag defines --no-appliance-build, which vmb solve, build and
@@ -83,6 +114,11 @@ func solve(e *env, a solveArgs) int {
 	if code >= 0 {
 		return code
 	}
+	rs, err := openRemotes(ctx, e, store, a)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return exitInvalid
+	}
 	var x solver.Executor = noExecutor{}
 	if app == nil {
 		fmt.Fprintf(e.stderr, "vmb: keys use a placeholder executor: no appliance in cache %s (a solve that runs a job builds one first)\n", store.Dir())
@@ -93,9 +129,16 @@ func solve(e *env, a solveArgs) int {
 	}
 	p := newProgress(e, mode, a)
 	defer p.close()
-	s := solver.New(store, x, solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun,
-		OutDir: a.out, Events: p.event})
+	opt := solver.Options{Jobs: a.jobs, NoCache: a.noCache, DryRun: a.dryRun, OutDir: a.out, Events: p.event}
+	if rs != nil {
+		opt.Remote = rs
+	}
+	s := solver.New(store, x, opt)
 	sum, err := s.Solve(ctx, g, a.images...)
+	if rs != nil && a.push {
+		rep := rs.Wait()
+		fmt.Fprintf(e.stderr, "vmb: pushed %d action records and %d objects (%s)\n", rep.Actions, rep.Objects, graph.FormatSize(rep.Bytes))
+	}
 	if sum != nil {
 		p.summary(sum, err)
 	}
