@@ -44,6 +44,8 @@ type Executor struct {
 	Qemu      string // default qemu-system-x86_64
 	KVM       bool
 	Memory    int           // MiB; default 512
+	CPUs      int           // virtual CPUs; default 1
+	RTCBase   string        // where the guest clock starts (qemu -rtc base=); default the host's time
 	Timeout   time.Duration // per job without a timeout of its own; default DefaultTimeout
 	TmpDir    string        // where job disks are materialized; default os.TempDir()
 	RepoDir   string        // the build repository local sources are relative to
@@ -468,7 +470,7 @@ var vmNetwork = map[graph.Network]qemu.Network{
 
 // newVM describes a boot of the appliance with the job disk as its first disk.
 func (x *Executor) newVM(jobDisk string) *qemu.VM {
-	return &qemu.VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), Kernel: x.boot.kernel, Initrd: x.boot.initrd,
+	return &qemu.VM{Qemu: x.qemu(), KVM: x.KVM, Memory: x.memory(), CPUs: x.CPUs, RTCBase: x.RTCBase, Kernel: x.boot.kernel, Initrd: x.boot.initrd,
 		Cmdline: "console=ttyS0 quiet loglevel=3 panic=-1", Disks: []qemu.Drive{{Path: jobDisk, ReadOnly: true}}}
 }
 

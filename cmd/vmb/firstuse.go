@@ -74,6 +74,18 @@ func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags []s
 	return g, app, code
 }
 
+// openPrepared opens the cache at cacheDir and prepares the repository in dir
+// against it (prepare). It returns an exit code to stop with, or -1.
+func openPrepared(ctx context.Context, e *env, cacheDir, dir string, tags []string, noBuild, planOnly bool) (*cas.Store, *graph.Graph, *appliance.Appliance, int) {
+	store, err := (&cacheCmd{e: e, dir: cacheDir}).open()
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return nil, nil, nil, exitFailed
+	}
+	g, app, code := prepare(ctx, e, store, dir, tags, noBuild, planOnly)
+	return store, g, app, code
+}
+
 // canBuildAppliance says what this machine lacks to build the appliance, and what
 // to do about it; nil if nothing.
 func canBuildAppliance(agent string) error {

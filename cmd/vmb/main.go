@@ -43,6 +43,7 @@ func commands() map[string]command {
 		"explain":   {usage: "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [DIR] IMAGE [STEP] | KEY", short: "print a node's key and the preimage it hashes", run: runExplain},
 		"import":    {usage: "--path DIR [--name NAME]", short: "record a build repository under a name", run: runImport},
 		"solve":     {usage: "[flags] [DIR] [IMAGE...]", short: "build images, running only what is not cached", run: runSolve},
+		"check":     {usage: "[--cache DIR] [-t KEY=VALUE]... [--from STEP] [--sample N] [--keep-going] [--json] [DIR] [IMAGE...]", short: "rebuild recorded nodes and compare: prove a build reproducible", run: runCheck},
 		"build":     {usage: "[flags] --repo REPO [--name IMAGE]...", short: "vmb solve, spelled as vm-builder spelled it", run: runBuild},
 		"shell":     {usage: "[--cache DIR] [-t KEY=VALUE]... [--repo NAME] [-x] [--no-appliance-build] [DIR] IMAGE [STEP]", short: "a shell in the build VM on an image's state before a step", run: runShell},
 		"appliance": {usage: "build|info [flags]", short: "build or describe the build VM", run: runAppliance},

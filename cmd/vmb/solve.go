@@ -102,15 +102,9 @@ func solve(e *env, a solveArgs) int {
 		fmt.Fprintf(e.stderr, "vmb: --progress %q: want auto, tty, plain or json\n", a.progress)
 		return exitInvalid
 	}
-	c := &cacheCmd{e: e, dir: a.cacheDir}
-	store, err := c.open()
-	if err != nil {
-		fmt.Fprintln(e.stderr, "vmb:", err)
-		return exitFailed
-	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	g, app, code := prepare(ctx, e, store, a.dir, a.tags, a.noApplianceBuild, a.dryRun)
+	store, g, app, code := openPrepared(ctx, e, a.cacheDir, a.dir, a.tags, a.noApplianceBuild, a.dryRun)
 	if code >= 0 {
 		return code
 	}

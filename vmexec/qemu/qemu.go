@@ -46,9 +46,14 @@ const (
 
 // VM is one boot of a kernel, as data.
 type VM struct {
-	Qemu    string // qemu-system-x86_64
-	KVM     bool
-	Memory  int // MiB
+	Qemu   string // qemu-system-x86_64
+	KVM    bool
+	Memory int // MiB
+	// CPUs is the number of virtual CPUs; 0 means 1.
+	CPUs int
+	// RTCBase, if set, is where the guest's clock starts (qemu -rtc base=), e.g.
+	// "2031-06-01T12:00:00"; the host's time otherwise.
+	RTCBase string
 	Kernel  string
 	Initrd  string
 	Cmdline string
@@ -73,8 +78,11 @@ const netFD = 3
 // option ROMs, the serial console on stdio, power-off ends qemu.
 func (vm *VM) Args() []string {
 	args := []string{"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-machine", "q35", "-m", fmt.Sprint(vm.Memory), "-smp", "1",
+		"-machine", "q35", "-m", fmt.Sprint(vm.Memory), "-smp", fmt.Sprint(max(vm.CPUs, 1)),
 		"-serial", "stdio", "-monitor", "none"}
+	if vm.RTCBase != "" {
+		args = append(args, "-rtc", "base="+vm.RTCBase)
+	}
 	switch vm.Network {
 	case NetOutside:
 		args = append(args, "-netdev", fmt.Sprintf("stream,id=net0,server=off,addr.type=fd,addr.str=%d", netFD),

@@ -37,6 +37,11 @@ func TestVMArgs(t *testing.T) {
 		t.Errorf("String() does not start with passt's command line: %s", s)
 	}
 	vm.Network = NoNetwork
+	vm.CPUs, vm.RTCBase = 2, "2031-06-01T12:00:00"
+	if s := vm.String(); !strings.Contains(s, "-smp 2 ") || !strings.Contains(s, "-rtc base=2031-06-01T12:00:00") {
+		t.Errorf("with 2 CPUs and a clock elsewhere: %s", s)
+	}
+	vm.CPUs, vm.RTCBase = 0, ""
 	vm.KVM = true
 	if s := vm.String(); !strings.Contains(s, "-accel kvm -cpu host") || !strings.Contains(s, "'console=ttyS0 quiet'") {
 		t.Errorf("String() = %s", s)
