@@ -578,6 +578,7 @@ func checkSrc(n *graph.Node, src, got string) error {
 // (graph.TreeDigest) of exactly what it added.
 func addTree(tw *tar.Writer, root, name string, mtime time.Time) (string, error) {
 	var t graph.TreeDigest
+	buf := make([]byte, 256<<10) // BLAKE3 hashes many chunks at once in large writes
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -619,7 +620,7 @@ func addTree(tw *tar.Writer, root, name string, mtime time.Time) (string, error)
 		// The digest is of the bytes copied: a file that changed size since the
 		// header was written fails here, one that changed content in the digest.
 		sum := blake3.New(32, nil)
-		if _, err := io.Copy(io.MultiWriter(tw, sum), f); err != nil {
+		if _, err := io.CopyBuffer(io.MultiWriter(tw, sum), f, buf); err != nil {
 			return fmt.Errorf("%s: %w (%w)", p, ErrSrcChanged, err)
 		}
 		if err := tw.Flush(); err != nil {
