@@ -1,5 +1,5 @@
-// Package diff explains how two disk snapshots differ, at two of the three levels
-// vmb diff has (DESIGN.md, "Reproducibility"):
+// Package diff explains how two disk snapshots differ, at the three levels vmb
+// diff has (DESIGN.md, "Reproducibility"):
 //
 //  1. chunks: the byte ranges whose chunks differ, from the two manifests alone
 //     (digests: no chunk is read);
@@ -8,9 +8,11 @@
 //     partition table, or unpartitioned space) each lies in, the filesystem there
 //     (by its magic, as blkid names it), and for ext2/3/4 the structure (superblock,
 //     group descriptors, bitmaps, inode table, journal, directory, file data, free
-//     blocks) with its inodes and their paths (internal/fsmap).
-//
-// Level 3, which files differ and how, is not done yet.
+//     blocks) with its inodes and their paths (internal/fsmap);
+//  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
+//     differing range, the paths added, removed or changed, and how: content (a
+//     unified diff for small text files), mode, owner, times, xattrs, symlink
+//     target, file type, hard-link count (files.go).
 //
 // It is a package of its own, not part of cas, because cas imports nothing of
 // vmb's while naming structures needs imagefmt's partition tables and fsmap's
@@ -32,8 +34,9 @@ import (
 
 // Options tunes Snapshots.
 type Options struct {
-	// ChunksOnly stops at level 1: Ranges are the differing chunks, unnamed.
-	ChunksOnly bool
+	// Level is where to stop: 1 (Ranges are the differing chunks, unnamed), 2
+	// (ranges named), or 3 (and files compared), the default.
+	Level int
 }
 
 // Report is how two snapshots differ.
@@ -46,6 +49,8 @@ type Report struct {
 	Chunks    []Extent   `json:"chunks"`     // level 1: the differing chunks, adjacent ones merged
 	Ranges    []Range    `json:"ranges"`     // level 2: the bytes that differ, named
 	Bytes     int64      `json:"bytes"`      // how many bytes the ranges cover
+	// Level 3: the ext2/3/4 filesystems the ranges lie in, and their files that differ.
+	Filesystems []Filesystem `json:"filesystems,omitempty"`
 }
 
 // Extent is a byte range of a disk.
@@ -83,7 +88,7 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 	}
 	rep := &Report{A: a, B: b, SizeA: ma.Size, SizeB: mb.Size, ChunkSize: mb.ChunkSize, Chunks: []Extent{}, Ranges: []Range{}}
 	rep.Chunks = chunkDiff(ma, mb)
-	if opt.ChunksOnly {
+	if opt.Level == 1 {
 		for _, c := range rep.Chunks {
 			rep.Ranges = append(rep.Ranges, Range{Off: c.Off, Len: c.Len})
 			rep.Bytes += c.Len
@@ -96,13 +101,33 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 		return nil, err
 	}
 	da, db := newDisk(ra, ma.Size), newDisk(rb, mb.Size)
+	touched := map[int64]map[uint32]bool{} // by filesystem start: the inodes the ranges name
+	touch := func(r Range) {
+		if r.FS == "" {
+			return
+		}
+		start := r.Off - r.FSOff
+		if touched[start] == nil {
+			touched[start] = map[uint32]bool{}
+		}
+		for _, ino := range r.Inodes {
+			touched[start][ino] = true
+		}
+	}
 	for _, e := range exact {
 		rs, err := db.name(e)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range rs {
-			if as, err := da.name(Extent{r.Off, r.Len}); err == nil && len(as) == 1 && label(as[0]) != label(r) {
+			as, err := da.name(Extent{r.Off, r.Len})
+			if err == nil {
+				for _, x := range as {
+					touch(x)
+				}
+			}
+			touch(r)
+			if err == nil && len(as) == 1 && label(as[0]) != label(r) {
 				r.InA = as[0].Structure
 				if as[0].Partition != r.Partition || as[0].FS != r.FS {
 					r.InA = strings.TrimSpace(as[0].Partition + " " + as[0].FS + " " + as[0].Structure)
@@ -111,6 +136,31 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 			rep.Ranges = append(rep.Ranges, r)
 			rep.Bytes += r.Len
 		}
+	}
+	if opt.Level == 2 {
+		return rep, nil
+	}
+	starts := make([]int64, 0, len(touched))
+	for start := range touched {
+		starts = append(starts, start)
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	for _, start := range starts {
+		fa, fb := da.fs[start], db.fs[start]
+		if fb == nil || fb.ext == nil || fa == nil || fa.ext == nil {
+			continue // ext2/3/4 on one side only, or neither: no files to compare
+		}
+		fs := Filesystem{Partition: fb.part, FS: fb.typ}
+		files, err := compareFiles(ctx, fa.ext, fb.ext, touched[start])
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			fs.Error = err.Error()
+		default:
+			fs.Files = files
+		}
+		rep.Filesystems = append(rep.Filesystems, fs)
 	}
 	return rep, nil
 }
@@ -247,8 +297,9 @@ type disk struct {
 }
 
 type filesystem struct {
-	typ string
-	ext *ext.FS // for ext2/3/4
+	typ  string
+	part string  // the partition's name, as Range.Partition
+	ext  *ext.FS // for ext2/3/4
 }
 
 func newDisk(r io.ReaderAt, size int64) *disk {
@@ -329,7 +380,7 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 	f, ok := d.fs[start]
 	if !ok {
 		sr := io.NewSectionReader(d.r, start, size)
-		f = &filesystem{typ: fsmap.Detect(sr, size)}
+		f = &filesystem{typ: fsmap.Detect(sr, size), part: part}
 		if f.typ == "ext2" || f.typ == "ext3" || f.typ == "ext4" {
 			f.ext, _ = ext.Open(sr, size) // a layout it cannot map is named by its type only
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -61,6 +62,7 @@ func TestSnapshots(t *testing.T) {
 		os.MkdirAll(filepath.Join(root, filepath.Dir(name)), 0o755)
 		os.WriteFile(filepath.Join(root, name), []byte(content), 0o644)
 	}
+	os.Symlink("motd", filepath.Join(root, "etc/link"))
 	base := filepath.Join(dir, "base.fs")
 	run(t, "", "mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "root_owner=0:0", "-U", "6a1b7c2d-0000-4000-8000-000000000001", "-d", root, base, "32M")
 	stat := func(fs, p string) (ino int, block int64) {
@@ -73,6 +75,10 @@ func TestSnapshots(t *testing.T) {
 		return ino, b
 	}
 	motd, motdBlock := stat(base, "/etc/motd")
+	mtime := "" // of /etc/motd, as mkfs.ext4 -d copied it
+	if fi, err := os.Stat(filepath.Join(root, "etc/motd")); err == nil {
+		mtime = fi.ModTime().UTC().Truncate(time.Second).Format(time.RFC3339)
+	}
 
 	variant := func(name string, change func(fs string)) string {
 		b, err := os.ReadFile(base)
@@ -102,24 +108,48 @@ func TestSnapshots(t *testing.T) {
 		inodes    []uint32
 		paths     []string
 	}
+	debugfs := func(reqs ...string) func(fs string) {
+		return func(fs string) {
+			for _, req := range reqs {
+				run(t, "", "debugfs", "-w", "-R", req, fs)
+			}
+		}
+	}
+	newFile := filepath.Join(dir, "new.txt")
+	os.WriteFile(newFile, []byte("new\n"), 0o644)
 	for _, tc := range []struct {
 		name   string
 		change func(fs string)
 		want   []want // the ranges that must be reported
 		not    []string
+		files  string // level 3, as WriteText writes it
 	}{
-		{"identical", func(string) {}, nil, nil},
+		{"identical", func(string) {}, nil, nil, ""},
 		{"content", func(fs string) {
 			f, _ := os.OpenFile(fs, os.O_RDWR, 0)
 			f.WriteAt([]byte("HELLO"), motdBlock*4096)
 			f.Close()
-		}, []want{{"file data", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, nil},
-		{"mtime", func(fs string) {
-			run(t, "", "debugfs", "-w", "-R", "set_inode_field /etc/motd mtime 20200101", fs)
-		}, []want{{"inode table", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, []string{"file data"}},
-		{"superblock", func(fs string) {
-			run(t, "", "debugfs", "-w", "-R", "ssv mtime 20200101", fs)
-		}, []want{{"superblock", nil, nil}}, []string{"file data", "inode table"}},
+		}, []want{{"file data", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, nil, `files (root:1 ext4):
+  /etc/motd: content (6 B -> 6 B)
+    --- a/etc/motd
+    +++ b/etc/motd
+    @@ -1,1 +1,1 @@
+    -hello
+    +HELLO
+`},
+		{"mtime", debugfs("set_inode_field /etc/motd mtime 20200101"),
+			[]want{{"inode table", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, []string{"file data"},
+			"  /etc/motd: mtime " + mtime + " -> 2020-01-01T00:00:00Z\n"},
+		{"added", debugfs("write " + newFile + " /etc/new"), nil, nil,
+			"  /etc/new: added (file, 0644, 0:0, 4 B)\n"},
+		{"removed", debugfs("rm /etc/hostname"), nil, nil, "  /etc/hostname: removed (file, 0644, 0:0, 4 B)\n"},
+		{"mode", debugfs("set_inode_field /etc/motd mode 0100600"), nil, nil, "  /etc/motd: mode 0644 -> 0600\n"},
+		{"xattr", debugfs("ea_set /etc/motd user.note hi"), nil, nil, "  /etc/motd: xattr user.note added (\"hi\")\n"},
+		{"symlink", debugfs("rm /etc/link", "symlink /etc/link /etc/hostname"), nil, nil, "  /etc/link: target motd -> /etc/hostname, "},
+		{"hard link", debugfs("ln /etc/hostname /etc/hostname2", "set_inode_field /etc/hostname links_count 2"), nil, nil,
+			"  /etc/hostname: links 1 -> 2\n  /etc/hostname2: added (file, 0644, 0:0, 4 B)\n"},
+		{"superblock", debugfs("ssv mtime 20200101"),
+			[]want{{"superblock", nil, nil}}, []string{"file data", "inode table"}, "files (root:1 ext4): no file differs\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := ingest(variant(tc.name, tc.change))
@@ -130,7 +160,7 @@ func TestSnapshots(t *testing.T) {
 			var text bytes.Buffer
 			rep.WriteText(&text)
 			t.Logf("\n%s", text.String())
-			if tc.want == nil {
+			if tc.files == "" {
 				if !rep.Identical() || len(rep.Ranges) != 0 {
 					t.Errorf("identical disks differ:\n%s", text.String())
 				}
@@ -138,6 +168,11 @@ func TestSnapshots(t *testing.T) {
 			}
 			if rep.Identical() {
 				t.Fatal("the disks are reported identical")
+			}
+			var files bytes.Buffer
+			writeFiles(&files, rep.Filesystems)
+			if !strings.Contains(files.String(), tc.files) {
+				t.Errorf("level 3:\n%s\nwant it to hold:\n%s", files.String(), tc.files)
 			}
 			var got []want
 			for _, r := range rep.Ranges {

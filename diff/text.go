@@ -6,10 +6,13 @@ import (
 	"strings"
 )
 
-// WriteText writes the report for people: one line a range, then a summary.
+// WriteText writes the report for people: one line a range, then a summary, then
+// the files that differ, filesystem by filesystem.
 //
 //	0x00100000-0x00101000 (4 KiB) root:2 ext4 inode table: inodes 12-15 (/etc/motd, /etc/hostname)
 //	1 range, 4 KiB, 0.01% of 32 MiB differ
+//	files (root:2 ext4):
+//	  /etc/hostname: mtime 2020-01-01T00:00:00Z -> 2026-12-05T01:02:03Z
 func (r *Report) WriteText(w io.Writer) {
 	for _, g := range r.Ranges {
 		fmt.Fprintf(w, "0x%08x-0x%08x (%s)%s\n", g.Off, g.Off+g.Len, FormatSize(g.Len), describe(g))
@@ -31,6 +34,7 @@ func (r *Report) WriteText(w io.Writer) {
 		pct = 100 * float64(r.Bytes) / float64(size)
 	}
 	fmt.Fprintf(w, "%d range%s, %s, %s of %s differ\n", len(r.Ranges), s, FormatSize(r.Bytes), formatPercent(pct), FormatSize(size))
+	writeFiles(w, r.Filesystems)
 }
 
 // describe is the text after a range's extent: where it lies and what it holds.

@@ -21,14 +21,15 @@ const (
 )
 
 func runDiff(e *env, args []string) int {
-	fs := newFlags(e, "diff", "[--cache DIR] [--json] [--chunks] [--disk NAME] [--repo DIR|NAME] A B")
+	fs := newFlags(e, "diff", "[--cache DIR] [--json] [--level 1|2|3] [--chunks] [--disk NAME] [--repo DIR|NAME] A B")
 	cacheDir := cacheFlag(fs)
 	asJSON := fs.Bool("json", false, "print a JSON object instead of text")
 	chunks := fs.Bool("chunks", false, "compare chunks only (level 1): no disk is read")
+	level := fs.Int("level", 3, "where to stop: 1 chunks, 2 structures, 3 files")
 	disk := fs.String("disk", "", "the disk of a node that has several")
 	repo := fs.String("repo", "", "the repository whose IMAGE[:STEP] an operand names (default: the current directory)")
 	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: vmb diff [--cache DIR] [--json] [--chunks] [--disk NAME] [--repo DIR|NAME] A B")
+		fmt.Fprintln(e.stderr, "usage: vmb diff [--cache DIR] [--json] [--level 1|2|3] [--chunks] [--disk NAME] [--repo DIR|NAME] A B")
 		fmt.Fprintln(e.stderr, "A and B: a snapshot digest or an action key (at least 6 hex digits), or IMAGE[:STEP] of the repository")
 		fs.PrintDefaults()
 	}
@@ -38,7 +39,10 @@ func runDiff(e *env, args []string) int {
 		}
 		return code
 	}
-	if fs.NArg() != 2 {
+	if *chunks {
+		*level = 1
+	}
+	if fs.NArg() != 2 || *level < 1 || *level > 3 {
 		fs.Usage()
 		return diffError
 	}
@@ -67,7 +71,7 @@ func runDiff(e *env, args []string) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	rep, err := diff.Snapshots(ctx, s, ds[0], ds[1], diff.Options{ChunksOnly: *chunks})
+	rep, err := diff.Snapshots(ctx, s, ds[0], ds[1], diff.Options{Level: *level})
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb diff:", err)
 		return diffError

@@ -158,6 +158,13 @@ func FuzzLocate(f *testing.F) {
 				t.Errorf("span %+v off a filesystem of %d bytes", s, len(disk))
 			}
 		}
+		tree, _ := fs.Tree()
+		for _, ino := range tree {
+			if in, err := fs.Inode(ino); err == nil {
+				fs.Xattrs(in)
+				fs.Content(in, io.Discard)
+			}
+		}
 	})
 }
 
