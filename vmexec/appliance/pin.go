@@ -86,14 +86,21 @@ func (e *PinError) Error() string {
 	return msg
 }
 
+// Sources are where Choose may pull an appliance from, and what it tells.
+type Sources struct {
+	Remotes []*cas.Remote                     // in order
+	Warn    func(error)                       // a remote that failed (down, corrupt), then skipped
+	Pulled  func(a *Appliance, r *cas.Remote) // a pulled from r
+}
+
 // Choose returns the appliance a solve uses in store. With a pin, that one: from
 // the store, else pulled from the first remote that has it (and made current if
 // the store has none), else a *PinError. Without one, the store's current
 // appliance; if it has none, the first remote's current one, pulled and made
 // current, since the remote's records were built with it. It returns nil and no
 // error when there is no pin and neither the store nor a remote has an appliance:
-// the caller builds one. A remote that fails is reported to warn and skipped.
-func Choose(ctx context.Context, store *cas.Store, pin cas.Digest, remotes []*cas.Remote, warn func(error)) (*Appliance, error) {
+// the caller builds one.
+func Choose(ctx context.Context, store *cas.Store, pin cas.Digest, src Sources) (*Appliance, error) {
 	cur, err := Load(store)
 	if err != nil && !errors.Is(err, ErrNone) {
 		return nil, err
@@ -110,17 +117,20 @@ func Choose(ctx context.Context, store *cas.Store, pin cas.Digest, remotes []*ca
 		}
 	}
 	var tried []error
-	for _, r := range remotes {
+	for _, r := range src.Remotes {
 		a, err := Pull(ctx, store, r, pin)
 		if err != nil {
-			if !errors.Is(err, cas.ErrNotFound) && warn != nil {
-				warn(err)
+			if !errors.Is(err, cas.ErrNotFound) && src.Warn != nil {
+				src.Warn(err)
 			}
 			tried = append(tried, err)
 			continue
 		}
 		if cur == nil {
 			err = a.Use(store)
+		}
+		if src.Pulled != nil {
+			src.Pulled(a, r)
 		}
 		return a, err
 	}

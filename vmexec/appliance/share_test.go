@@ -41,7 +41,7 @@ func TestPushPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No pin, no appliance: the remote's is taken and made current.
-	got, err := Choose(ctx, b, cas.Digest{}, []*cas.Remote{r}, nil)
+	got, err := Choose(ctx, b, cas.Digest{}, Sources{Remotes: []*cas.Remote{r}})
 	if err != nil || got == nil || got.Digest != appA.Digest {
 		t.Fatalf("Choose = %v, %v; want %s", got, err, appA.Digest)
 	}
@@ -50,11 +50,11 @@ func TestPushPull(t *testing.T) {
 	}
 	// A cache with another appliance and a pin on A's: pulled by digest, current unchanged.
 	c, appC := fake(t, filepath.Join(tmp, "c"), "c")
-	if _, err := Choose(ctx, c, appA.Digest, nil, nil); !errors.As(err, new(*PinError)) ||
+	if _, err := Choose(ctx, c, appA.Digest, Sources{}); !errors.As(err, new(*PinError)) ||
 		!strings.Contains(err.Error(), "pins appliance "+appA.Digest.String()+"; this cache has "+appC.Digest.String()) {
 		t.Fatalf("Choose without remote: %v", err)
 	}
-	if got, err := Choose(ctx, c, appA.Digest, []*cas.Remote{r}, nil); err != nil || got.Digest != appA.Digest {
+	if got, err := Choose(ctx, c, appA.Digest, Sources{Remotes: []*cas.Remote{r}}); err != nil || got.Digest != appA.Digest {
 		t.Fatalf("Choose with remote = %v, %v", got, err)
 	}
 	if cur, _ := Load(c); cur.Digest != appC.Digest {
