@@ -141,3 +141,11 @@ func pullBlobs(ctx context.Context, s *Store, r *Remote, blobs []Digest, check b
 		return n, err == nil, err
 	})
 }
+
+// Fetch copies the blobs s lacks among blobs from r, each verified by BLAKE3 before
+// it enters s: what a caller that knows the digests it wants (the appliance's
+// manifest, then its kernel and initramfs) pulls without a ref or a record. A blob
+// r lacks is an error wrapping ErrNotFound; one that does not verify, a *CorruptError.
+func (r *Remote) Fetch(ctx context.Context, s *Store, blobs ...Digest) error {
+	return pullBlobs(ctx, s, r, blobs, false, &SyncReport{})
+}

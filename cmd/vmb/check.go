@@ -48,7 +48,7 @@ func runCheck(e *env, args []string) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	store, g, app, code := openPrepared(ctx, e, *cacheDir, dir, *tags, noApplianceBuild, false)
+	store, g, app, code := openPrepared(ctx, e, *cacheDir, dir, *tags, nil, noApplianceBuild, false)
 	if code >= 0 {
 		return code
 	}

@@ -41,13 +41,15 @@ func identity(app *appliance.Appliance) string {
 
 // prepare compiles the repository in dir, then makes sure store has an appliance,
 // building it if it has none (unless noBuild), and returns the graph keyed with
-// it. With planOnly a cache without an appliance is left so: the graph is keyed
-// with the placeholder executor and the appliance is nil. It returns an exit code
-// to stop with, or -1.
-func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags []string, noBuild, planOnly bool) (*graph.Graph, *appliance.Appliance, int) {
-	app, err := cacheAppliance(store.Dir())
+// it. The appliance is the one the repository pins (vmb.lock), else the cache's,
+// else the first of remotes' (appliance.Choose); only without a pin is one built.
+// With planOnly a cache without an appliance is left so: the graph is keyed with
+// the placeholder executor and the appliance is nil. It returns an exit code to
+// stop with, or -1.
+func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags, remotes []string, noBuild, planOnly bool) (*graph.Graph, *appliance.Appliance, int) {
+	app, err := chooseAppliance(ctx, e, store, dir, remotes)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", store.Dir(), err)
+		fmt.Fprintln(e.stderr, "vmb:", err)
 		return nil, nil, exitFailed
 	}
 	g, code := compileWith(e, dir, store.Dir(), identity(app), tags)
@@ -76,14 +78,43 @@ func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags []s
 
 // openPrepared opens the cache at cacheDir and prepares the repository in dir
 // against it (prepare). It returns an exit code to stop with, or -1.
-func openPrepared(ctx context.Context, e *env, cacheDir, dir string, tags []string, noBuild, planOnly bool) (*cas.Store, *graph.Graph, *appliance.Appliance, int) {
+func openPrepared(ctx context.Context, e *env, cacheDir, dir string, tags, remotes []string, noBuild, planOnly bool) (*cas.Store, *graph.Graph, *appliance.Appliance, int) {
 	store, err := (&cacheCmd{e: e, dir: cacheDir}).open()
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb:", err)
 		return nil, nil, nil, exitFailed
 	}
-	g, app, code := prepare(ctx, e, store, dir, tags, noBuild, planOnly)
+	g, app, code := prepare(ctx, e, store, dir, tags, remotes, noBuild, planOnly)
 	return store, g, app, code
+}
+
+// chooseAppliance returns the appliance the repository in dir is built with in
+// store (appliance.Choose), pulling it from remotes if need be, or nil if there
+// is none to take and the repository pins none.
+func chooseAppliance(ctx context.Context, e *env, store *cas.Store, dir string, remotes []string) (*appliance.Appliance, error) {
+	pin, err := appliance.ReadPin(dir)
+	if err != nil {
+		return nil, err
+	}
+	src := appliance.Sources{
+		Warn: func(err error) { fmt.Fprintln(e.stderr, "vmb: warning:", err) },
+		Pulled: func(a *appliance.Appliance, r *cas.Remote) {
+			fmt.Fprintf(e.stderr, "vmb: appliance %s (kernel %s) pulled from %s\n", a.Digest.Short(), a.KernelVersion, r)
+		},
+	}
+	for _, u := range remotes {
+		r, err := cas.OpenRemote(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		src.Remotes = append(src.Remotes, r)
+	}
+	app, err := appliance.Choose(ctx, store, pin, src)
+	var pe *appliance.PinError
+	if err != nil && !errors.As(err, &pe) {
+		err = fmt.Errorf("the appliance of cache %s: %w", store.Dir(), err)
+	}
+	return app, err
 }
 
 // canBuildAppliance says what this machine lacks to build the appliance, and what

@@ -10,6 +10,8 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/vmexec/appliance"
+	"vmb.dev/vmb/vmexec/proto"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
 
@@ -61,6 +63,23 @@ func TestScripts(t *testing.T) {
 					k, v, _ := strings.Cut(kv, "=")
 					ts.Setenv(k, v)
 				}
+			},
+			// fakeappliance KERNEL NAME puts an appliance of fake content (kernel
+			// version KERNEL) in $VMB_CACHE as its current one, without building or
+			// booting anything; it sets $NAME to its digest and $NAME_KERNEL to the
+			// path of its kernel's blob in a cache directory.
+			"fakeappliance": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: fakeappliance KERNEL NAME")
+				}
+				s, err := cas.Open(ts.Getenv("VMB_CACHE"))
+				ts.Check(err)
+				m := appliance.Manifest{KernelVersion: args[0], Protocol: proto.Version}
+				a, err := appliance.Put(s, m, []byte("vmlinux "+args[0]), []byte("initramfs "+args[0]))
+				ts.Check(err)
+				k := a.Kernel.String()
+				ts.Setenv(args[1], a.Digest.String())
+				ts.Setenv(args[1]+"_KERNEL", "objects/"+k[:2]+"/"+k)
 			},
 			// appliancedebs gives $VMB_CACHE the Debian packages vmtest built the
 			// shared appliance from, and $VMB_AGENT its agent, so that vmb builds the

@@ -42,7 +42,7 @@ func runShell(e *env, args []string) int {
 		return exitFailed
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	g, app, code := prepare(ctx, e, store, dir, *tags, noApplianceBuild, false)
+	g, app, code := prepare(ctx, e, store, dir, *tags, nil, noApplianceBuild, false)
 	cancel()
 	if code >= 0 {
 		return code

@@ -104,7 +104,7 @@ func solve(e *env, a solveArgs) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	store, g, app, code := openPrepared(ctx, e, a.cacheDir, a.dir, a.tags, a.noApplianceBuild, a.dryRun)
+	store, g, app, code := openPrepared(ctx, e, a.cacheDir, a.dir, a.tags, a.remotes, a.noApplianceBuild, a.dryRun)
 	if code >= 0 {
 		return code
 	}

@@ -141,17 +141,9 @@ func Load(store *cas.Store) (*Appliance, error) {
 	} else if !ok {
 		return nil, fmt.Errorf("the cache's appliance ref names no manifest (run vmb appliance build)")
 	}
-	d := mo.Digest
-	m, err := store.Get(d)
+	a, err := loadDigest(store, mo.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("appliance %s: %w (run vmb appliance build)", d.Short(), err)
-	}
-	a := &Appliance{Digest: d}
-	if err := json.Unmarshal(m, &a.Manifest); err != nil {
-		return nil, fmt.Errorf("appliance %s: %w", d.Short(), err)
-	}
-	if !store.Has(a.Kernel) || !store.Has(a.Initrd) {
-		return nil, fmt.Errorf("appliance %s: kernel or initrd missing from the cache (run vmb appliance build)", d.Short())
+		return nil, fmt.Errorf("%w (run vmb appliance build)", err)
 	}
 	if legacy {
 		a.install(store) // the ref then keeps kernel and initramfs too; best effort
@@ -252,12 +244,20 @@ func Build(ctx context.Context, store *cas.Store, opt BuildOptions) (*Appliance,
 	if err != nil {
 		return nil, err
 	}
-	m := Manifest{KernelVersion: kver, Packages: versions, Modules: mods, Protocol: proto.Version,
-		KernelSize: int64(len(kernel)), InitrdSize: int64(initrd.Len())}
+	m := Manifest{KernelVersion: kver, Packages: versions, Modules: mods, Protocol: proto.Version}
+	return Put(store, m, kernel, initrd.Bytes())
+}
+
+// Put stores kernel, initrd and manifest m (which names them) in store and makes
+// the appliance they are the store's current one. Build ends with it; tests use it
+// to make an appliance of fake content without building one.
+func Put(store *cas.Store, m Manifest, kernel, initrd []byte) (*Appliance, error) {
+	var err error
+	m.KernelSize, m.InitrdSize = int64(len(kernel)), int64(len(initrd))
 	if m.Kernel, err = store.PutBytes(kernel); err != nil {
 		return nil, err
 	}
-	if m.Initrd, err = store.PutBytes(initrd.Bytes()); err != nil {
+	if m.Initrd, err = store.PutBytes(initrd); err != nil {
 		return nil, err
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
@@ -267,6 +267,26 @@ func Build(ctx context.Context, store *cas.Store, opt BuildOptions) (*Appliance,
 	}
 	a := &Appliance{Digest: d, Manifest: m}
 	return a, a.install(store)
+}
+
+// loadDigest reads appliance d from store: its manifest, whose kernel and
+// initramfs must be there too.
+func loadDigest(store *cas.Store, d cas.Digest) (*Appliance, error) {
+	m, err := store.Get(d)
+	if err != nil {
+		return nil, fmt.Errorf("appliance %s: %w", d.Short(), err)
+	}
+	a := &Appliance{Digest: d}
+	if err := json.Unmarshal(m, &a.Manifest); err != nil {
+		return nil, fmt.Errorf("appliance %s: not a manifest: %w", d.Short(), err)
+	}
+	if a.Kernel.IsZero() || a.Initrd.IsZero() {
+		return nil, fmt.Errorf("appliance %s: not a manifest: no kernel or initrd", d.Short())
+	}
+	if !store.Has(a.Kernel) || !store.Has(a.Initrd) {
+		return nil, fmt.Errorf("appliance %s: kernel or initrd missing from the cache", d.Short())
+	}
+	return a, nil
 }
 
 // ref is the cas ref that names a, and keeps its blobs through gc.
