@@ -47,12 +47,25 @@ func identity(app *appliance.Appliance) string {
 // the placeholder executor and the appliance is nil. It returns an exit code to
 // stop with, or -1.
 func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags, remotes []string, noBuild, planOnly bool) (*graph.Graph, *appliance.Appliance, int) {
+	// The definitions first, keyed with the cache's current appliance: invalid
+	// ones stop here (exit 2), before any appliance is pulled or built.
+	current, err := cacheAppliance(store.Dir())
+	if err != nil {
+		fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", store.Dir(), err)
+		return nil, nil, exitFailed
+	}
+	g, code := compileWith(e, dir, store.Dir(), identity(current), tags)
+	if code >= 0 {
+		return nil, nil, code
+	}
 	app, err := chooseAppliance(ctx, e, store, dir, remotes)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "vmb:", err)
 		return nil, nil, exitFailed
 	}
-	g, code := compileWith(e, dir, store.Dir(), identity(app), tags)
+	if app != nil && identity(app) != identity(current) { // the pinned or a remote's one
+		g, code = compileWith(e, dir, store.Dir(), app.Identity(), tags)
+	}
 	if code >= 0 || app != nil || planOnly {
 		return g, app, code
 	}
