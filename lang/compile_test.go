@@ -21,6 +21,11 @@ var update = flag.Bool("update", false, "rewrite the golden files under ../testd
 
 const testExecutor = "test-executor agent/0"
 
+// exampleTags are the -t values an example needs: debian's base image is one.
+var exampleTags = map[string][]string{
+	"debian": {"base=registry.example/debian:bookworm@sha256:" + strings.Repeat("0123456789abcdef", 4)},
+}
+
 // TestExamples compiles every repository of testdata/examples and compares its
 // graph, as vmb graph prints it, with testdata/golden/NAME.{json,dot,txt}.
 func TestExamples(t *testing.T) {
@@ -31,7 +36,7 @@ func TestExamples(t *testing.T) {
 	for _, dir := range dirs {
 		name := filepath.Base(dir)
 		t.Run(name, func(t *testing.T) {
-			g, err := Compile(context.Background(), dir, Options{Executor: testExecutor})
+			g, err := Compile(context.Background(), dir, Options{Executor: testExecutor, Tags: exampleTags[name]})
 			if err != nil {
 				t.Fatal(err)
 			}
