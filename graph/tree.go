@@ -33,6 +33,14 @@ func (t *TreeDigest) Symlink(rel, target string) {
 	fmt.Fprintf(&t.list, "symlink %q %q\n", rel, target)
 }
 
+// FileDigest is the TreeDigest of a single file: what a src naming a file is keyed
+// by, from its mode and the hex BLAKE3-256 of its content.
+func FileDigest(mode fs.FileMode, sum string) string {
+	var t TreeDigest
+	t.File(".", mode, sum)
+	return t.Sum()
+}
+
 // Sum returns "blake3:<hex>" of the listing.
 func (t *TreeDigest) Sum() string {
 	sum := blake3.Sum256([]byte(t.list.String()))

@@ -558,10 +558,8 @@ func (x *Executor) readSrc(n *graph.Node, src string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var t graph.TreeDigest
 	sum := blake3.Sum256(b)
-	t.File(".", fi.Mode(), hex.EncodeToString(sum[:]))
-	return b, checkSrc(n, src, t.Sum())
+	return b, checkSrc(n, src, graph.FileDigest(fi.Mode(), hex.EncodeToString(sum[:])))
 }
 
 func checkSrc(n *graph.Node, src, got string) error {

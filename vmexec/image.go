@@ -404,7 +404,5 @@ func fileDigest(p string) (string, error) {
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
 	}
-	var t graph.TreeDigest
-	t.File(".", fi.Mode(), hex.EncodeToString(h.Sum(nil)))
-	return t.Sum(), nil
+	return graph.FileDigest(fi.Mode(), hex.EncodeToString(h.Sum(nil))), nil
 }
