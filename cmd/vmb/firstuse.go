@@ -31,6 +31,25 @@ func cacheAppliance(dir string) (*appliance.Appliance, error) {
 	return app, err
 }
 
+// pinnedAppliance returns the appliance the repository in dir pins (vmb.lock) if
+// it pins one other than current and the cache at cacheDir has it, current if it
+// pins none; a *appliance.PinError if the cache lacks the pinned one. It pulls and
+// writes nothing: graph, explain and list show the keys a solve would use.
+func pinnedAppliance(dir, cacheDir string, current *appliance.Appliance) (*appliance.Appliance, error) {
+	pin, err := appliance.ReadPin(dir)
+	if err != nil || pin.IsZero() || (current != nil && current.Digest == pin) {
+		return current, err
+	}
+	store, err := cas.OpenExisting(cacheDir)
+	if err == nil {
+		var app *appliance.Appliance
+		if app, err = appliance.Get(store, pin); err == nil {
+			return app, nil
+		}
+	}
+	return nil, &appliance.PinError{Pin: pin, Current: current}
+}
+
 // identity is the executor identity keys name: app's, or lang's placeholder.
 func identity(app *appliance.Appliance) string {
 	if app == nil {

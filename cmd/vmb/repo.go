@@ -103,6 +103,9 @@ func compileWith(e *env, dir, cacheDir, executor string, tags []string) (*graph.
 		opt.StatCache = filepath.Join(cas.ScratchDir(cacheDir, "lang"), "stat-cache.json")
 		if opt.Executor == "" {
 			app, err := cacheAppliance(cacheDir)
+			if err == nil {
+				app, err = pinnedAppliance(dir, cacheDir, app)
+			}
 			if err != nil {
 				// An appliance that cannot be read would give keys that match nothing.
 				fmt.Fprintf(e.stderr, "vmb: the appliance of cache %s: %v\n", cacheDir, err)
