@@ -1,6 +1,7 @@
 package ext
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -148,7 +149,7 @@ func FuzzLocate(f *testing.F) {
 	}
 	f.Add(b, int64(0), int64(len(b)))
 	f.Fuzz(func(t *testing.T, disk []byte, off, n int64) {
-		fs, err := Open(readerAt(disk), int64(len(disk)))
+		fs, err := Open(bytes.NewReader(disk), int64(len(disk)))
 		if err != nil {
 			return
 		}
@@ -166,17 +167,4 @@ func FuzzLocate(f *testing.F) {
 			}
 		}
 	})
-}
-
-type readerAt []byte
-
-func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(r)) {
-		return 0, io.EOF
-	}
-	n := copy(p, r[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
 }
