@@ -1,6 +1,9 @@
 package graph
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Each job kind's name, description and what it touches. Kinds and NewJob derive
 // from the table in job.go; lang, the executor, the agent and vmb shell from Uses.
@@ -67,8 +70,24 @@ func (*DD) Kind() string       { return "dd" }
 func (j *DD) Describe() string { return fmt.Sprintf("dd %s -> %s@%d", j.Src, j.Disk, j.Offset) }
 func (j *DD) Uses() Uses       { return Uses{Disks: []string{j.Disk}, Src: &j.Src} }
 
-func (*Run) Kind() string       { return "run" }
-func (j *Run) Describe() string { return fmt.Sprintf("run %q on %s", j.Command, j.Root) }
+func (*Run) Kind() string { return "run" }
+func (j *Run) Describe() string {
+	if len(j.Command) == 3 && j.Command[0] == "/bin/sh" && j.Command[1] == "-c" {
+		return fmt.Sprintf("run %q on %s", short(j.Command[2]), j.Root)
+	}
+	return fmt.Sprintf("run %q on %s", j.Command, j.Root)
+}
+
+// short is the first line of a script, cut at 60 characters: a label fits a line.
+func short(script string) string {
+	line, rest, _ := strings.Cut(strings.TrimSpace(script), "\n")
+	if r := []rune(line); len(r) > 60 {
+		return string(r[:59]) + "…"
+	} else if rest != "" {
+		return line + " …"
+	}
+	return line
+}
 func (j *Run) Uses() Uses {
 	if j.Mode == "boot" {
 		return Uses{Disks: []string{j.Root.Disk}}

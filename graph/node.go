@@ -37,12 +37,17 @@ func NewNode(executor string, parent *Node, job Job, inputs []Input) *Node {
 
 // Label is a short human description: "hello[3] format root:1 ext4", naming the
 // image and step that first defined the node.
-func (n *Node) Label() string { return label(n.Image, n.Step, n.Job) }
+func (n *Node) Label() string { return label(n.Image, n.Step, n.Name, n.Job) }
 
-func label(image string, step int, j Job) string {
+// label names a step by its name, when it has one, and what its job does
+// otherwise: "debian[6] install the kernel (run)", "hello[3] format root:1 ext4".
+func label(image string, step int, name string, j Job) string {
 	s := fmt.Sprint(step)
 	if step < 0 {
 		s = "disk"
+	}
+	if name != "" {
+		return fmt.Sprintf("%s[%s] %s (%s)", image, s, name, j.Kind())
 	}
 	return fmt.Sprintf("%s[%s] %s", image, s, j.Describe())
 }
@@ -66,7 +71,7 @@ type Step struct {
 }
 
 // Label is a short human description of the step: "hello[3] format root:1 ext4".
-func (s Step) Label(image string) string { return label(image, s.Index, s.Node.Job) }
+func (s Step) Label(image string) string { return label(image, s.Index, s.Name, s.Node.Job) }
 
 // Final returns the node whose result is the image, or nil for an empty image.
 func (im *Image) Final() *Node {

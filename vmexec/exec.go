@@ -330,7 +330,9 @@ func (x *Executor) export(ctx context.Context, work, raw, format, seed string, l
 	return d, err
 }
 
-// vm runs a job in the appliance.
+// vm runs a job in VMs: in the appliance, or, for a boot-mode run, in the
+// target booted from its own disk (see boot.go). It materializes the disks, runs
+// the job and ingests them, updating disks.
 func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map[string]cas.Digest, log io.Writer) (map[string]cas.Digest, error) {
 	if err := x.bootFiles(); err != nil {
 		return nil, err
@@ -340,24 +342,6 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	params, err := json.Marshal(n.Job)
-	if err != nil {
-		return nil, err
-	}
-	nonce := make([]byte, 8)
-	rand.Read(nonce)
-	job := proto.Job{Nonce: hex.EncodeToString(nonce), Kind: n.Job.Kind(), Params: params, Disks: names,
-		Output: graph.Output(n.Job) != "", Epoch: proto.Epoch, Seed: n.Key.String()}
-
-	jobDisk := filepath.Join(work, "job.tar")
-	if err := x.writeJobDisk(ctx, jobDisk, &job, n); err != nil {
-		return nil, err
-	}
-	vm := x.newVM(jobDisk)
-	if r, ok := n.Job.(*graph.Run); ok {
-		vm.Network = vmNetwork[r.Network]
-	}
-	var total int64
 	paths := map[string]string{}
 	for _, name := range names {
 		p, err := x.materialize(ctx, work, name, disks[name])
@@ -365,29 +349,15 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 			return nil, err
 		}
 		paths[name] = p
-		fi, _ := os.Stat(p)
-		total += fi.Size()
-		vm.Disks = append(vm.Disks, qemu.Drive{Path: p})
 	}
-	outDisk := ""
-	if job.Output {
-		outDisk = filepath.Join(work, "output.tar")
-		f, err := os.Create(outDisk)
-		if err != nil {
-			return nil, err
-		}
-		f.Truncate(total + 64<<20)
-		f.Close()
-		vm.Disks = append(vm.Disks, qemu.Drive{Path: outDisk})
+	var files map[string]cas.Digest
+	var err error
+	if r, ok := n.Job.(*graph.Run); ok && r.Mode == "boot" {
+		err = x.bootRun(ctx, work, n, r, names, paths, disks, log)
+	} else {
+		files, err = x.applianceJob(ctx, work, n, names, paths, nil, log)
 	}
-	timeout := x.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
-	if r, ok := n.Job.(*graph.Run); ok && r.Timeout > 0 {
-		timeout = time.Duration(r.Timeout) * time.Second
-	}
-	if err := x.boot1(ctx, vm, job.Nonce, timeout, log); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	for _, name := range names {
@@ -401,6 +371,62 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		}
 		disks[name] = d
 	}
+	for _, name := range names {
+		x.keep(disks[name], paths[name])
+	}
+	return files, nil
+}
+
+// applianceJob runs node n's job in the appliance on the disks at paths (by name,
+// attached in the order of names), and returns the files it wrote. booted, if
+// set, is the disk a boot-mode run's target booted from (see proto.Booted).
+func (x *Executor) applianceJob(ctx context.Context, work string, n *graph.Node, names []string, paths map[string]string, booted *bootedDisk, log io.Writer) (map[string]cas.Digest, error) {
+	params, err := json.Marshal(n.Job)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	job := proto.Job{Nonce: hex.EncodeToString(nonce), Kind: n.Job.Kind(), Params: params, Disks: names,
+		Output: graph.Output(n.Job) != "", Epoch: proto.Epoch, Seed: n.Key.String()}
+	if booted != nil {
+		job.Booted = &booted.Booted
+	}
+
+	jobDisk := filepath.Join(work, "job.tar")
+	if err := x.writeJobDisk(ctx, jobDisk, &job, n); err != nil {
+		return nil, err
+	}
+	vm := x.newVM(jobDisk)
+	if r, ok := n.Job.(*graph.Run); ok {
+		vm.Network = vmNetwork[r.Network]
+	}
+	var total int64
+	for _, name := range names {
+		fi, err := os.Stat(paths[name])
+		if err != nil {
+			return nil, err
+		}
+		total += fi.Size()
+		vm.Disks = append(vm.Disks, qemu.Drive{Path: paths[name]})
+	}
+	if booted != nil {
+		vm.Disks = append(vm.Disks, qemu.Drive{Path: booted.path, ReadOnly: true})
+	}
+	outDisk := ""
+	if job.Output {
+		outDisk = filepath.Join(work, "output.tar")
+		f, err := os.Create(outDisk)
+		if err != nil {
+			return nil, err
+		}
+		f.Truncate(total + 64<<20)
+		f.Close()
+		vm.Disks = append(vm.Disks, qemu.Drive{Path: outDisk})
+	}
+	if err := x.boot1(ctx, vm, job.Nonce, x.timeout(n), log); err != nil {
+		return nil, err
+	}
 	files := map[string]cas.Digest{}
 	if outDisk != "" {
 		if err := x.readOutputs(outDisk, files); err != nil {
@@ -410,13 +436,22 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 			return nil, &JobError{Status: -1, Err: fmt.Errorf("the job wrote no output %q", graph.Output(n.Job))}
 		}
 	}
-	for _, name := range names {
-		x.keep(disks[name], paths[name])
-	}
 	return files, nil
 }
 
-// boot1 boots the VM once and waits for the job's result line.
+// timeout is how long node n's VM may run.
+func (x *Executor) timeout(n *graph.Node) time.Duration {
+	if r, ok := n.Job.(*graph.Run); ok && r.Timeout > 0 {
+		return time.Duration(r.Timeout) * time.Second
+	}
+	if x.Timeout != 0 {
+		return x.Timeout
+	}
+	return DefaultTimeout
+}
+
+// boot1 boots the VM once and waits for the job's result line; with no nonce (a
+// boot-mode run's target), for the VM to power off.
 func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout time.Duration, log io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -433,7 +468,7 @@ func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := cleanLine(sc.Text())
-		if s, ok := proto.ParseResult(line, nonce); ok {
+		if s, ok := proto.ParseResult(line, nonce); ok && nonce != "" {
 			status, gotResult = s, true
 			continue
 		}
@@ -450,9 +485,13 @@ func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout
 	tailText := strings.Join(tail, "\n")
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the build VM did not finish in %s: killed", timeout)}
+		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the VM did not finish in %s: killed", timeout)}
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case nonce == "" && werr != nil:
+		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the target's VM failed: %v", werr)}
+	case nonce == "":
+		return nil
 	case !gotResult && strings.Contains(tailText, "Kernel panic"):
 		return &JobError{Status: -1, Tail: tailText, Err: errors.New("the build VM's kernel panicked")}
 	case !gotResult:

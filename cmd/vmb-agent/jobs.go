@@ -65,6 +65,9 @@ func (a *agent) do(job graph.Job) error {
 		}
 		return sh("rm", "-rf", dir)
 	case *graph.Run:
+		if a.job.Booted != nil {
+			return a.applyBoot(j, a.job.Booted)
+		}
 		return a.runChroot(j)
 	case *graph.CopyOut:
 		// A symlink is followed, as the target would follow it: /vmlinuz is
@@ -440,7 +443,7 @@ func (a *agent) tarIn(j *graph.TarIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
+	return sh("tar", "-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 
 // imageIn extracts the image's filesystem, which the host flattened into one tar
@@ -452,7 +455,7 @@ func (a *agent) imageIn(j *graph.ImageIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
+	return sh("tar", "-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
 		"-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 

@@ -61,6 +61,11 @@ type Job struct {
 	// Seed is a hex string derived from the node's key, from which filesystem UUIDs
 	// and hash seeds are made.
 	Seed string `json:"seed"`
+	// Booted, when set, ends a boot-mode run (Kind and Params are the run): the
+	// disk the target booted from is attached read-only right after the target
+	// disks, and the agent carries what the boot changed over to the run's disk
+	// as it was before the boot (see Booted).
+	Booted *Booted `json:"booted,omitempty"`
 	// Shell, when set, is a debugging session (vmb shell): the agent mounts every
 	// filesystem of the target disks under /mnt/target and runs an interactive shell
 	// on the console instead of the job. Kind and Params, if set, are the step the
@@ -72,6 +77,19 @@ type Job struct {
 	Cols int    `json:"cols,omitempty"`
 	Term string `json:"term,omitempty"`
 }
+
+// Booted says how to carry a boot-mode run's changes over: the root filesystem
+// file by file, except the paths that match Exclude (filepath.Match patterns of
+// absolute paths in the target, a directory with its tree) and those listed in
+// the booted root's MadeList; the rest of the disk block by block.
+type Booted struct {
+	Exclude []string `json:"exclude"`
+}
+
+// MadeList is the file, in a booted target's root, that lists what vmb made in it
+// for the boot (one absolute path a line): the unit, and the directories it
+// created for it.
+const MadeList = "/var/lib/vmb-boot/made"
 
 // Derive returns n bytes for the identifier named what, derived from seed (a
 // node's key): the one derivation of every UUID, serial and signature vmb writes,

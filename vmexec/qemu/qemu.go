@@ -54,12 +54,17 @@ type VM struct {
 	// RTCBase, if set, is where the guest's clock starts (qemu -rtc base=), e.g.
 	// "2031-06-01T12:00:00"; the host's time otherwise.
 	RTCBase string
+	// Kernel, Initrd and Cmdline are booted directly; with no Kernel the
+	// firmware (SeaBIOS) boots the first disk, as a machine does.
 	Kernel  string
 	Initrd  string
 	Cmdline string
 	// Disks are attached in order as /dev/vda, /dev/vdb, ...
 	Disks   []Drive
 	Network Network
+	// DHCP makes NetOutside's passt answer DHCP, for a guest that configures its
+	// network that way (a booted target); the appliance sets its address itself.
+	DHCP bool
 	// Passt is the passt binary NetOutside runs; default "passt".
 	Passt string
 }
@@ -68,6 +73,9 @@ type VM struct {
 type Drive struct {
 	Path     string
 	ReadOnly bool
+	// Serial is the disk's serial number, which the guest's udev names it by
+	// (/dev/disk/by-id/virtio-SERIAL).
+	Serial string
 }
 
 // netFD is the descriptor, in qemu and in passt, of the two ends of the socket pair
@@ -92,18 +100,25 @@ func (vm *VM) Args() []string {
 	default:
 		args = append(args, "-net", "none")
 	}
-	args = append(args, "-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Cmdline)
+	if vm.Kernel != "" {
+		args = append(args, "-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Cmdline)
+	}
 	if vm.KVM {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {
 		args = append(args, "-accel", "tcg", "-cpu", "max")
 	}
-	for _, d := range vm.Disks {
-		opt := "format=raw,if=virtio,cache=unsafe,discard=unmap"
+	for i, d := range vm.Disks {
+		// A drive and its device apart: a serial number is the device's.
+		opt := "format=raw,if=none,cache=unsafe,discard=unmap"
 		if d.ReadOnly {
-			opt = "format=raw,if=virtio,readonly=on"
+			opt = "format=raw,if=none,readonly=on"
 		}
-		args = append(args, "-drive", "file="+strings.ReplaceAll(d.Path, ",", ",,")+","+opt)
+		dev := fmt.Sprintf("virtio-blk-pci,drive=disk%d", i)
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		args = append(args, "-drive", "file="+strings.ReplaceAll(d.Path, ",", ",,")+fmt.Sprintf(",id=disk%d,", i)+opt, "-device", dev)
 	}
 	return args
 }
@@ -115,9 +130,12 @@ func (vm *VM) PasstArgs() []string {
 	if vm.Network != NetOutside {
 		return nil
 	}
-	return []string{"--foreground", "--quiet", "--fd", fmt.Sprint(netFD), "--no-map-gw",
-		"--address", GuestAddr, "--netmask", "24", "--gateway", Gateway, "--dns-forward", DNS,
-		"--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra", "--ipv4-only"}
+	args := []string{"--foreground", "--quiet", "--fd", fmt.Sprint(netFD), "--no-map-gw",
+		"--address", GuestAddr, "--netmask", "24", "--gateway", Gateway, "--dns-forward", DNS}
+	if !vm.DHCP {
+		args = append(args, "--no-dhcp")
+	}
+	return append(args, "--no-ndp", "--no-dhcpv6", "--no-ra", "--ipv4-only")
 }
 
 func (vm *VM) passt() string {
