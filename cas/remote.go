@@ -101,6 +101,16 @@ func actionKey(a ActionID) string {
 
 func refKey(name string) string { return refsDir + "/" + name }
 
+// HasAction reports whether the remote has the record of action a (it is not
+// read, so neither verified nor checked for a signature).
+func (r *Remote) HasAction(ctx context.Context, a ActionID) (bool, error) {
+	ok, err := r.b.Has(ctx, actionKey(a))
+	if err != nil {
+		return false, fmt.Errorf("remote %s: action %s: %w", r, a, err)
+	}
+	return ok, nil
+}
+
 // HasObject reports whether the remote has blob d (it is not read, so not verified).
 func (r *Remote) HasObject(ctx context.Context, d Digest) (bool, error) {
 	ok, err := r.b.Has(ctx, objectKey(d))

@@ -11,6 +11,7 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/vmexec/appliance"
 )
 
 // remoteArgs are the flags that say how vmb reads and writes remotes: which keys
@@ -63,8 +64,9 @@ func cachePush(e *env, args []string) int { return cacheRemote(e, "push", args) 
 func cachePull(e *env, args []string) int { return cacheRemote(e, "pull", args) }
 
 func cacheRemote(e *env, verb string, args []string) int {
-	c := newCacheCmd(e, "cache "+verb, "[--cache DIR] [--json] [--ref NAME]... [key flags] URL [ACTION-KEY...]")
+	c := newCacheCmd(e, "cache "+verb, "[--cache DIR] [--json] [--ref NAME]... [-t KEY=VALUE]... [key flags] URL [ACTION-KEY... | [DIR] [IMAGE...]]")
 	ra := remoteFlags(c.fs)
+	tags := tagsFlag(c.fs)
 	var refs []string
 	c.fs.Func("ref", "the ref NAME (e.g. appliance) and what it reaches; may be repeated", func(v string) error {
 		refs = append(refs, v)
@@ -73,16 +75,18 @@ func cacheRemote(e *env, verb string, args []string) int {
 	if code := c.parse(args, 1, -1); code >= 0 {
 		return code
 	}
+	url, rest := c.fs.Arg(0), c.fs.Args()[1:]
 	ids := []cas.ActionID{}
-	for _, a := range c.fs.Args()[1:] {
+	byImage := false
+	for _, a := range rest {
 		id, err := cas.ParseActionID(a)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "vmb cache %s: %v\n", verb, err)
-			return exitInvalid
+			byImage = true
+			break
 		}
 		ids = append(ids, id)
 	}
-	if len(ids) == 0 && refs == nil {
+	if !byImage && len(ids) == 0 && refs == nil {
 		if verb == "push" {
 			ids = nil // everything: every record and every ref
 		}
@@ -95,9 +99,17 @@ func cacheRemote(e *env, verb string, args []string) int {
 		return exitInvalid
 	}
 	return c.do(func(ctx context.Context, s *cas.Store) (any, error) {
-		r, err := cas.OpenRemote(ctx, c.fs.Arg(0))
+		r, err := cas.OpenRemote(ctx, url)
 		if err != nil {
 			return nil, err
+		}
+		if byImage {
+			if ids, err = imageActions(ctx, e, s, r, verb, rest, *tags); err != nil {
+				return nil, err
+			}
+			if _, err := s.Ref(appliance.RefName); verb == "push" && err == nil {
+				refs = append(refs, appliance.RefName) // the appliance travels with its images
+			}
 		}
 		if verb == "push" {
 			return cas.Push(ctx, r, s, ids, refs, key)
@@ -108,6 +120,45 @@ func cacheRemote(e *env, verb string, args []string) int {
 		c.printf("%sed %d action records, %d refs and %d objects (%s); %d records and %d objects were there\n",
 			verb, rep.Actions, rep.Refs, rep.Objects, graph.FormatSize(rep.Bytes), rep.SkippedAction, rep.SkippedObject)
 	})
+}
+
+// imageActions returns the records a push or pull of images carries: args are
+// [DIR] [IMAGE...] (every image of DIR, default ".", if none is named). A push
+// carries each of their nodes that this cache has a record of, a pull each that
+// the remote has; the keys are those of the appliance a solve would choose (for a
+// pull, the remote's when this cache has none and the repository pins none).
+func imageActions(ctx context.Context, e *env, s *cas.Store, r *cas.Remote, verb string, args, tags []string) ([]cas.ActionID, error) {
+	dir, _, images, code := repository(e, "", args)
+	if code >= 0 {
+		return nil, errors.New("no repository")
+	}
+	var remotes []string
+	if verb == "pull" {
+		remotes = []string{r.String()}
+	}
+	g, _, code := prepare(ctx, e, s, dir, tags, remotes, true, true)
+	if code >= 0 {
+		return nil, fmt.Errorf("the definitions in %s do not compile (above)", dir)
+	}
+	nodes, err := g.Select(images...)
+	if err != nil {
+		return nil, err
+	}
+	ids := []cas.ActionID{}
+	for _, n := range nodes {
+		a := cas.ActionID(n.Key)
+		var have bool
+		if verb == "push" {
+			_, err = s.GetAction(a)
+			have = err == nil
+		} else if have, err = r.HasAction(ctx, a); err != nil {
+			return nil, err
+		}
+		if have {
+			ids = append(ids, a)
+		}
+	}
+	return ids, nil
 }
 
 // runKey makes key pairs for signing records.

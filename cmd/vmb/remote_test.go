@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/internal/servertest"
+	"vmb.dev/vmb/lang"
 )
 
 // runVMB runs vmb with args and the environment vars, and returns its exit code and output.
@@ -86,5 +88,71 @@ func TestCachePushPull(t *testing.T) {
 				t.Error("key generate replaced a key")
 			}
 		})
+	}
+}
+
+// TestCachePushPullImages pushes and pulls the records of named images of a
+// repository: what this cache has of them (push), what the remote has (pull), and
+// nothing of an image not named.
+func TestCachePushPullImages(t *testing.T) {
+	tmp := t.TempDir()
+	repo := filepath.Join(tmp, "repo")
+	os.MkdirAll(repo, 0o755)
+	os.WriteFile(filepath.Join(repo, "site.cue"), []byte(`package site
+images: a: {disks: d: "16MiB", steps: [
+	{job: "format", place: "d", fs: "ext4"},
+	{job: "run", root: "d", command: "true"},
+	{job: "run", root: "d", command: "false"},
+]}
+images: b: {disks: d: "20MiB", steps: [{job: "format", place: "d", fs: "ext2"}]}
+`), 0o644)
+	cacheA := filepath.Join(tmp, "a")
+	g, code := compileWith(&env{stdout: os.Stdout, stderr: os.Stderr, getenv: func(string) string { return "" }}, repo, cacheA, lang.PlaceholderExecutor, nil)
+	if code >= 0 {
+		t.Fatalf("compile: exit %d", code)
+	}
+	s, err := cas.Open(cacheA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(n *graph.Node) {
+		d, err := s.PutBytes([]byte(n.Key.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &cas.Result{Outputs: []cas.Output{{Name: "file:x", Kind: cas.KindBlob, Digest: d}}, Executor: n.Executor}
+		if err := s.PutAction(cas.ActionID(n.Key), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// This cache has a's disk, its format and its first run, and all of b.
+	a, _ := g.Select("a")
+	for _, n := range a[:3] {
+		record(n)
+	}
+	b, _ := g.Select("b")
+	for _, n := range b {
+		record(n)
+	}
+	url := filepath.Join(tmp, "remote")
+	envA := map[string]string{"VMB_CACHE": cacheA}
+	code, out := runVMB(t, envA, "cache", "push", url, repo, "a")
+	if code != 0 || !strings.Contains(out, "pushed 3 action records, 0 refs and 3 objects") {
+		t.Fatalf("cache push of image a: %d %s", code, out)
+	}
+	envB := map[string]string{"VMB_CACHE": filepath.Join(tmp, "b")}
+	code, out = runVMB(t, envB, "cache", "pull", "--trust-unsigned", url, repo, "a", "b")
+	if code != 0 || !strings.Contains(out, "pulled 3 action records") {
+		t.Fatalf("cache pull of images a and b: %d %s", code, out)
+	}
+	sb, _ := cas.Open(filepath.Join(tmp, "b"))
+	for i, n := range append(a, b...) {
+		_, err := sb.GetAction(cas.ActionID(n.Key))
+		if want := i < 3; (err == nil) != want {
+			t.Errorf("after the pull, node %s recorded: %v, want %v", n.Label(), err == nil, want)
+		}
+	}
+	if code, out := runVMB(t, envA, "cache", "push", url, repo, "nosuch"); code == 0 || !strings.Contains(out, "nosuch") {
+		t.Errorf("cache push of an image the repository has not: %d %s", code, out)
 	}
 }

@@ -105,9 +105,9 @@ type Appliance struct {
 // Identity is the executor identity: the appliance and the agent protocol.
 func (a *Appliance) Identity() string { return graph.ExecutorID(a.Digest.String(), a.Protocol) }
 
-// applianceRef is the cas ref naming a store's current appliance: its manifest,
+// RefName is the cas ref naming a store's current appliance: its manifest,
 // kernel and initramfs. A ref is a gc root, so the appliance survives any budget.
-const applianceRef = "appliance"
+const RefName = "appliance"
 
 // Read returns the appliance last built into the cache in dir; it creates
 // nothing where there is none.
@@ -127,7 +127,7 @@ var ErrNone = errors.New("no appliance in this cache: run vmb appliance build")
 
 // Load returns the appliance last built into store.
 func Load(store *cas.Store) (*Appliance, error) {
-	ref, err := store.Ref(applianceRef)
+	ref, err := store.Ref(RefName)
 	if errors.Is(err, cas.ErrNotFound) {
 		return nil, ErrNone
 	}
@@ -296,12 +296,12 @@ func (a *Appliance) ref() *cas.Ref {
 }
 
 // install makes a the store's current appliance.
-func (a *Appliance) install(store *cas.Store) error { return store.SetRef(applianceRef, a.ref()) }
+func (a *Appliance) install(store *cas.Store) error { return store.SetRef(RefName, a.ref()) }
 
 // Copy copies appliance a from src into dst and makes it dst's current one:
 // how a machine takes another's appliance (and so its keys) without building it.
 func Copy(ctx context.Context, dst, src *cas.Store, a *Appliance) error {
-	_, err := cas.CopyRef(ctx, dst, src, applianceRef, a.ref())
+	_, err := cas.CopyRef(ctx, dst, src, RefName, a.ref())
 	return err
 }
 

@@ -41,7 +41,7 @@ func Get(store *cas.Store, d cas.Digest) (*Appliance, error) {
 // Current returns the digest of r's current appliance (its ref "appliance"); an
 // error wrapping cas.ErrNotFound if r has none.
 func Current(ctx context.Context, r *cas.Remote) (cas.Digest, error) {
-	ref, err := r.Ref(ctx, applianceRef)
+	ref, err := r.Ref(ctx, RefName)
 	if err != nil {
 		return cas.Digest{}, err
 	}
@@ -98,6 +98,6 @@ func Push(ctx context.Context, r *cas.Remote, store *cas.Store) (*Appliance, *ca
 	if err := a.Keep(store); err != nil {
 		return nil, nil, err
 	}
-	rep, err := cas.Push(ctx, r, store, []cas.ActionID{}, []string{keptRef(a.Digest), applianceRef}, nil)
+	rep, err := cas.Push(ctx, r, store, []cas.ActionID{}, []string{keptRef(a.Digest), RefName}, nil)
 	return a, rep, err
 }
