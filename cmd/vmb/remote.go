@@ -34,12 +34,20 @@ func remoteFlags(fs *flag.FlagSet) *remoteArgs {
 	return a
 }
 
-// keys reads the trusted keys and the signing key the flags or environment name.
+// keys reads the trusted keys and the signing key the flags, the environment or
+// the config file name, the first that names any.
 func (a *remoteArgs) keys(e *env) (cas.Trust, *cas.SigningKey, error) {
 	t := cas.Trust{Unsigned: a.trustUnsigned}
+	cfg, err := loadConfig(e)
+	if err != nil {
+		return t, nil, err
+	}
 	files := a.trust
 	if files == nil {
 		files = strings.Fields(e.getenv("VMB_TRUST"))
+	}
+	if len(files) == 0 {
+		files = cfg.trust
 	}
 	for _, f := range files {
 		k, err := cas.ReadPublicKey(f)
@@ -51,6 +59,9 @@ func (a *remoteArgs) keys(e *env) (cas.Trust, *cas.SigningKey, error) {
 	path := a.signingKey
 	if path == "" {
 		path = e.getenv("VMB_SIGNING_KEY")
+	}
+	if path == "" {
+		path = cfg.signingKey
 	}
 	if path == "" {
 		return t, nil, nil

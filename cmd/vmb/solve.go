@@ -102,6 +102,14 @@ func solve(e *env, a solveArgs) int {
 		fmt.Fprintf(e.stderr, "vmb: --progress %q: want auto, tty, plain or json\n", a.progress)
 		return exitInvalid
 	}
+	cfg, err := loadConfig(e)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmb:", err)
+		return exitInvalid
+	}
+	if len(a.remotes) == 0 { // --remote replaces the config's remotes
+		a.remotes, a.push = cfg.remotes, a.push || cfg.push
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	store, g, app, code := openPrepared(ctx, e, a.cacheDir, a.dir, a.tags, a.remotes, a.noApplianceBuild, a.dryRun)
