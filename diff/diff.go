@@ -8,7 +8,9 @@
 //     partition table, or unpartitioned space) each lies in, the filesystem there
 //     (by its magic, as blkid names it), and for ext2/3/4 the structure (superblock,
 //     group descriptors, bitmaps, inode table, journal, directory, file data, free
-//     blocks) with its inodes and their paths (internal/fsmap);
+//     blocks) with its inodes and their paths, for FAT12/16/32 (vfat) the
+//     structure (boot sector, FSInfo, reserved sectors, FAT 1 and 2, root
+//     directory, directory, file data, free clusters) with its path (internal/fsmap);
 //  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
 //     differing range, the paths added, removed or changed, and how: content (a
 //     unified diff for small text files), mode, owner, times, xattrs, symlink
@@ -29,6 +31,7 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/internal/fsmap"
 	"vmb.dev/vmb/internal/fsmap/ext"
+	"vmb.dev/vmb/internal/fsmap/fat"
 	"vmb.dev/vmb/vmexec/imagefmt"
 )
 
@@ -132,6 +135,9 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 				if as[0].Partition != r.Partition || as[0].FS != r.FS {
 					r.InA = strings.TrimSpace(as[0].Partition + " " + as[0].FS + " " + as[0].Structure)
 				}
+				if len(as[0].Inodes) == 0 && len(as[0].Paths) > 0 { // FAT: no inodes to tell owners apart
+					r.InA += " (" + strings.Join(as[0].Paths, ", ") + ")"
+				}
 			}
 			rep.Ranges = append(rep.Ranges, r)
 			rep.Bytes += r.Len
@@ -166,7 +172,12 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 }
 
 // label is what a range holds, in a form two ranges can be compared by.
+// Where there are no inodes (FAT), the paths tell owners apart; ext's paths follow
+// from its inodes.
 func label(r Range) string {
+	if len(r.Inodes) == 0 {
+		return fmt.Sprintf("%s %s %s %q", r.Partition, r.FS, r.Structure, r.Paths)
+	}
 	return fmt.Sprintf("%s %s %s %v", r.Partition, r.FS, r.Structure, r.Inodes)
 }
 
@@ -297,9 +308,15 @@ type disk struct {
 }
 
 type filesystem struct {
-	typ  string
-	part string  // the partition's name, as Range.Partition
-	ext  *ext.FS // for ext2/3/4
+	typ    string
+	part   string  // the partition's name, as Range.Partition
+	ext    *ext.FS // for ext2/3/4
+	mapper mapper  // ext's or fat's; nil for a filesystem without one
+}
+
+// mapper names the structures of a filesystem's byte ranges (internal/fsmap).
+type mapper interface {
+	Locate(off, n int64) ([]fsmap.Span, error)
 }
 
 func newDisk(r io.ReaderAt, size int64) *disk {
@@ -381,8 +398,16 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 	if !ok {
 		sr := io.NewSectionReader(d.r, start, size)
 		f = &filesystem{typ: fsmap.Detect(sr, size), part: part}
-		if f.typ == "ext2" || f.typ == "ext3" || f.typ == "ext4" {
-			f.ext, _ = ext.Open(sr, size) // a layout it cannot map is named by its type only
+		// A layout a mapper cannot open is named by its type only.
+		switch f.typ {
+		case "ext2", "ext3", "ext4":
+			if fs, err := ext.Open(sr, size); err == nil {
+				f.ext, f.mapper = fs, fs
+			}
+		case "vfat":
+			if fs, err := fat.Open(sr, size); err == nil {
+				f.mapper = fs
+			}
 		}
 		d.fs[start] = f
 	}
@@ -394,10 +419,10 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 		}
 		return []Range{r}, nil
 	}
-	if f.ext == nil {
+	if f.mapper == nil {
 		return []Range{r}, nil
 	}
-	spans, err := f.ext.Locate(off-start, n)
+	spans, err := f.mapper.Locate(off-start, n)
 	if err != nil {
 		return nil, err
 	}

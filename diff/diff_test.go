@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,6 +195,104 @@ func TestSnapshots(t *testing.T) {
 				if !found {
 					t.Errorf("no range %+v in\n%s", w, text.String())
 				}
+			}
+		})
+	}
+}
+
+// Level 2 names the structures of a FAT filesystem: the file whose content
+// differs, by its long name, and the FATs, directory and clusters a new file takes.
+func TestSnapshotsFAT(t *testing.T) {
+	need(t, "mkfs.fat", "mcopy", "mmd", "mshowfat", "sfdisk")
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.fs")
+	f, err := os.Create(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(32 << 20)
+	f.Close()
+	run(t, "", "mkfs.fat", "-F", "16", "-s", "4", "-i", "01234567", base)
+	src := filepath.Join(dir, "src")
+	os.WriteFile(src, bytes.Repeat([]byte("grub"), 3000), 0o644)
+	run(t, "", "mmd", "-i", base, "::/EFI", "::/EFI/BOOT")
+	run(t, "", "mcopy", "-i", base, src, "::/EFI/BOOT/grub long name.efi")
+	// Where the file's first cluster lies: mshowfat's cluster, fsck.fat's geometry.
+	var first, data, cluster int64
+	fmt.Sscanf(run(t, "", "mshowfat", "-i", base, "::/EFI/BOOT/grub long name.efi"), "::/EFI/BOOT/grub long name.efi <%d", &first)
+	geo := run(t, "", "fsck.fat", "-n", "-v", base)
+	if m := regexp.MustCompile(`Data area starts at byte (\d+)`).FindStringSubmatch(geo); m != nil {
+		data, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := regexp.MustCompile(`(\d+) bytes per cluster`).FindStringSubmatch(geo); m != nil {
+		cluster, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if first < 2 || data <= 0 || cluster <= 0 {
+		t.Fatalf("cluster %d, data at %d, %d bytes a cluster:\n%s", first, data, cluster, geo)
+	}
+
+	variant := func(name string, change func(fs string)) string {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := filepath.Join(dir, name+".fs")
+		os.WriteFile(fs, b, 0o644)
+		change(fs)
+		return gptDisk(t, fs)
+	}
+	s, err := cas.Open(filepath.Join(dir, "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingest := func(disk string) cas.Digest {
+		d, _, err := s.IngestDisk(t.Context(), disk, cas.IngestOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	a := ingest(variant("a", func(string) {}))
+	for _, tc := range []struct {
+		name   string
+		change func(fs string)
+		want   []string // ranges, as "structure [paths] [in A: …]"
+	}{
+		{"content", func(fs string) {
+			f, _ := os.OpenFile(fs, os.O_RDWR, 0)
+			f.WriteAt([]byte("GRUB"), data+(first-2)*cluster+cluster+8) // in its second cluster
+			f.Close()
+		}, []string{"file data [/EFI/BOOT/grub long name.efi] "}},
+		{"added", func(fs string) {
+			run(t, "", "mcopy", "-i", fs, src, "::/EFI/BOOT/new.efi")
+		}, []string{"FAT 1 [] ", "FAT 2 [] ", "directory [/EFI/BOOT] ", "file data [/EFI/BOOT/new.efi] free clusters"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := Snapshots(t.Context(), s, a, ingest(variant(tc.name, tc.change)), Options{Level: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			rep.WriteText(&text)
+			t.Logf("\n%s", text.String())
+			var got []string
+			for _, r := range rep.Ranges {
+				if r.Partition != "root:1" || r.FS != "vfat" {
+					t.Errorf("range %+v: want it in root:1, vfat", r)
+				}
+				got = append(got, fmt.Sprintf("%s %v %s", r.Structure, r.Paths, r.InA))
+			}
+			for _, w := range tc.want {
+				found := false
+				for _, g := range got {
+					found = found || g == w
+				}
+				if !found {
+					t.Errorf("no range %q in %q", w, got)
+				}
+			}
+			if tc.name == "content" && len(got) != 1 {
+				t.Errorf("ranges %q, want the file's data alone", got)
 			}
 		})
 	}

@@ -12,6 +12,8 @@ import (
 	"io"
 	"path"
 	"sort"
+
+	"vmb.dev/vmb/internal/fsmap"
 )
 
 var le = binary.LittleEndian
@@ -171,13 +173,9 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 // BlockSize is the filesystem's block size in bytes.
 func (f *FS) BlockSize() int64 { return f.blockSize }
 
-// Span is a byte range of the filesystem (offsets from its start) and what it holds.
-type Span struct {
-	Off, Len  int64
-	Structure string   // "superblock", "inode table", "file data", "free blocks", …
-	Inodes    []uint32 // the inodes it holds (inode table) or belongs to
-	Paths     []string // their paths, for those that have one
-}
+// Span is what Locate answers with: a byte range and the structure, inodes and
+// paths it holds.
+type Span = fsmap.Span
 
 // Locate says what the byte range [off, off+n) of the filesystem holds, as spans
 // in offset order: consecutive blocks that hold the same kind of structure of the
