@@ -11,10 +11,11 @@ import (
 )
 
 // config is the user's settings: what a team shares once instead of on every
-// command line. The file is $VMB_CONFIG, else $XDG_CONFIG_HOME/vmb/config, else
-// ~/.config/vmb/config; lines `key = value` (values separated by spaces, a key
-// given again adds to it), `#` comments, as nix.conf. A flag, then an environment
-// variable, wins over the file.
+// command line. The file is config in vmb's configuration directory ($VMB_CONFIG,
+// else $XDG_CONFIG_HOME/vmb, else ~/.config/vmb, where vmb import keeps repos.json);
+// lines `key = value` (values separated by spaces, a key given again adds to it),
+// `#` comments, as nix.conf. A flag, then an environment variable, wins over the
+// file.
 type config struct {
 	path       string
 	remotes    []string // remote: what vmb solve reads when no --remote is given
@@ -25,8 +26,8 @@ type config struct {
 
 // configPath is where the config file is, whether or not it exists.
 func configPath(e *env) string {
-	if p := e.getenv("VMB_CONFIG"); p != "" {
-		return p
+	if d := e.getenv("VMB_CONFIG"); d != "" {
+		return filepath.Join(d, "config")
 	}
 	if d := e.getenv("XDG_CONFIG_HOME"); d != "" {
 		return filepath.Join(d, "vmb", "config")

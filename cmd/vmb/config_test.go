@@ -73,8 +73,8 @@ signing-key = ~/me.secret
 	if code != exitInvalid || !strings.Contains(out, "config:1: push") {
 		t.Errorf("solve with a bad config: %d %s", code, out)
 	}
-	// No file: nothing set; $VMB_CONFIG names another.
-	vars["VMB_CONFIG"] = filepath.Join(home, "none")
+	// No file: nothing set; $VMB_CONFIG names another directory.
+	vars["VMB_CONFIG"] = t.TempDir()
 	if c, err := loadConfig(e); err != nil || c.remotes != nil || c.push {
 		t.Errorf("no config file: %+v, %v", c, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/internal/servertest"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
@@ -57,7 +58,8 @@ images: ten: {disks: root: "64MiB", steps: [`+steps+`{job: "hash", disk: "root",
 		}
 		return s
 	}
-	varsA := map[string]string{"VMB_CACHE": cacheA, "VMB_CONFIG": os.DevNull}
+	noConfig := filepath.Join(tmp, "no-config")
+	varsA := map[string]string{"VMB_CACHE": cacheA, "VMB_CONFIG": noConfig}
 	outA := filepath.Join(tmp, "out-a")
 	for _, repo := range repos {
 		solve(varsA, outA, repo)
@@ -75,7 +77,7 @@ images: ten: {disks: root: "64MiB", steps: [`+steps+`{job: "hash", disk: "root",
 				s.Setenv(t)
 				url = s.URL + "/share"
 			}
-			pushA := map[string]string{"VMB_CACHE": cacheA, "VMB_CONFIG": os.DevNull, "VMB_SIGNING_KEY": filepath.Join(keys, "a.secret")}
+			pushA := map[string]string{"VMB_CACHE": cacheA, "VMB_CONFIG": noConfig, "VMB_SIGNING_KEY": filepath.Join(keys, "a.secret")}
 			for _, repo := range repos {
 				if code, out := runVMB(t, pushA, "cache", "push", url, repo); code != 0 || !strings.Contains(out, "pushed") {
 					t.Fatalf("machine A: cache push %s: %s", repo, out)
@@ -86,7 +88,7 @@ images: ten: {disks: root: "64MiB", steps: [`+steps+`{job: "hash", disk: "root",
 			config := filepath.Join(b, "config")
 			os.MkdirAll(b, 0o755)
 			os.WriteFile(config, []byte("remote = "+url+"\ntrust = "+filepath.Join(keys, "a.public")+"\n"), 0o644)
-			varsB := map[string]string{"VMB_CACHE": filepath.Join(b, "cache"), "VMB_CONFIG": config, "HOME": b}
+			varsB := map[string]string{"VMB_CACHE": filepath.Join(b, "cache"), "VMB_CONFIG": b, "HOME": b}
 			outB := filepath.Join(b, "out")
 			for _, repo := range repos {
 				if s := solve(varsB, outB, repo); s.Executed != 0 || s.Failed != 0 {
@@ -96,6 +98,36 @@ images: ten: {disks: root: "64MiB", steps: [`+steps+`{job: "hash", disk: "root",
 			compareTrees(t, outA, outB)
 			if code, out := runVMB(t, varsB, "cache", "verify"); code != 0 {
 				t.Errorf("machine B: cache verify: %s", out)
+			}
+			if kind == "dir" {
+				// Tampering: a changed byte in the remote's copy of hello.qcow2. A new
+				// machine refuses that record, says so, runs the export itself, and
+				// gets the same bytes; its cache stays consistent.
+				qcow, err := os.ReadFile(filepath.Join(outA, "hello", "hello.qcow2"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				blobs, _ := filepath.Glob(filepath.Join(url, "objects", "*", cas.Sum(qcow).String()))
+				if len(blobs) != 1 {
+					t.Fatalf("the remote's blob of hello.qcow2: found %v", blobs)
+				}
+				stored, _ := os.ReadFile(blobs[0])
+				stored[len(stored)/2] ^= 1
+				os.WriteFile(blobs[0], stored, 0o644)
+				c := filepath.Join(tmp, "c")
+				varsC := map[string]string{"VMB_CACHE": c, "VMB_CONFIG": b}
+				var stdout, stderr bytes.Buffer
+				e := &env{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return varsC[k] }}
+				if code := Main([]string{"solve", "--out", filepath.Join(tmp, "out-c"), "--progress", "plain", hello}, e); code != 0 {
+					t.Fatalf("machine C: exit %d\n%s", code, stderr.String())
+				}
+				if !strings.Contains(stderr.String(), "warning") || !strings.Contains(stderr.String(), "1 executed") {
+					t.Errorf("machine C: want a warning about the corrupt blob and the export run again:\n%s", stderr.String())
+				}
+				compareTrees(t, filepath.Join(outA, "hello"), filepath.Join(tmp, "out-c", "hello"))
+				if code, out := runVMB(t, varsC, "cache", "verify"); code != 0 {
+					t.Errorf("machine C: cache verify: %s", out)
+				}
 			}
 			sizeB := dirSize(t, filepath.Join(b, "cache", "objects"))
 			t.Logf("machine B's blobs: %d KiB after both solves, machine A's %d KiB", sizeB>>10, sizeA>>10)
