@@ -81,27 +81,7 @@ func TestSnapshots(t *testing.T) {
 		mtime = fi.ModTime().UTC().Truncate(time.Second).Format(time.RFC3339)
 	}
 
-	variant := func(name string, change func(fs string)) string {
-		b, err := os.ReadFile(base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs := filepath.Join(dir, name+".fs")
-		os.WriteFile(fs, b, 0o644)
-		change(fs)
-		return gptDisk(t, fs)
-	}
-	s, err := cas.Open(filepath.Join(dir, "cache"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ingest := func(disk string) cas.Digest {
-		d, _, err := s.IngestDisk(t.Context(), disk, cas.IngestOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	s, variant, ingest := variants(t, dir, base)
 	a := ingest(variant("a", func(string) {}))
 
 	type want struct {
@@ -231,27 +211,7 @@ func TestSnapshotsFAT(t *testing.T) {
 		t.Fatalf("cluster %d, data at %d, %d bytes a cluster:\n%s", first, data, cluster, geo)
 	}
 
-	variant := func(name string, change func(fs string)) string {
-		b, err := os.ReadFile(base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs := filepath.Join(dir, name+".fs")
-		os.WriteFile(fs, b, 0o644)
-		change(fs)
-		return gptDisk(t, fs)
-	}
-	s, err := cas.Open(filepath.Join(dir, "cache"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ingest := func(disk string) cas.Digest {
-		d, _, err := s.IngestDisk(t.Context(), disk, cas.IngestOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	s, variant, ingest := variants(t, dir, base)
 	a := ingest(variant("a", func(string) {}))
 	for _, tc := range []struct {
 		name   string
@@ -296,4 +256,31 @@ func TestSnapshotsFAT(t *testing.T) {
 			}
 		})
 	}
+}
+
+// variants makes disks from the filesystem image base, each a copy that change
+// alters, in a GPT disk; ingest puts one in the store s.
+func variants(t *testing.T, dir, base string) (s *cas.Store, variant func(name string, change func(fs string)) string, ingest func(disk string) cas.Digest) {
+	s, err := cas.Open(filepath.Join(dir, "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	variant = func(name string, change func(fs string)) string {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := filepath.Join(dir, name+".fs")
+		os.WriteFile(fs, b, 0o644)
+		change(fs)
+		return gptDisk(t, fs)
+	}
+	ingest = func(disk string) cas.Digest {
+		d, _, err := s.IngestDisk(t.Context(), disk, cas.IngestOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return s, variant, ingest
 }
