@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,12 @@ func Base(t testing.TB) string {
 		}
 		t.Fatal("mmdebstrap is not installed (dev/setup installs it)")
 	}
+	// The image is made from Debian's mirror, and the example's apt steps reach it
+	// from the build VM: a machine without it cannot build the example at all,
+	// whatever vmb does, which is not a failure of vmb's.
+	if err := reachMirror(); err != nil {
+		t.Skipf("Debian's mirror is out of reach (%v): the Debian example needs it", err)
+	}
 	store, _ := vmtest.Require(t)
 	reg := registrytest.Shared(t)
 	once.Do(func() {
@@ -62,6 +69,20 @@ func Base(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// reachMirror checks that the mirror answers for bookworm.
+func reachMirror() error {
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Head(Mirror + "/dists/bookworm/Release")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HEAD %s/dists/bookworm/Release: %s", Mirror, resp.Status)
+	}
+	return nil
 }
 
 // rootfs makes dir/bookworm-minbase.tar unless it is there, and returns its path.
