@@ -72,7 +72,10 @@ func main() {
 		return
 	}
 	a := &agent{job: job}
-	if err := a.run(); err != nil {
+	release := holdClock(job.Epoch)
+	err = a.run()
+	release()
+	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() > 0 {
 			status = ee.ExitCode()

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// holdPeriod is how often holdClock sets the clock back to the epoch: far less
+// than the second the kernel and most programs count time in.
+const holdPeriod = 5 * 1000 * 1000 // ns
+
+// holdClock keeps the guest clock at epoch while a job runs: a thread of its own,
+// scheduled before every other (SCHED_FIFO), sets it back every holdPeriod, so
+// that what reads the time to the second reads the epoch whenever it reads it.
+//
+// A running clock makes a build depend on how fast it runs. ext2/3/4 without a
+// journal, as vmb mounts them, do not reuse an inode freed within the last
+// minute unless it was freed in the current second (recently_deleted in
+// fs/ext4/ialloc.c): whether a file removed and the next one created fall in the
+// same second decides the new file's inode number, and so the directory and
+// inode table. vmb check found an apt install numbered from there on differently
+// in every rebuild. Log lines, archive headers and caches stamped with the time
+// are the same whatever the job's pace too.
+//
+// Time still passes for timeouts and sleeps, which count on the monotonic clock.
+// The returned function stops holding; the clock then runs from the epoch.
+func holdClock(epoch int64) (release func()) {
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runtime.LockOSThread() // the thread dies with the goroutine: its policy goes with it
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 50}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			fmt.Printf("vmb-agent: hold the clock: no real-time priority: %v\n", err)
+		}
+		at := unix.Timespec{Sec: epoch}
+		period := unix.NsecToTimespec(holdPeriod)
+		for !stop.Load() {
+			if err := unix.ClockSettime(unix.CLOCK_REALTIME, &at); err != nil {
+				fmt.Printf("vmb-agent: hold the clock: %v\n", err)
+				return
+			}
+			unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &period, nil)
+		}
+	}()
+	return func() {
+		stop.Store(true)
+		wg.Wait()
+	}
+}
