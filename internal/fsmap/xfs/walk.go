@@ -234,7 +234,7 @@ func (f *FS) inode(ino uint64, in []byte) {
 	dfork := in[core : core+dsize]
 	nextents, naextents := int64(be.Uint32(in[76:])), int64(be.Uint16(in[80:]))
 	if version == 3 && be.Uint64(in[120:])&(1<<4) != 0 { // nrext64
-		nextents, naextents = int64(be.Uint64(in[24:]) & (1<<62 - 1)), int64(be.Uint32(in[76:]))
+		nextents, naextents = int64(be.Uint64(in[24:])&(1<<62-1)), int64(be.Uint32(in[76:]))
 	}
 	k := kData
 	switch {
