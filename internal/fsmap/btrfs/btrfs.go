@@ -47,7 +47,7 @@ type FS struct {
 	r    io.ReaderAt
 	size int64
 
-	nodeSize, sectorSize    int64
+	nodeSize, sectorSize     int64
 	root, chunkRoot, logRoot uint64
 	rootLevel, chunkLevel    uint8
 	logLevel                 uint8
@@ -60,7 +60,7 @@ type FS struct {
 	raw     []run // as the walk finds them
 	runs    []run // flattened: sorted, disjoint
 	stripes []stripe
-	refs    map[owner]ref    // per tree and inode: its name in its parent directory
+	refs    map[owner]ref  // per tree and inode: its name in its parent directory
 	subvols map[uint64]ref // per subvolume tree: its name in its parent's directory
 }
 
