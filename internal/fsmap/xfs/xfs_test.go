@@ -352,3 +352,60 @@ func BenchmarkLocate(b *testing.B) {
 		}
 	}
 }
+
+// A file of hundreds of extents keeps them in an extent btree: its blocks, and
+// the data they lead to, are the file's. mkfs.xfs -p writes files in one extent,
+// so this test writes the file on a loop mount, as root.
+func TestLocateExtentBtree(t *testing.T) {
+	img := mkfs(t, 64<<20, map[string]string{"etc/": ""})
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a loop device needs root")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount -o loop: %v\n%s", err, out)
+	}
+	args := []string{"-f"}
+	for i := range 300 { // holes between the writes: one extent each
+		args = append(args, "-c", fmt.Sprintf("pwrite -q %d 4096", i*8192))
+	}
+	out, err := exec.Command("xfs_io", append(args, filepath.Join(mnt, "etc/frag"))...).CombinedOutput()
+	if uerr := exec.Command("umount", mnt).Run(); uerr != nil {
+		t.Fatalf("umount: %v", uerr)
+	}
+	if err != nil {
+		t.Fatalf("xfs_io: %v\n%s", err, out)
+	}
+	fs := open(t, img)
+	g := sbGeometry(t, img)
+	db := xfsDB(t, img, "path /etc/frag", "inode", "p core.format u3.bmbt.ptrs", "bmap")
+	if !strings.Contains(db, "core.format = 3 (btree)") {
+		t.Fatalf("/etc/frag is not in btree format:\n%s", db)
+	}
+	ino := uint32(num(t, db, `current inode number is (\d+)`))
+	ptrs := regexp.MustCompile(`\d+:(\d+)`).FindAllStringSubmatch(db[strings.Index(db, "u3.bmbt.ptrs"):strings.Index(db, "data offset")], -1)
+	if len(ptrs) == 0 {
+		t.Fatalf("no bmbt pointer in\n%s", db)
+	}
+	for _, m := range ptrs {
+		at := num(t, xfsDB(t, img, "convert fsblock "+m[1]+" byte"), `\((\d+)\)`)
+		want := Span{Off: at, Len: g.bs, Structure: "extent btree (bmbt)", Inodes: []uint32{ino}, Paths: []string{"/etc/frag"}}
+		if diff := cmp.Diff(want, locate1(t, fs, at, g.bs)); diff != "" {
+			t.Errorf("bmbt block %s (-want +got):\n%s", m[1], diff)
+		}
+	}
+	exts := regexp.MustCompile(`startblock \d+ \((\d+)/(\d+)\) count (\d+)`).FindAllStringSubmatch(db, -1)
+	if len(exts) < 300 {
+		t.Fatalf("%d extents, want 300", len(exts))
+	}
+	for _, m := range exts {
+		ag, _ := strconv.ParseInt(m[1], 10, 64)
+		agbno, _ := strconv.ParseInt(m[2], 10, 64)
+		n, _ := strconv.ParseInt(m[3], 10, 64)
+		at := (ag*g.agBlocks + agbno) * g.bs
+		want := Span{Off: at, Len: n * g.bs, Structure: "file data", Inodes: []uint32{ino}, Paths: []string{"/etc/frag"}}
+		if diff := cmp.Diff(want, locate1(t, fs, at, n*g.bs)); diff != "" {
+			t.Fatalf("extent %s/%s (-want +got):\n%s", m[1], m[2], diff)
+		}
+	}
+}
