@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -301,6 +302,77 @@ func BenchmarkLocate(b *testing.B) {
 		}
 		if _, err := fs.Locate(fi.Size()/2, 4096); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A subvolume's files are named by the subvolume's path, and its tree by its id;
+// filefrag (FIEMAP) and btrfs-map-logical say where the file's data lies. The
+// subvolume is made on a loop mount, as root.
+func TestLocateSubvolume(t *testing.T) {
+	img := mkfs(t, 256<<20, map[string]string{"etc/motd": "hi\n"})
+	for _, tool := range []string{"filefrag", "btrfs-map-logical"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (dev/setup installs e2fsprogs and btrfs-progs)", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a loop device needs root")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount -o loop: %v\n%s", err, out)
+	}
+	mounted := true
+	umount := func() {
+		if mounted {
+			mounted = false
+			if err := exec.Command("umount", mnt).Run(); err != nil {
+				t.Fatalf("umount: %v", err)
+			}
+		}
+	}
+	defer umount()
+	command(t, "btrfs", "subvolume", "create", filepath.Join(mnt, "sv"))
+	os.MkdirAll(filepath.Join(mnt, "sv/d"), 0o755)
+	if err := os.WriteFile(filepath.Join(mnt, "sv/d/f"), bytes.Repeat([]byte("subvolume data "), 20000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	command(t, "sync")
+	fi, err := os.Stat(filepath.Join(mnt, "sv/d/f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frag := command(t, "filefrag", "-v", "-b4096", filepath.Join(mnt, "sv/d/f"))
+	umount()
+	m := regexp.MustCompile(`(?m)^\s+0:\s+0\.\.\s+\d+:\s+(\d+)\.\.`).FindStringSubmatch(frag)
+	if m == nil {
+		t.Fatalf("filefrag:\n%s", frag)
+	}
+	l, _ := strconv.ParseInt(m[1], 10, 64)
+	fs := open(t, img)
+	phys := regexp.MustCompile(`physical (\d+)`).FindAllStringSubmatch(command(t, "btrfs-map-logical", "-l", fmt.Sprint(l*4096), img), -1)
+	if len(phys) == 0 {
+		t.Fatal("btrfs-map-logical: no physical address")
+	}
+	for _, p := range phys {
+		at, _ := strconv.ParseInt(p[1], 10, 64)
+		got := locate1(t, fs, at, 4096)
+		if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint32{uint32(fi.Sys().(*syscall.Stat_t).Ino)}) || !slices.Equal(got.Paths, []string{"/sv/d/f"}) {
+			t.Errorf("data of /sv/d/f at %d: %+v", at, got)
+		}
+	}
+	dump := command(t, "btrfs", "inspect-internal", "dump-tree", "-t", "256", img)
+	nodes := regexp.MustCompile(`(?m)^(?:leaf|node) (\d+) (?:items|level)`).FindAllStringSubmatch(dump, -1)
+	if len(nodes) == 0 {
+		t.Fatalf("dump-tree -t 256: no node in\n%s", dump)
+	}
+	for _, n := range nodes {
+		l, _ := strconv.ParseInt(n[1], 10, 64)
+		for _, p := range mirrors(t, img, l) {
+			if got := locate1(t, fs, p, 4096); got.Structure != "subvolume tree 256" {
+				t.Errorf("subvolume node %d at %d: %+v", l, p, got)
+			}
 		}
 	}
 }
