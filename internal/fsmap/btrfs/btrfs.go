@@ -145,7 +145,7 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 		f.addChunk(c)
 		arr = arr[17+used:]
 	}
-	f.reads = 64 << 20
+	f.reads = 2*size + 64<<20 // bytes of metadata: each node is read once
 	f.seen = map[uint64]bool{}
 	f.tree(f.chunkRoot, f.chunkLevel, "chunk tree", 3, func(k key, data []byte, _ int64) {
 		if k.typ == keyChunk {

@@ -41,11 +41,11 @@ func (f *FS) walk() error {
 		return f.walkErr
 	}
 	f.walked = true
-	f.reads = 2*f.dblocks + 4096
+	f.reads = 2*min(f.dblocks, f.size/f.bs) + 4096
 	f.seen = map[int64]bool{}
 	f.dirs = map[uint64][]dirExtent{}
 	f.sfdirs = map[uint64][]byte{}
-	for ag := range f.agCount {
+	for ag := int64(0); ag < f.agCount && ag*f.agBlocks*f.bs < f.size; ag++ { // a truncated image: the AGs it holds
 		f.walkAG(ag)
 	}
 	if f.logLen > 0 {

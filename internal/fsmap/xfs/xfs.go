@@ -167,7 +167,8 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 		f.ss < 512 || f.ss > f.bs || f.ss&(f.ss-1) != 0 ||
 		f.inodeSize < 256 && f.v5 || f.inodeSize < 128 || f.inodeSize > f.bs/2 || f.inodeSize != 1<<inodeLog ||
 		f.bs>>f.inoPBLog != f.inodeSize || f.agBlkLog > 31 || f.agBlocks < 8 || f.agBlocks > 1<<f.agBlkLog ||
-		f.agCount <= 0 || f.dblocks <= 0 || f.dblocks > f.agCount*f.agBlocks || f.dblocks <= (f.agCount-1)*f.agBlocks {
+		f.agCount <= 0 || f.agCount > math.MaxInt64/4/f.agBlocks/f.bs ||
+		f.dblocks <= 0 || f.dblocks > f.agCount*f.agBlocks || f.dblocks <= (f.agCount-1)*f.agBlocks {
 		return nil, errors.New("xfs: superblock geometry out of range")
 	}
 	f.rootIno = be.Uint64(sb[56:])
@@ -304,7 +305,7 @@ func (f *FS) classify(pos int64) (next int64, s Span, inos []uint64) {
 		if f.logLen > 0 && b >= f.logStart && b < f.logStart+f.logLen {
 			return next, Span{Structure: kindNames[kLog]}, nil
 		}
-		return next, Span{Structure: "in use, owner unknown"}, nil
+		return next, Span{Structure: "allocated, owner unknown"}, nil
 	}
 	r := f.runs[i]
 	switch r.kind {
