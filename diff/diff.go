@@ -320,7 +320,7 @@ type filesystem struct {
 	typ    string
 	part   string  // the partition's name, as Range.Partition
 	ext    *ext.FS // for ext2/3/4
-	mapper mapper  // ext's, fat's, xfs's or btrfs's; nil for a filesystem without one
+	mapper mapper  // ext's or fat's; nil for a filesystem without one
 }
 
 // mapper names the structures of a filesystem's byte ranges (internal/fsmap).
