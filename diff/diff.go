@@ -10,7 +10,14 @@
 //     group descriptors, bitmaps, inode table, journal, directory, file data, free
 //     blocks) with its inodes and their paths, for FAT12/16/32 (vfat) the
 //     structure (boot sector, FSInfo, reserved sectors, FAT 1 and 2, root
-//     directory, directory, file data, free clusters) with its path (internal/fsmap);
+//     directory, directory, file data, free clusters) with its path, for XFS the
+//     structure (superblock and its secondary copies, AGF, AGI, AGFL, free-space,
+//     inode, rmap and refcount btrees, inode chunk, directory, file data, extent
+//     btree, log, free space) with its inodes and paths, for btrfs the superblock
+//     and mirrors, the tree a node belongs to (root, chunk, extent, fs, checksum,
+//     free space, device, log …, fs tree leaves with their inodes), file data with
+//     its inode and path, a chunk's unused space by type, or space outside every
+//     chunk (internal/fsmap);
 //  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
 //     differing range, the paths added, removed or changed, and how: content (a
 //     unified diff for small text files), mode, owner, times, xattrs, symlink
@@ -30,8 +37,10 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/internal/fsmap"
+	"vmb.dev/vmb/internal/fsmap/btrfs"
 	"vmb.dev/vmb/internal/fsmap/ext"
 	"vmb.dev/vmb/internal/fsmap/fat"
+	"vmb.dev/vmb/internal/fsmap/xfs"
 	"vmb.dev/vmb/vmexec/imagefmt"
 )
 
@@ -406,6 +415,14 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 			}
 		case "vfat":
 			if fs, err := fat.Open(sr, size); err == nil {
+				f.mapper = fs
+			}
+		case "xfs":
+			if fs, err := xfs.Open(sr, size); err == nil {
+				f.mapper = fs
+			}
+		case "btrfs":
+			if fs, err := btrfs.Open(sr, size); err == nil {
 				f.mapper = fs
 			}
 		}

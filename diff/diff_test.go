@@ -40,17 +40,24 @@ func run(t *testing.T, stdin string, name string, args ...string) string {
 
 const partOff = 1 << 20 // where the root partition starts
 
-// gptDisk makes a 40 MiB GPT disk whose partition 1, "root", holds the ext4 image fs.
+// gptDisk makes a GPT disk whose partition 1, "root", holds the filesystem image fs
+// (a disk of 40 MiB for an image of 32 MiB, larger for a larger one: mkfs.btrfs
+// grows its image to what it needs).
 func gptDisk(t *testing.T, fs string) string {
 	t.Helper()
+	fi, err := os.Stat(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sectors := (fi.Size() + 511) / 512
 	disk := fs + ".disk"
 	f, err := os.Create(disk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Truncate(40 << 20)
+	f.Truncate(max(40<<20, partOff+sectors*512+1<<20))
 	f.Close()
-	run(t, "label: gpt\nlabel-id: 8F1E5F9A-3C3B-4F43-9E0A-2C4C3A1B5D6E\nstart=2048, size=65536, name=root, uuid=0F7D0C2E-6E55-4A38-9D8C-5D2B7F1A3C4E\n", "sfdisk", "--quiet", disk)
+	run(t, fmt.Sprintf("label: gpt\nlabel-id: 8F1E5F9A-3C3B-4F43-9E0A-2C4C3A1B5D6E\nstart=2048, size=%d, name=root, uuid=0F7D0C2E-6E55-4A38-9D8C-5D2B7F1A3C4E\n", sectors), "sfdisk", "--quiet", disk)
 	run(t, "", "dd", "if="+fs, "of="+disk, "bs=1M", "seek=1", "conv=notrunc", "status=none")
 	return disk
 }
@@ -283,4 +290,102 @@ func variants(t *testing.T, dir, base string) (s *cas.Store, variant func(name s
 		return d
 	}
 	return s, variant, ingest
+}
+
+// Level 2 names the structures of XFS and btrfs filesystems: the file whose
+// content differs, with its inode and path, and (XFS) the inode chunk holding an
+// inode whose mtime changed, (btrfs) the superblock.
+func TestSnapshotsXFSBtrfs(t *testing.T) {
+	need(t, "sfdisk")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "usr"), 0o755)
+	os.WriteFile(filepath.Join(src, "usr/big"), bytes.Repeat([]byte("data"), 30000), 0o644)
+	type change struct {
+		name string
+		at   func(fs string) int64 // where to write
+		want string                // a range, as "structure [inodes] [paths]"
+	}
+	for _, fsType := range []string{"xfs", "btrfs"} {
+		t.Run(fsType, func(t *testing.T) {
+			base := filepath.Join(dir, fsType+".fs")
+			f, err := os.Create(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Truncate(32 << 20)
+			f.Close()
+			var changes []change
+			var ino string
+			switch fsType {
+			case "xfs":
+				need(t, "mkfs.xfs", "xfs_db")
+				proto := filepath.Join(dir, "proto")
+				os.WriteFile(proto, []byte("/dev/null\n0 0\nd--755 0 0\nusr d--755 0 0\nbig ---644 0 0 "+filepath.Join(src, "usr/big")+"\n$\n$\n"), 0o644)
+				cmd := exec.Command("mkfs.xfs", "-q", "-f", "-m", "uuid=6a1b7c2d-0000-4000-8000-000000000001", "-p", proto, base)
+				cmd.Env = append(os.Environ(), "TEST_DIR="+dir, "TEST_DEV="+base, "QA_CHECK_FS=1") // under 300 MB
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("mkfs.xfs: %v\n%s", err, out)
+				}
+				db := run(t, "", "xfs_db", "-r", "-c", "sb", "-c", "p agblocks blocksize", "-c", "path /usr/big", "-c", "inode", "-c", "bmap", base)
+				var agblocks, bs, ag, agbno int64
+				fmt.Sscanf(db[strings.Index(db, "agblocks"):], "agblocks = %d\nblocksize = %d", &agblocks, &bs)
+				ino = regexp.MustCompile(`current inode number is (\d+)`).FindStringSubmatch(db)[1]
+				m := regexp.MustCompile(`startblock \d+ \((\d+)/(\d+)\)`).FindStringSubmatch(db)
+				if m == nil || agblocks == 0 {
+					t.Fatalf("xfs_db:\n%s", db)
+				}
+				ag, _ = strconv.ParseInt(m[1], 10, 64)
+				agbno, _ = strconv.ParseInt(m[2], 10, 64)
+				inoAt, _ := strconv.ParseInt(regexp.MustCompile(`\((\d+)\)`).FindStringSubmatch(run(t, "", "xfs_db", "-r", "-c", "convert ino "+ino+" byte", base))[1], 10, 64)
+				changes = []change{
+					{"content", func(string) int64 { return (ag*agblocks+agbno)*bs + bs + 8 }, "file data [" + ino + "] [/usr/big]"},
+					{"mtime", func(string) int64 { return inoAt + 40 }, "inode chunk [" + ino + "] [/usr/big]"},
+				}
+			case "btrfs":
+				need(t, "mkfs.btrfs", "btrfs", "btrfs-map-logical")
+				run(t, "", "mkfs.btrfs", "-q", "-f", "-U", "6a1b7c2d-0000-4000-8000-000000000001", "--rootdir", src, base)
+				dump := run(t, "", "btrfs", "inspect-internal", "dump-tree", "-t", "fs", base)
+				m := regexp.MustCompile(`key \((\d+) EXTENT_DATA 0\) itemoff \d+ itemsize 53\n.*\n\s+extent data disk byte (\d+)`).FindStringSubmatch(dump)
+				if m == nil {
+					t.Fatalf("no extent in\n%s", dump)
+				}
+				ino = m[1]
+				phys := regexp.MustCompile(`physical (\d+)`).FindStringSubmatch(run(t, "", "btrfs-map-logical", "-l", m[2], base))
+				at, _ := strconv.ParseInt(phys[1], 10, 64)
+				changes = []change{
+					{"content", func(string) int64 { return at + 4096 + 8 }, "file data [" + ino + "] [/usr/big]"},
+					{"superblock", func(string) int64 { return 65536 + 0x48 }, "superblock [] []"},
+				}
+			}
+			s, variant, ingest := variants(t, dir, base)
+			a := ingest(variant(fsType+"-a", func(string) {}))
+			for _, c := range changes {
+				t.Run(c.name, func(t *testing.T) {
+					b := ingest(variant(fsType+"-"+c.name, func(fs string) {
+						f, _ := os.OpenFile(fs, os.O_RDWR, 0)
+						f.WriteAt([]byte{0xde, 0xad, 0xbe, 0xef}, c.at(fs))
+						f.Close()
+					}))
+					rep, err := Snapshots(t.Context(), s, a, b, Options{Level: 2})
+					if err != nil {
+						t.Fatal(err)
+					}
+					var text bytes.Buffer
+					rep.WriteText(&text)
+					t.Logf("\n%s", text.String())
+					var got []string
+					for _, r := range rep.Ranges {
+						if r.Partition != "root:1" || r.FS != fsType {
+							t.Errorf("range %+v: want it in root:1, %s", r, fsType)
+						}
+						got = append(got, fmt.Sprintf("%s %v %v", r.Structure, r.Inodes, r.Paths))
+					}
+					if len(got) != 1 || got[0] != c.want {
+						t.Errorf("ranges %q, want [%q]", got, c.want)
+					}
+				})
+			}
+		})
+	}
 }
