@@ -297,10 +297,10 @@ func TestChainLoop(t *testing.T) {
 
 // seedImage is a small exFAT image with a directory, a long name and a file.
 func seedImage(t testing.TB) []byte {
-	img := mkexfat(t, 128<<10, func(root string) {
+	img := mkexfat(t, 48<<10, func(root string) {
 		write(t, root, "/d/A long name.txt", bytes.Repeat([]byte("y"), 1500))
 		write(t, root, "/x", []byte("x"))
-	}, "-c", "512", "-b", "4096")
+	}, "-c", "512", "-b", "512")
 	b, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)

@@ -87,10 +87,11 @@ func (w *walker) claim(first, length int64, contiguous bool, id int, structure s
 	for k := int64(0); k < want && f.valid(c) && w.seen[c/64]&(1<<(c%64)) == 0; k++ {
 		w.seen[c/64] |= 1 << (c % 64)
 		f.addRun(c, id, structure)
-		if read && int64(len(data))+f.clusterSize <= maxDirBytes {
+		at := f.heap*f.sector + (c-2)*f.clusterSize
+		if read && int64(len(data))+f.clusterSize <= maxDirBytes && at+f.clusterSize <= f.size {
 			buf := make([]byte, f.clusterSize)
-			if n, _ := f.r.ReadAt(buf, f.heap*f.sector+(c-2)*f.clusterSize); n < len(buf) {
-				read = false // past the end of what r holds
+			if n, _ := f.r.ReadAt(buf, at); n < len(buf) {
+				read = false
 			} else {
 				data = append(data, buf...)
 			}
