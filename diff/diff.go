@@ -10,7 +10,13 @@
 //     group descriptors, bitmaps, inode table, journal, directory, file data, free
 //     blocks) with its inodes and their paths, for FAT12/16/32 (vfat) the
 //     structure (boot sector, FSInfo, reserved sectors, FAT 1 and 2, root
-//     directory, directory, file data, free clusters) with its path (internal/fsmap);
+//     directory, directory, file data, free clusters) with its path, for exFAT
+//     the structure (boot region and its backup sector by sector, FAT, allocation
+//     bitmap, up-case table, root directory, directory, file data, free clusters)
+//     with its path, and for NTFS the structure (boot sector and its backup, MFT
+//     record with its number and path, MFT mirror and bitmap, the system files'
+//     data by name, index blocks, file data, free clusters) with its path
+//     (internal/fsmap);
 //  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
 //     differing range, the paths added, removed or changed, and how: content (a
 //     unified diff for small text files), mode, owner, times, xattrs, symlink
@@ -30,8 +36,10 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/internal/fsmap"
+	"vmb.dev/vmb/internal/fsmap/exfat"
 	"vmb.dev/vmb/internal/fsmap/ext"
 	"vmb.dev/vmb/internal/fsmap/fat"
+	"vmb.dev/vmb/internal/fsmap/ntfs"
 	"vmb.dev/vmb/vmexec/imagefmt"
 )
 
@@ -311,7 +319,7 @@ type filesystem struct {
 	typ    string
 	part   string  // the partition's name, as Range.Partition
 	ext    *ext.FS // for ext2/3/4
-	mapper mapper  // ext's or fat's; nil for a filesystem without one
+	mapper mapper  // ext's, fat's, exfat's or ntfs's; nil for a filesystem without one
 }
 
 // mapper names the structures of a filesystem's byte ranges (internal/fsmap).
@@ -406,6 +414,14 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 			}
 		case "vfat":
 			if fs, err := fat.Open(sr, size); err == nil {
+				f.mapper = fs
+			}
+		case "exfat":
+			if fs, err := exfat.Open(sr, size); err == nil {
+				f.mapper = fs
+			}
+		case "ntfs":
+			if fs, err := ntfs.Open(sr, size); err == nil {
 				f.mapper = fs
 			}
 		}
