@@ -13,9 +13,12 @@
 //     directory, directory, file data, free clusters) with its path, for exFAT
 //     the structure (boot region and its backup sector by sector, FAT, allocation
 //     bitmap, up-case table, root directory, directory, file data, free clusters)
-//     with its path, and for NTFS the structure (boot sector and its backup, MFT
+//     with its path, for NTFS the structure (boot sector and its backup, MFT
 //     record with its number and path, MFT mirror and bitmap, the system files'
-//     data by name, index blocks, file data, free clusters) with its path
+//     data by name, index blocks, file data, free clusters) with its path, and for
+//     UDF the structure (volume recognition sequence, anchors, main and reserve
+//     volume descriptor sequences, integrity descriptor, space bitmap, file set
+//     descriptor, file entry, directory, file data, free blocks) with its path
 //     (internal/fsmap);
 //  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
 //     differing range, the paths added, removed or changed, and how: content (a
@@ -40,6 +43,7 @@ import (
 	"vmb.dev/vmb/internal/fsmap/ext"
 	"vmb.dev/vmb/internal/fsmap/fat"
 	"vmb.dev/vmb/internal/fsmap/ntfs"
+	"vmb.dev/vmb/internal/fsmap/udf"
 	"vmb.dev/vmb/vmexec/imagefmt"
 )
 
@@ -319,7 +323,7 @@ type filesystem struct {
 	typ    string
 	part   string  // the partition's name, as Range.Partition
 	ext    *ext.FS // for ext2/3/4
-	mapper mapper  // ext's, fat's, exfat's or ntfs's; nil for a filesystem without one
+	mapper mapper  // ext's, fat's, exfat's, ntfs's or udf's; nil for a filesystem without one
 }
 
 // mapper names the structures of a filesystem's byte ranges (internal/fsmap).
@@ -422,6 +426,10 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 			}
 		case "ntfs":
 			if fs, err := ntfs.Open(sr, size); err == nil {
+				f.mapper = fs
+			}
+		case "udf":
+			if fs, err := udf.Open(sr, size); err == nil {
 				f.mapper = fs
 			}
 		}
