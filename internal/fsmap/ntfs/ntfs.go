@@ -154,8 +154,8 @@ func (f *FS) Locate(off, n int64) ([]fsmap.Span, error) {
 	return out, nil
 }
 
-// Ids at says what holds a byte with, besides owners' indexes: -1 for what
-// belongs to no file, -2 for free MFT records, recID(n) for MFT record n.
+// The ids at tells owners apart by, besides owners' indexes: -1 for what belongs
+// to no file, freeRecords for free MFT records, recID(n) for MFT record n.
 const freeRecords = -2
 
 func recID(n int64) int64 { return -3 - n }
