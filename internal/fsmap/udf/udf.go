@@ -56,13 +56,14 @@ type FS struct {
 	blocks int64 // in the volume
 	vrsEnd int64 // bytes: where the volume recognition sequence ends
 
-	walked  bool
-	walkErr error
-	part    struct{ start, n int64 } // the partition, in blocks
-	bitmap  []byte                   // the space bitmap: a bit a partition block, set if free
-	runs    []run                    // blocks of an owner, sorted, not overlapping
-	owners  []owner
-	seen    map[int64]bool // file entries read, by block
+	walked   bool
+	walkErr  error
+	part     struct{ start, n int64 } // the partition, in blocks
+	bitmap   []byte                   // the space bitmap: a bit a partition block, set if free
+	runs     []run                    // blocks of an owner, sorted, not overlapping
+	owners   []owner
+	seen     map[int64]bool // file entries read, by block
+	dirsRead int64          // bytes of directories read
 }
 
 // run is n blocks from block start (from the volume's start) of owners[id].

@@ -11,6 +11,7 @@ const (
 	maxSequence = 256      // blocks of a volume descriptor sequence read
 	maxHops     = 1024     // integrity extents, allocation extent descriptors of a file
 	maxDirBytes = 64 << 20 // of a directory, read
+	maxDirsRead = 1 << 30  // of all directories, read
 	maxDepth    = 256
 )
 
@@ -249,7 +250,8 @@ func (f *FS) extents(ads []byte, kind uint16, dir bool, size int64, p string) []
 		if typ != 2 { // recorded, or allocated and not recorded
 			f.add(f.part.start+pos, blocks, structure, p)
 		}
-		for i := int64(0); dir && i < blocks && int64(len(data)) < min(size, maxDirBytes); i++ {
+		for i := int64(0); dir && i < blocks && int64(len(data)) < min(size, maxDirBytes) && f.dirsRead < maxDirsRead; i++ {
+			f.dirsRead += f.bs
 			b := f.logical(pos + i)
 			if b == nil || typ != 0 {
 				b = make([]byte, f.bs)
