@@ -10,14 +10,22 @@
 //     group descriptors, bitmaps, inode table, journal, directory, file data, free
 //     blocks) with its inodes and their paths, for FAT12/16/32 (vfat) the
 //     structure (boot sector, FSInfo, reserved sectors, FAT 1 and 2, root
-//     directory, directory, file data, free clusters) with its path, for XFS the
-//     structure (superblock and its secondary copies, AGF, AGI, AGFL, free-space,
-//     inode, rmap and refcount btrees, inode chunk, directory, file data, extent
-//     btree, log, free space) with its inodes and paths, for btrfs the superblock
-//     and mirrors, the tree a node belongs to (root, chunk, extent, fs, checksum,
-//     free space, device, log …, fs tree leaves with their inodes), file data with
-//     its inode and path, a chunk's unused space by type, or space outside every
-//     chunk (internal/fsmap);
+//     directory, directory, file data, free clusters) with its path, for exFAT
+//     the structure (boot region and its backup sector by sector, FAT, allocation
+//     bitmap, up-case table, root directory, directory, file data, free clusters)
+//     with its path, for NTFS the structure (boot sector and its backup, MFT
+//     record with its number and path, MFT mirror and bitmap, the system files'
+//     data by name, index blocks, file data, free clusters) with its path, for
+//     UDF the structure (volume recognition sequence, anchors, main and reserve
+//     volume descriptor sequences, integrity descriptor, space bitmap, file set
+//     descriptor, file entry, directory, file data, free blocks) with its path,
+//     for XFS the structure (superblock and its secondary copies, AGF, AGI, AGFL,
+//     free-space, inode, rmap and refcount btrees, inode chunk, directory, file
+//     data, extent btree, log, free space) with its inodes and paths, for btrfs
+//     the superblock and mirrors, the tree a node belongs to (root, chunk, extent,
+//     fs, checksum, free space, device, log …, fs tree leaves with their inodes),
+//     file data with its inode and path, a chunk's unused space by type, or space
+//     outside every chunk (internal/fsmap);
 //  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
 //     differing range, the paths added, removed or changed, and how: content (a
 //     unified diff for small text files), mode, owner, times, xattrs, symlink
@@ -38,8 +46,11 @@ import (
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/internal/fsmap"
 	"vmb.dev/vmb/internal/fsmap/btrfs"
+	"vmb.dev/vmb/internal/fsmap/exfat"
 	"vmb.dev/vmb/internal/fsmap/ext"
 	"vmb.dev/vmb/internal/fsmap/fat"
+	"vmb.dev/vmb/internal/fsmap/ntfs"
+	"vmb.dev/vmb/internal/fsmap/udf"
 	"vmb.dev/vmb/internal/fsmap/xfs"
 	"vmb.dev/vmb/vmexec/imagefmt"
 )
@@ -320,12 +331,23 @@ type filesystem struct {
 	typ    string
 	part   string  // the partition's name, as Range.Partition
 	ext    *ext.FS // for ext2/3/4
-	mapper mapper  // ext's or fat's; nil for a filesystem without one
+	mapper mapper  // ext's, fat's, exfat's, ntfs's or udf's; nil for a filesystem without one
 }
 
 // mapper names the structures of a filesystem's byte ranges (internal/fsmap).
 type mapper interface {
 	Locate(off, n int64) ([]fsmap.Span, error)
+}
+
+// mappers open the filesystems other than ext2/3/4 (whose files level 3 compares
+// too) by the type fsmap.Detect names.
+var mappers = map[string]func(io.ReaderAt, int64) (mapper, error){
+	"vfat":  func(r io.ReaderAt, n int64) (mapper, error) { return fat.Open(r, n) },
+	"exfat": func(r io.ReaderAt, n int64) (mapper, error) { return exfat.Open(r, n) },
+	"ntfs":  func(r io.ReaderAt, n int64) (mapper, error) { return ntfs.Open(r, n) },
+	"udf":   func(r io.ReaderAt, n int64) (mapper, error) { return udf.Open(r, n) },
+	"xfs":   func(r io.ReaderAt, n int64) (mapper, error) { return xfs.Open(r, n) },
+	"btrfs": func(r io.ReaderAt, n int64) (mapper, error) { return btrfs.Open(r, n) },
 }
 
 func newDisk(r io.ReaderAt, size int64) *disk {
@@ -413,17 +435,11 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 			if fs, err := ext.Open(sr, size); err == nil {
 				f.ext, f.mapper = fs, fs
 			}
-		case "vfat":
-			if fs, err := fat.Open(sr, size); err == nil {
-				f.mapper = fs
-			}
-		case "xfs":
-			if fs, err := xfs.Open(sr, size); err == nil {
-				f.mapper = fs
-			}
-		case "btrfs":
-			if fs, err := btrfs.Open(sr, size); err == nil {
-				f.mapper = fs
+		default:
+			if open := mappers[f.typ]; open != nil {
+				if m, err := open(sr, size); err == nil {
+					f.mapper = m
+				}
 			}
 		}
 		d.fs[start] = f
