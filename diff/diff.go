@@ -91,7 +91,7 @@ type Range struct {
 	FS        string   `json:"fs,omitempty"`          // ext4, xfs, …
 	FSOff     int64    `json:"fs_off,omitempty"`      // Off within the filesystem
 	Structure string   `json:"structure,omitempty"`   // "inode table", "file data", "GPT header", "unpartitioned space", …
-	Inodes    []uint32 `json:"inodes,omitempty"`      // the inodes it holds or belongs to
+	Inodes    []uint64 `json:"inodes,omitempty"`      // the inodes it holds or belongs to
 	Paths     []string `json:"paths,omitempty"`       // their paths
 	InA       string   `json:"structure_a,omitempty"` // what A holds there, if it is not the same
 }
@@ -124,14 +124,14 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 		return nil, err
 	}
 	da, db := newDisk(ra, ma.Size), newDisk(rb, mb.Size)
-	touched := map[int64]map[uint32]bool{} // by filesystem start: the inodes the ranges name
+	touched := map[int64]map[uint64]bool{} // by filesystem start: the inodes the ranges name
 	touch := func(r Range) {
 		if r.FS == "" {
 			return
 		}
 		start := r.Off - r.FSOff
 		if touched[start] == nil {
-			touched[start] = map[uint32]bool{}
+			touched[start] = map[uint64]bool{}
 		}
 		for _, ino := range r.Inodes {
 			touched[start][ino] = true

@@ -93,7 +93,7 @@ func TestSnapshots(t *testing.T) {
 
 	type want struct {
 		structure string
-		inodes    []uint32
+		inodes    []uint64
 		paths     []string
 	}
 	debugfs := func(reqs ...string) func(fs string) {
@@ -117,7 +117,7 @@ func TestSnapshots(t *testing.T) {
 			f, _ := os.OpenFile(fs, os.O_RDWR, 0)
 			f.WriteAt([]byte("HELLO"), motdBlock*4096)
 			f.Close()
-		}, []want{{"file data", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, nil, `files (root:1 ext4):
+		}, []want{{"file data", []uint64{uint64(motd)}, []string{"/etc/motd"}}}, nil, `files (root:1 ext4):
   /etc/motd: content (6 B -> 6 B)
     --- a/etc/motd
     +++ b/etc/motd
@@ -126,7 +126,7 @@ func TestSnapshots(t *testing.T) {
     +HELLO
 `},
 		{"mtime", debugfs("set_inode_field /etc/motd mtime 20200101"),
-			[]want{{"inode table", []uint32{uint32(motd)}, []string{"/etc/motd"}}}, []string{"file data"},
+			[]want{{"inode table", []uint64{uint64(motd)}, []string{"/etc/motd"}}}, []string{"file data"},
 			"  /etc/motd: mtime " + mtime + " -> 2020-01-01T00:00:00Z\n"},
 		{"added", debugfs("write " + newFile + " /etc/new"), nil, nil,
 			"  /etc/new: added (file, 0644, 0:0, 4 B)\n"},

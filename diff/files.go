@@ -84,7 +84,7 @@ type file struct {
 // compareFiles compares the trees of a and b path by path. touched are the inodes
 // the differing ranges name: a path whose inode number is the same in both and not
 // touched has the same content, which is then not read.
-func compareFiles(ctx context.Context, a, b *ext.FS, touched map[uint32]bool) ([]FileDiff, error) {
+func compareFiles(ctx context.Context, a, b *ext.FS, touched map[uint64]bool) ([]FileDiff, error) {
 	ta, err := a.Tree()
 	if err != nil {
 		return nil, fmt.Errorf("A: %w", err)
@@ -110,7 +110,7 @@ func compareFiles(ctx context.Context, a, b *ext.FS, touched map[uint32]bool) ([
 		}
 		ia, inA := ta[p]
 		ib, inB := tb[p]
-		readContent := !inA || !inB || ia != ib || touched[ib]
+		readContent := !inA || !inB || ia != ib || touched[uint64(ib)]
 		var fa, fb *file
 		if inA {
 			if fa, err = readFile(a, ia, readContent); err != nil {

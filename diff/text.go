@@ -73,7 +73,7 @@ func describe(g Range) string {
 }
 
 // inodeList writes sorted inode numbers with runs as ranges: "12-15, 20".
-func inodeList(inos []uint32) string {
+func inodeList(inos []uint64) string {
 	var parts []string
 	for i := 0; i < len(inos); {
 		j := i

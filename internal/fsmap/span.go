@@ -5,6 +5,6 @@ package fsmap
 type Span struct {
 	Off, Len  int64
 	Structure string   // "superblock", "inode table", "FAT 1", "file data", "free blocks", …
-	Inodes    []uint32 // the inodes it holds (inode table) or belongs to; none on FAT
+	Inodes    []uint64 // the inodes it holds (inode table) or belongs to; none on FAT
 	Paths     []string // the paths of what it holds or belongs to, for those that have one
 }

@@ -13,9 +13,6 @@
 // makes), with the SINGLE and DUP profiles; another profile's chunks are named by
 // type, not followed. It reads through an io.ReaderAt, only what it needs, and
 // trusts no number it reads: a hostile filesystem costs bounded reads and time.
-//
-// Object ids (inode numbers) are 64-bit; Span.Inodes holds 32. One that does not
-// fit is named in the structure instead: "file data (inode 8589934720)".
 package btrfs
 
 import (

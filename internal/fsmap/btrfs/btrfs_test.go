@@ -160,7 +160,7 @@ func TestLocate(t *testing.T) {
 			l, _ := strconv.ParseInt(m[2], 10, 64)
 			for _, p := range mirrors(t, img, l+8192) {
 				got := locate1(t, fs, p+10, 100)
-				if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint32{uint32(ino)}) || !slices.Equal(got.Paths, []string{"/usr/share/big"}) {
+				if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint64{uint64(ino)}) || !slices.Equal(got.Paths, []string{"/usr/share/big"}) {
 					t.Errorf("data of /usr/share/big at %d: %+v", p, got)
 				}
 			}
@@ -174,7 +174,7 @@ func TestLocate(t *testing.T) {
 				t.Fatalf("no leaf holds inode %d", ino)
 			}
 			got := locate1(t, fs, mirrors(t, img, ll)[0], 200)
-			if got.Structure != "fs tree" || !slices.Contains(got.Inodes, uint32(ino)) || !slices.Contains(got.Paths, "/usr/share/big") {
+			if got.Structure != "fs tree" || !slices.Contains(got.Inodes, uint64(ino)) || !slices.Contains(got.Paths, "/usr/share/big") {
 				t.Errorf("leaf %d holding inode %d: %+v", ll, ino, got)
 			}
 
@@ -358,7 +358,7 @@ func TestLocateSubvolume(t *testing.T) {
 	for _, p := range phys {
 		at, _ := strconv.ParseInt(p[1], 10, 64)
 		got := locate1(t, fs, at, 4096)
-		if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint32{uint32(fi.Sys().(*syscall.Stat_t).Ino)}) || !slices.Equal(got.Paths, []string{"/sv/d/f"}) {
+		if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint64{fi.Sys().(*syscall.Stat_t).Ino}) || !slices.Equal(got.Paths, []string{"/sv/d/f"}) {
 			t.Errorf("data of /sv/d/f at %d: %+v", at, got)
 		}
 	}

@@ -2,7 +2,6 @@ package btrfs
 
 import (
 	"fmt"
-	"math"
 	"sort"
 )
 
@@ -32,11 +31,7 @@ func (f *FS) Locate(off, n int64) ([]Span, error) {
 	}
 	for i := range out {
 		for _, o := range owners[i] {
-			if o.ino > math.MaxUint32 {
-				out[i].Structure += fmt.Sprintf(" (inode %d)", o.ino)
-			} else {
-				out[i].Inodes = append(out[i].Inodes, uint32(o.ino))
-			}
+			out[i].Inodes = append(out[i].Inodes, o.ino)
 			if p := f.path(o); p != "" {
 				out[i].Paths = append(out[i].Paths, p)
 			}

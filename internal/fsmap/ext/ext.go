@@ -215,7 +215,7 @@ func (f *FS) Locate(off, n int64) ([]Span, error) {
 	}
 	for i := range out {
 		for _, ino := range out[i].Inodes {
-			if p, ok := f.paths[ino]; ok {
+			if p, ok := f.paths[uint32(ino)]; ok {
 				out[i].Paths = append(out[i].Paths, p)
 			}
 		}
@@ -240,7 +240,7 @@ func sameOwner(a, b Span) bool {
 	return true
 }
 
-func union(a, b []uint32) []uint32 {
+func union(a, b []uint64) []uint64 {
 	for _, x := range b {
 		if i := sort.Search(len(a), func(i int) bool { return a[i] >= x }); i == len(a) || a[i] != x {
 			a = append(a, 0)
@@ -291,7 +291,7 @@ func (f *FS) classify(b, pos, end int64) Span {
 			case rel <= f.gdtBlocks:
 				return Span{Structure: fmt.Sprintf("backup group descriptors (group %d)", g)}
 			case rel <= f.gdtBlocks+f.reservedGDT:
-				return Span{Structure: fmt.Sprintf("reserved GDT blocks (group %d)", g), Inodes: []uint32{7}}
+				return Span{Structure: fmt.Sprintf("reserved GDT blocks (group %d)", g), Inodes: []uint64{7}}
 			}
 		} else if g == 0 {
 			switch rel := b - f.firstData; {
@@ -300,7 +300,7 @@ func (f *FS) classify(b, pos, end int64) Span {
 			case rel <= f.gdtBlocks:
 				return Span{Structure: "group descriptors"}
 			case rel <= f.gdtBlocks+f.reservedGDT:
-				return Span{Structure: "reserved GDT blocks", Inodes: []uint32{7}}
+				return Span{Structure: "reserved GDT blocks", Inodes: []uint64{7}}
 			}
 		}
 	}
@@ -313,20 +313,24 @@ func (f *FS) classify(b, pos, end int64) Span {
 		case b >= gr.inodeTable && b < gr.inodeTable+f.itableBlocks():
 			tab := gr.inodeTable * f.blockSize
 			lo, hi := (pos-tab)/f.inodeSize, (end-1-tab)/f.inodeSize
-			var inos []uint32
+			var inos []uint64
 			for k := lo; k <= hi; k++ {
-				inos = append(inos, uint32(int64(i)*f.inodesPerGroup+k+1))
+				inos = append(inos, uint64(int64(i)*f.inodesPerGroup+k+1))
 			}
 			return Span{Structure: "inode table", Inodes: inos}
 		}
 	}
 	if inos := f.xattr[b]; inos != nil {
-		return Span{Structure: "extended attribute block", Inodes: inos}
+		wide := make([]uint64, len(inos))
+		for k, ino := range inos {
+			wide[k] = uint64(ino)
+		}
+		return Span{Structure: "extended attribute block", Inodes: wide}
 	}
 	i := sort.Search(len(f.owners), func(i int) bool { return f.owners[i].start+f.owners[i].n > b })
 	if i < len(f.owners) && f.owners[i].start <= b {
 		o := f.owners[i]
-		s := Span{Inodes: []uint32{o.ino}}
+		s := Span{Inodes: []uint64{uint64(o.ino)}}
 		switch o.kind {
 		case kData:
 			s.Structure = "file data"

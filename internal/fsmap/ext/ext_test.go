@@ -94,7 +94,7 @@ func TestLocate(t *testing.T) {
 				t.Fatal(err)
 			}
 			bigIno := inum("/usr/share/big")
-			if diff := cmp.Diff([]Span{{Off: big1*bs + 10, Len: 100, Structure: "file data", Inodes: []uint32{bigIno}, Paths: []string{"/usr/share/big"}}}, got); diff != "" {
+			if diff := cmp.Diff([]Span{{Off: big1*bs + 10, Len: 100, Structure: "file data", Inodes: []uint64{uint64(bigIno)}, Paths: []string{"/usr/share/big"}}}, got); diff != "" {
 				t.Errorf("data of /usr/share/big (-want +got):\n%s", diff)
 			}
 			motd := inum("/etc/motd")
@@ -105,7 +105,7 @@ func TestLocate(t *testing.T) {
 				t.Fatalf("imap: %v: %s", err, imap)
 			}
 			got, _ = fs.Locate(blk*bs+off+0x10, 4) // i_mtime
-			if diff := cmp.Diff([]Span{{Off: blk*bs + off + 0x10, Len: 4, Structure: "inode table", Inodes: []uint32{motd}, Paths: []string{"/etc/motd"}}}, got); diff != "" {
+			if diff := cmp.Diff([]Span{{Off: blk*bs + off + 0x10, Len: 4, Structure: "inode table", Inodes: []uint64{uint64(motd)}, Paths: []string{"/etc/motd"}}}, got); diff != "" {
 				t.Errorf("inode of /etc/motd (-want +got):\n%s", diff)
 			}
 			got, _ = fs.Locate(1024+0x2c, 4) // s_mtime

@@ -194,7 +194,7 @@ func (f *FS) at(pos int64) (s fsmap.Span, id int64, next int64) {
 		if n >= int64(len(f.recs)) || !f.recs[n].inUse {
 			return fsmap.Span{Structure: "free MFT records"}, freeRecords, next
 		}
-		return fsmap.Span{Structure: "MFT record", Inodes: []uint32{uint32(n)}, Paths: []string{f.path(n)}}, recID(n), next
+		return fsmap.Span{Structure: "MFT record", Inodes: []uint64{uint64(n)}, Paths: []string{f.path(n)}}, recID(n), next
 	}
 	// No file holds c: $Bitmap says whether it is free, and the clusters up to
 	// the next owned one that it says the same of go with it.

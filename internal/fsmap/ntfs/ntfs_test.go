@@ -240,7 +240,7 @@ func TestLocate(t *testing.T) {
 		n    int64
 		path string
 	}{{0, "/$MFT"}, {2, "/$LogFile"}, {5, "/"}, {fbin, "/dir/sub/f.bin"}, {many, "/many"}, {last, "/many/a file with a long name 299"}} {
-		want := []fsmap.Span{{Off: mftAt + tc.n*1024, Len: 1024, Structure: "MFT record", Inodes: []uint32{uint32(tc.n)}, Paths: []string{tc.path}}}
+		want := []fsmap.Span{{Off: mftAt + tc.n*1024, Len: 1024, Structure: "MFT record", Inodes: []uint64{uint64(tc.n)}, Paths: []string{tc.path}}}
 		if diff := cmp.Diff(want, locate(t, fs, want[0].Off, 1024)); diff != "" {
 			t.Errorf("MFT record %d (-want +got):\n%s", tc.n, diff)
 		}

@@ -12,10 +12,6 @@
 // default, are its aim; v4 is read as far as its layout is the same. A realtime
 // device is not mapped. It reads through an io.ReaderAt, only what it needs, and
 // trusts no number it reads: a hostile filesystem costs bounded reads and time.
-//
-// XFS inode numbers are 64-bit; Span.Inodes holds 32. An inode whose number does
-// not fit (filesystems of more than about a terabyte) is named in the structure
-// instead: "file data (inode 8589934720)".
 package xfs
 
 import (
@@ -238,11 +234,7 @@ func (f *FS) Locate(off, n int64) ([]Span, error) {
 	}
 	for i := range out {
 		for _, ino := range inos[i] {
-			if ino > math.MaxUint32 {
-				out[i].Structure += fmt.Sprintf(" (inode %d)", ino)
-			} else {
-				out[i].Inodes = append(out[i].Inodes, uint32(ino))
-			}
+			out[i].Inodes = append(out[i].Inodes, ino)
 			if p, ok := f.paths[ino]; ok {
 				out[i].Paths = append(out[i].Paths, p)
 			}

@@ -189,24 +189,24 @@ func TestLocate(t *testing.T) {
 			g := sbGeometry(t, img)
 
 			bigIno, big := where(t, img, g, "/usr/share/big")
-			want := Span{Off: big + g.bs + 10, Len: 100, Structure: "file data", Inodes: []uint32{bigIno}, Paths: []string{"/usr/share/big"}}
+			want := Span{Off: big + g.bs + 10, Len: 100, Structure: "file data", Inodes: []uint64{uint64(bigIno)}, Paths: []string{"/usr/share/big"}}
 			if diff := cmp.Diff(want, locate1(t, fs, big+g.bs+10, 100)); diff != "" {
 				t.Errorf("data of /usr/share/big (-want +got):\n%s", diff)
 			}
 			motd, _ := where(t, img, g, "/etc/motd")
 			at := num(t, xfsDB(t, img, fmt.Sprintf("convert ino %d byte", motd)), `\((\d+)\)`)
-			want = Span{Off: at + 32, Len: 8, Structure: "inode chunk", Inodes: []uint32{motd}, Paths: []string{"/etc/motd"}}
+			want = Span{Off: at + 32, Len: 8, Structure: "inode chunk", Inodes: []uint64{uint64(motd)}, Paths: []string{"/etc/motd"}}
 			if diff := cmp.Diff(want, locate1(t, fs, at+32, 8)); diff != "" { // di_atime
 				t.Errorf("inode of /etc/motd (-want +got):\n%s", diff)
 			}
 			manyIno, many := where(t, img, g, "/many")
-			want = Span{Off: many, Len: 64, Structure: "directory", Inodes: []uint32{manyIno}, Paths: []string{"/many"}}
+			want = Span{Off: many, Len: 64, Structure: "directory", Inodes: []uint64{uint64(manyIno)}, Paths: []string{"/many"}}
 			if diff := cmp.Diff(want, locate1(t, fs, many, 64)); diff != "" {
 				t.Errorf("directory /many (-want +got):\n%s", diff)
 			}
 			// A file named in /many's data blocks; /many's leaf blocks, from 32 GiB on.
 			lastIno, last := where(t, img, g, "/many/entry-with-a-long-name-0299")
-			want = Span{Off: last, Len: 1, Structure: "file data", Inodes: []uint32{lastIno}, Paths: []string{"/many/entry-with-a-long-name-0299"}}
+			want = Span{Off: last, Len: 1, Structure: "file data", Inodes: []uint64{uint64(lastIno)}, Paths: []string{"/many/entry-with-a-long-name-0299"}}
 			if diff := cmp.Diff(want, locate1(t, fs, last, 1)); diff != "" {
 				t.Errorf("a file in /many (-want +got):\n%s", diff)
 			}
@@ -389,7 +389,7 @@ func TestLocateExtentBtree(t *testing.T) {
 	}
 	for _, m := range ptrs {
 		at := num(t, xfsDB(t, img, "convert fsblock "+m[1]+" byte"), `\((\d+)\)`)
-		want := Span{Off: at, Len: g.bs, Structure: "extent btree (bmbt)", Inodes: []uint32{ino}, Paths: []string{"/etc/frag"}}
+		want := Span{Off: at, Len: g.bs, Structure: "extent btree (bmbt)", Inodes: []uint64{uint64(ino)}, Paths: []string{"/etc/frag"}}
 		if diff := cmp.Diff(want, locate1(t, fs, at, g.bs)); diff != "" {
 			t.Errorf("bmbt block %s (-want +got):\n%s", m[1], diff)
 		}
@@ -403,7 +403,7 @@ func TestLocateExtentBtree(t *testing.T) {
 		agbno, _ := strconv.ParseInt(m[2], 10, 64)
 		n, _ := strconv.ParseInt(m[3], 10, 64)
 		at := (ag*g.agBlocks + agbno) * g.bs
-		want := Span{Off: at, Len: n * g.bs, Structure: "file data", Inodes: []uint32{ino}, Paths: []string{"/etc/frag"}}
+		want := Span{Off: at, Len: n * g.bs, Structure: "file data", Inodes: []uint64{uint64(ino)}, Paths: []string{"/etc/frag"}}
 		if diff := cmp.Diff(want, locate1(t, fs, at, n*g.bs)); diff != "" {
 			t.Fatalf("extent %s/%s (-want +got):\n%s", m[1], m[2], diff)
 		}
