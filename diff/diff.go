@@ -124,17 +124,22 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 		return nil, err
 	}
 	da, db := newDisk(ra, ma.Size), newDisk(rb, mb.Size)
-	touched := map[int64]map[uint64]bool{} // by filesystem start: the inodes the ranges name
+	touched := map[int64]named{} // by filesystem start: the inodes and paths the ranges name
 	touch := func(r Range) {
 		if r.FS == "" {
 			return
 		}
 		start := r.Off - r.FSOff
-		if touched[start] == nil {
-			touched[start] = map[uint64]bool{}
+		t, ok := touched[start]
+		if !ok {
+			t = named{ids: map[uint64]bool{}, paths: map[string]bool{}}
+			touched[start] = t
 		}
 		for _, ino := range r.Inodes {
-			touched[start][ino] = true
+			t.ids[ino] = true
+		}
+		for _, p := range r.Paths {
+			t.paths[p] = true
 		}
 	}
 	for _, e := range exact {
@@ -173,11 +178,11 @@ func Snapshots(ctx context.Context, s *cas.Store, a, b cas.Digest, opt Options) 
 	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
 	for _, start := range starts {
 		fa, fb := da.fs[start], db.fs[start]
-		if fb == nil || fb.ext == nil || fa == nil || fa.ext == nil {
-			continue // ext2/3/4 on one side only, or neither: no files to compare
+		if fb == nil || fb.files == nil || fa == nil || fa.files == nil || fa.typ != fb.typ {
+			continue // no filesystem whose files level 3 reads, or not the same on both sides
 		}
 		fs := Filesystem{Partition: fb.part, FS: fb.typ}
-		files, err := compareFiles(ctx, fa.ext, fb.ext, touched[start])
+		files, err := compareFiles(ctx, fa.files, fb.files, touched[start])
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
@@ -329,9 +334,9 @@ type disk struct {
 
 type filesystem struct {
 	typ    string
-	part   string  // the partition's name, as Range.Partition
-	ext    *ext.FS // for ext2/3/4
-	mapper mapper  // ext's, fat's, exfat's, ntfs's or udf's; nil for a filesystem without one
+	part   string   // the partition's name, as Range.Partition
+	mapper mapper   // nil for a filesystem without one
+	files  fileTree // the mapper, where level 3 can compare its files
 }
 
 // mapper names the structures of a filesystem's byte ranges (internal/fsmap).
@@ -339,9 +344,12 @@ type mapper interface {
 	Locate(off, n int64) ([]fsmap.Span, error)
 }
 
-// mappers open the filesystems other than ext2/3/4 (whose files level 3 compares
-// too) by the type fsmap.Detect names.
+// mappers open the filesystems by the type fsmap.Detect names. Those that are
+// fileTrees too have their files compared at level 3.
 var mappers = map[string]func(io.ReaderAt, int64) (mapper, error){
+	"ext2":  func(r io.ReaderAt, n int64) (mapper, error) { return ext.Open(r, n) },
+	"ext3":  func(r io.ReaderAt, n int64) (mapper, error) { return ext.Open(r, n) },
+	"ext4":  func(r io.ReaderAt, n int64) (mapper, error) { return ext.Open(r, n) },
 	"vfat":  func(r io.ReaderAt, n int64) (mapper, error) { return fat.Open(r, n) },
 	"exfat": func(r io.ReaderAt, n int64) (mapper, error) { return exfat.Open(r, n) },
 	"ntfs":  func(r io.ReaderAt, n int64) (mapper, error) { return ntfs.Open(r, n) },
@@ -430,16 +438,10 @@ func (d *disk) inFS(off, n, start, size int64, part string) ([]Range, error) {
 		sr := io.NewSectionReader(d.r, start, size)
 		f = &filesystem{typ: fsmap.Detect(sr, size), part: part}
 		// A layout a mapper cannot open is named by its type only.
-		switch f.typ {
-		case "ext2", "ext3", "ext4":
-			if fs, err := ext.Open(sr, size); err == nil {
-				f.ext, f.mapper = fs, fs
-			}
-		default:
-			if open := mappers[f.typ]; open != nil {
-				if m, err := open(sr, size); err == nil {
-					f.mapper = m
-				}
+		if open := mappers[f.typ]; open != nil {
+			if m, err := open(sr, size); err == nil {
+				f.mapper = m
+				f.files, _ = m.(fileTree)
 			}
 		}
 		d.fs[start] = f

@@ -10,12 +10,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	textdiff "github.com/rogpeppe/go-internal/diff"
 
-	"vmb.dev/vmb/internal/fsmap/ext"
+	"vmb.dev/vmb/internal/fsmap"
 )
 
 // Filesystem is level 3 for one filesystem that differs: which of its files do.
@@ -38,18 +37,20 @@ type FileDiff struct {
 // Fields are the attributes of a path that vmb diff compares, each as its value
 // in A and in B.
 type Fields struct {
-	Type    *Pair           `json:"type,omitempty"`
-	Content *Content        `json:"content,omitempty"`
-	Target  *Pair           `json:"target,omitempty"` // a symlink's
-	Device  *Pair           `json:"device,omitempty"` // "major:minor"
-	Mode    *Pair           `json:"mode,omitempty"`   // permission bits, octal
-	Owner   *Pair           `json:"owner,omitempty"`  // "uid:gid"
-	Links   *Pair           `json:"links,omitempty"`  // hard-link count
-	Mtime   *Pair           `json:"mtime,omitempty"`
-	Ctime   *Pair           `json:"ctime,omitempty"`
-	Atime   *Pair           `json:"atime,omitempty"`
-	Crtime  *Pair           `json:"crtime,omitempty"`
-	Xattrs  map[string]Pair `json:"xattrs,omitempty"` // by name; a side left out has none
+	Type    *Pair    `json:"type,omitempty"`
+	Content *Content `json:"content,omitempty"`
+	Target  *Pair    `json:"target,omitempty"` // a symlink's
+	Device  *Pair    `json:"device,omitempty"` // "major:minor"
+	Mode    *Pair    `json:"mode,omitempty"`   // permission bits, octal
+	Owner   *Pair    `json:"owner,omitempty"`  // "uid:gid"
+	// Attributes are the DOS attributes set (FAT, exFAT): "read-only hidden system archive".
+	Attributes *Pair           `json:"attributes,omitempty"`
+	Links      *Pair           `json:"links,omitempty"` // hard-link count
+	Mtime      *Pair           `json:"mtime,omitempty"`
+	Ctime      *Pair           `json:"ctime,omitempty"`
+	Atime      *Pair           `json:"atime,omitempty"`
+	Crtime     *Pair           `json:"crtime,omitempty"`
+	Xattrs     map[string]Pair `json:"xattrs,omitempty"` // by name; a side left out has none
 }
 
 // Pair is a field's value in A and in B ("" where a side has none).
@@ -71,25 +72,42 @@ type Content struct {
 // maxTextDiff is the largest file that gets a text diff.
 const maxTextDiff = 64 << 10
 
+// fileTree is a filesystem whose files level 3 compares: ext2/3/4, FAT12/16/32
+// and exFAT implement it (internal/fsmap).
+type fileTree interface {
+	// Paths lists every path from the root ("/") with its identity: a path whose
+	// identity is the same in both snapshots, and that no differing range names,
+	// has the same content (ext: the inode number; FAT: a hash of the size and
+	// cluster chain).
+	Paths() (map[string]uint64, error)
+	// Stat reads what the filesystem records of a path it listed.
+	Stat(p string) (*fsmap.File, error)
+	// ReadFile writes a regular file's content.
+	ReadFile(p string, w io.Writer) error
+}
+
+// named is what the differing ranges of one filesystem name, in A or in B.
+type named struct {
+	ids   map[uint64]bool // inodes
+	paths map[string]bool
+}
+
 // file is what level 3 knows of one path in one filesystem.
 type file struct {
-	in      *ext.Inode
-	target  string // symlink
-	xattrs  []ext.Xattr
-	size    int64
+	st      *fsmap.File
 	digest  string
 	content []byte // when small enough for a text diff
 }
 
-// compareFiles compares the trees of a and b path by path. touched are the inodes
-// the differing ranges name: a path whose inode number is the same in both and not
-// touched has the same content, which is then not read.
-func compareFiles(ctx context.Context, a, b *ext.FS, touched map[uint64]bool) ([]FileDiff, error) {
-	ta, err := a.Tree()
+// compareFiles compares the trees of a and b path by path. A path whose identity
+// is the same in both and that the differing ranges do not name has the same
+// content, which is then not read.
+func compareFiles(ctx context.Context, a, b fileTree, t named) ([]FileDiff, error) {
+	ta, err := a.Paths()
 	if err != nil {
 		return nil, fmt.Errorf("A: %w", err)
 	}
-	tb, err := b.Tree()
+	tb, err := b.Paths()
 	if err != nil {
 		return nil, fmt.Errorf("B: %w", err)
 	}
@@ -110,15 +128,15 @@ func compareFiles(ctx context.Context, a, b *ext.FS, touched map[uint64]bool) ([
 		}
 		ia, inA := ta[p]
 		ib, inB := tb[p]
-		readContent := !inA || !inB || ia != ib || touched[uint64(ib)]
+		readContent := !inA || !inB || ia != ib || t.ids[ib] || t.paths[p]
 		var fa, fb *file
 		if inA {
-			if fa, err = readFile(a, ia, readContent); err != nil {
+			if fa, err = readFile(a, p, readContent); err != nil {
 				return nil, fmt.Errorf("A %s: %w", p, err)
 			}
 		}
 		if inB {
-			if fb, err = readFile(b, ib, readContent); err != nil {
+			if fb, err = readFile(b, p, readContent); err != nil {
 				return nil, fmt.Errorf("B %s: %w", p, err)
 			}
 		}
@@ -136,59 +154,31 @@ func compareFiles(ctx context.Context, a, b *ext.FS, touched map[uint64]bool) ([
 	return out, nil
 }
 
-// readFile reads inode ino's attributes, and its content if asked (never a
+// readFile reads path p's attributes, and its content if asked (never a
 // directory's: entries are compared as paths).
-func readFile(fs *ext.FS, ino uint32, content bool) (*file, error) {
-	in, err := fs.Inode(ino)
+func readFile(fs fileTree, p string, content bool) (*file, error) {
+	st, err := fs.Stat(p)
 	if err != nil {
 		return nil, err
 	}
-	f := &file{in: in, size: in.Size}
-	if f.xattrs, err = fs.Xattrs(in); err != nil {
+	f := &file{st: st}
+	if st.Type != "file" || !content {
+		return f, nil
+	}
+	h := sha256.New()
+	var small bytes.Buffer
+	w := io.Writer(h)
+	if st.Size <= maxTextDiff {
+		w = io.MultiWriter(h, &small)
+	}
+	if err := fs.ReadFile(p, w); err != nil {
 		return nil, err
 	}
-	switch in.Type() {
-	case "symlink":
-		var b bytes.Buffer
-		if err := fs.Content(in, &b); err != nil {
-			return nil, err
-		}
-		f.target = b.String()
-	case "file":
-		if !content {
-			return f, nil
-		}
-		h := sha256.New()
-		var small bytes.Buffer
-		w := io.Writer(h)
-		if in.Size <= maxTextDiff {
-			w = io.MultiWriter(h, &small)
-		}
-		if err := fs.Content(in, w); err != nil {
-			return nil, err
-		}
-		f.digest = hex.EncodeToString(h.Sum(nil))
-		if in.Size <= maxTextDiff {
-			f.content = small.Bytes()
-		}
+	f.digest = hex.EncodeToString(h.Sum(nil))
+	if st.Size <= maxTextDiff {
+		f.content = small.Bytes()
 	}
 	return f, nil
-}
-
-func mode(in *ext.Inode) string  { return fmt.Sprintf("%04o", in.Mode&0o7777) }
-func owner(in *ext.Inode) string { return fmt.Sprintf("%d:%d", in.UID, in.GID) }
-func stamp(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.Format(time.RFC3339Nano)
-}
-func device(in *ext.Inode) string {
-	if t := in.Type(); t != "char device" && t != "block device" {
-		return ""
-	}
-	major, minor := in.Device()
-	return fmt.Sprintf("%d:%d", major, minor)
 }
 
 // describeFile is what an added (or, with inA, removed) path is.
@@ -202,11 +192,13 @@ func describeFile(f *file, inA bool) Fields {
 		}
 		return &Pair{B: v}
 	}
-	fl := Fields{Type: side(f.in.Type()), Mode: side(mode(f.in)), Owner: side(owner(f.in)), Target: side(f.target), Device: side(device(f.in))}
-	if f.in.Type() == "file" {
-		fl.Content = &Content{BSize: f.size, BDigest: f.digest}
+	st := f.st
+	fl := Fields{Type: side(st.Type), Mode: side(st.Mode), Owner: side(st.Owner), Attributes: side(st.Attrs),
+		Target: side(st.Target), Device: side(st.Device)}
+	if st.Type == "file" {
+		fl.Content = &Content{BSize: st.Size, BDigest: f.digest}
 		if inA {
-			fl.Content = &Content{ASize: f.size, ADigest: f.digest}
+			fl.Content = &Content{ASize: st.Size, ADigest: f.digest}
 		}
 	}
 	return fl
@@ -223,39 +215,34 @@ func compareFile(p string, a, b *file, withContent bool) (Fields, bool) {
 		differ = true
 		return &Pair{x, y}
 	}
-	fl.Type = pair(a.in.Type(), b.in.Type())
-	fl.Mode = pair(mode(a.in), mode(b.in))
-	fl.Owner = pair(owner(a.in), owner(b.in))
-	fl.Target = pair(a.target, b.target)
-	fl.Device = pair(device(a.in), device(b.in))
-	if a.in.Type() != "directory" && b.in.Type() != "directory" { // a directory's count follows its subdirectories
-		fl.Links = pair(strconv.Itoa(int(a.in.Links)), strconv.Itoa(int(b.in.Links)))
+	sa, sb := a.st, b.st
+	fl.Type = pair(sa.Type, sb.Type)
+	fl.Mode = pair(sa.Mode, sb.Mode)
+	fl.Owner = pair(sa.Owner, sb.Owner)
+	fl.Attributes = pair(sa.Attrs, sb.Attrs)
+	fl.Target = pair(sa.Target, sb.Target)
+	fl.Device = pair(sa.Device, sb.Device)
+	if sa.Type != "directory" && sb.Type != "directory" { // a directory's count follows its subdirectories
+		fl.Links = pair(sa.Links, sb.Links)
 	}
-	fl.Mtime = pair(stamp(a.in.Mtime), stamp(b.in.Mtime))
-	fl.Ctime = pair(stamp(a.in.Ctime), stamp(b.in.Ctime))
-	fl.Atime = pair(stamp(a.in.Atime), stamp(b.in.Atime))
-	fl.Crtime = pair(stamp(a.in.Crtime), stamp(b.in.Crtime))
-	xa, xb := map[string]string{}, map[string]string{}
-	for _, x := range a.xattrs {
-		xa[x.Name] = string(x.Value)
-	}
-	for _, x := range b.xattrs {
-		xb[x.Name] = string(x.Value)
-	}
-	for name, v := range xb {
-		if w, ok := xa[name]; !ok || v != w {
+	fl.Mtime = pair(sa.Mtime, sb.Mtime)
+	fl.Ctime = pair(sa.Ctime, sb.Ctime)
+	fl.Atime = pair(sa.Atime, sb.Atime)
+	fl.Crtime = pair(sa.Crtime, sb.Crtime)
+	for name, v := range sb.Xattrs {
+		if w, ok := sa.Xattrs[name]; !ok || v != w {
 			mapAdd(&fl.Xattrs, name, Pair{w, v})
 		}
 	}
-	for name, v := range xa {
-		if _, ok := xb[name]; !ok {
+	for name, v := range sa.Xattrs {
+		if _, ok := sb.Xattrs[name]; !ok {
 			mapAdd(&fl.Xattrs, name, Pair{A: v})
 		}
 	}
 	differ = differ || len(fl.Xattrs) > 0
-	if withContent && a.in.Type() == "file" && b.in.Type() == "file" && (a.size != b.size || a.digest != b.digest) {
+	if withContent && sa.Type == "file" && sb.Type == "file" && (sa.Size != sb.Size || a.digest != b.digest) {
 		differ = true
-		fl.Content = &Content{ASize: a.size, BSize: b.size, ADigest: a.digest, BDigest: b.digest}
+		fl.Content = &Content{ASize: sa.Size, BSize: sb.Size, ADigest: a.digest, BDigest: b.digest}
 		if text(a) && text(b) {
 			d := textdiff.Diff("a"+p, a.content, "b"+p, b.content)
 			_, d, _ = bytes.Cut(d, []byte("\n")) // the "diff a b" line
@@ -274,7 +261,7 @@ func mapAdd(m *map[string]Pair, k string, v Pair) {
 
 // text reports whether f's content is small text: valid UTF-8 without NUL.
 func text(f *file) bool {
-	return f.content != nil && int64(len(f.content)) == f.size && utf8.Valid(f.content) && bytes.IndexByte(f.content, 0) < 0
+	return f.content != nil && int64(len(f.content)) == f.st.Size && utf8.Valid(f.content) && bytes.IndexByte(f.content, 0) < 0
 }
 
 // writeFiles writes level 3 for people.
@@ -318,7 +305,11 @@ func fileLine(f FileDiff) string {
 		if d := one(fl.Device); d != "" {
 			parts[0] += " " + d
 		}
-		parts = append(parts, one(fl.Mode), one(fl.Owner))
+		for _, p := range []*Pair{fl.Mode, fl.Owner, fl.Attributes} { // those the filesystem has
+			if v := one(p); v != "" {
+				parts = append(parts, v)
+			}
+		}
 		if c := fl.Content; c != nil {
 			parts = append(parts, FormatSize(c.ASize+c.BSize))
 		}
@@ -342,6 +333,7 @@ func fileLine(f FileDiff) string {
 	add("device", fl.Device)
 	add("mode", fl.Mode)
 	add("owner", fl.Owner)
+	add("attributes", fl.Attributes)
 	add("links", fl.Links)
 	add("mtime", fl.Mtime)
 	add("ctime", fl.Ctime)

@@ -46,6 +46,8 @@ type FS struct {
 	dirs    map[uint32][]owner // directories' blocks
 	paths   map[uint32]string
 	walkErr error
+
+	tree map[string]uint32 // Paths': every path's inode
 }
 
 type group struct {
