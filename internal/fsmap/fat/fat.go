@@ -7,6 +7,10 @@
 // trusts no number it reads: cluster chains are followed at most once per cluster,
 // so a loop or a cross-link in a corrupt FAT ends the walk rather than the program.
 //
+// For vmb diff's files level it lists every path (Paths), reads a directory
+// entry's type, size, DOS attributes and times (Stat) and a file's content by its
+// cluster chain (ReadFile): file.go.
+//
 // The layout, from the start: reserved sectors (the boot sector first), the FATs,
 // the root directory (FAT12/16 only: FAT32's is a cluster chain), then the data
 // region, clusters numbered from 2. The FAT holds, per cluster, the next cluster of
@@ -52,6 +56,8 @@ type FS struct {
 	fat     []byte  // FAT 1, as read
 	owners  []owner // runs of clusters of a directory or file, sorted by start
 	names   []string
+	dirents map[string]*[32]byte // every path's directory entry (the root has none)
+	mark    []uint64             // chain's scratch: clusters of the chain being followed
 }
 
 // owner is a run of clusters of one directory or file.

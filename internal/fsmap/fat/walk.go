@@ -27,6 +27,7 @@ func (f *FS) walk() error {
 		f.walkErr = fmt.Errorf("fat: read FAT 1: %w", err)
 		return f.walkErr
 	}
+	f.dirents = map[string]*[32]byte{}
 	w := &walker{f: f, seen: make([]uint64, (f.clusters+2+63)/64)}
 	if f.bits == 32 {
 		w.queue = append(w.queue, dir{"/", f.rootCluster, 0})
@@ -119,6 +120,9 @@ func (w *walker) entries(data []byte, p string, depth int) {
 			first |= int64(le.Uint16(e[20:])) << 16
 		}
 		cp := path.Join(p, name)
+		if f.dirents[cp] == nil { // a name twice in one directory: the first counts
+			f.dirents[cp] = (*[32]byte)(append([]byte(nil), e...))
+		}
 		if attr&0x10 != 0 {
 			if depth < maxDepth {
 				w.queue = append(w.queue, dir{cp, first, depth + 1})
