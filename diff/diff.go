@@ -26,10 +26,12 @@
 //     fs, checksum, free space, device, log …, fs tree leaves with their inodes),
 //     file data with its inode and path, a chunk's unused space by type, or space
 //     outside every chunk (internal/fsmap);
-//  3. files: for each ext2/3/4 filesystem (in both snapshots) that holds a
-//     differing range, the paths added, removed or changed, and how: content (a
-//     unified diff for small text files), mode, owner, times, xattrs, symlink
-//     target, file type, hard-link count (files.go).
+//  3. files: for each filesystem whose files it can read (a fileTree: ext2/3/4,
+//     FAT12/16/32), in both snapshots, that holds a differing range, the paths
+//     added, removed or changed, and how: content (a unified diff for small text
+//     files), and the fields the filesystem records: mode, owner, DOS
+//     attributes, times, xattrs, symlink target, file type, hard-link count
+//     (files.go).
 //
 // It is a package of its own, not part of cas, because cas imports nothing of
 // vmb's while naming structures needs imagefmt's partition tables and fsmap's
@@ -72,7 +74,8 @@ type Report struct {
 	Chunks    []Extent   `json:"chunks"`     // level 1: the differing chunks, adjacent ones merged
 	Ranges    []Range    `json:"ranges"`     // level 2: the bytes that differ, named
 	Bytes     int64      `json:"bytes"`      // how many bytes the ranges cover
-	// Level 3: the ext2/3/4 filesystems the ranges lie in, and their files that differ.
+	// Level 3: the filesystems the ranges lie in whose files it reads (ext2/3/4,
+	// FAT), and their files that differ.
 	Filesystems []Filesystem `json:"filesystems,omitempty"`
 }
 

@@ -2,11 +2,14 @@ package diff
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -260,6 +263,121 @@ func TestSnapshotsFAT(t *testing.T) {
 			}
 			if tc.name == "content" && len(got) != 1 {
 				t.Errorf("ranges %q, want the file's data alone", got)
+			}
+		})
+	}
+}
+
+// Level 3 compares the files of a FAT32 filesystem on a GPT disk: a content
+// change with its text diff, a creation time alone (no content read as changed),
+// a file added and one removed.
+func TestFilesFAT(t *testing.T) {
+	need(t, "mkfs.fat", "mcopy", "mmd", "mdel", "mshowfat", "fsck.fat", "sfdisk")
+	t.Setenv("TZ", "UTC") // mtools writes local time
+	t.Setenv("MTOOLS_SKIP_CHECK", "1")
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.fs")
+	f, err := os.Create(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(64 << 20)
+	f.Close()
+	run(t, "", "mkfs.fat", "-F", "32", "-i", "01234567", base)
+	when := time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC)
+	for name, content := range map[string]string{"grub.cfg": "set timeout=5\nset default=0\n", "old.txt": "old", "new.txt": "new!"} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o644)
+		os.Chtimes(p, when, when)
+	}
+	run(t, "", "mmd", "-i", base, "::/EFI", "::/EFI/BOOT")
+	run(t, "", "mcopy", "-m", "-i", base, filepath.Join(dir, "grub.cfg"), "::/EFI/BOOT/grub.cfg")
+	run(t, "", "mcopy", "-m", "-i", base, filepath.Join(dir, "old.txt"), "::/EFI/old.txt")
+	var first, data, cluster int64
+	fmt.Sscanf(run(t, "", "mshowfat", "-i", base, "::/EFI/BOOT/grub.cfg"), "::/EFI/BOOT/grub.cfg <%d", &first)
+	geo := run(t, "", "fsck.fat", "-n", "-v", base)
+	if m := regexp.MustCompile(`Data area starts at byte (\d+)`).FindStringSubmatch(geo); m != nil {
+		data, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := regexp.MustCompile(`(\d+) bytes per cluster`).FindStringSubmatch(geo); m != nil {
+		cluster, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if first < 2 || data <= 0 || cluster <= 0 {
+		t.Fatalf("cluster %d, data at %d, %d bytes a cluster:\n%s", first, data, cluster, geo)
+	}
+	patch := func(fs string, at func(b []byte) int, with []byte) {
+		b, err := os.ReadFile(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(b[at(b):], with)
+		os.WriteFile(fs, b, 0o644)
+	}
+	entry := func(b []byte) int { // grub.cfg's directory entry (its short name)
+		i := bytes.Index(b, []byte("GRUB    CFG"))
+		if i < 0 {
+			t.Fatal("no directory entry GRUB    CFG")
+		}
+		return i
+	}
+
+	s, variant, ingest := variants(t, dir, base)
+	a := ingest(variant("a", func(string) {}))
+	for _, tc := range []struct {
+		name   string
+		change func(fs string)
+		files  string   // level 3, as WriteText writes it
+		fields []string // the JSON fields of the one file that differs, if one does
+	}{
+		{"content", func(fs string) {
+			patch(fs, func([]byte) int { return int(data + (first-2)*cluster + 12) }, []byte("9"))
+		}, `files (root:1 vfat):
+  /EFI/BOOT/grub.cfg: content (28 B -> 28 B)
+    --- a/EFI/BOOT/grub.cfg
+    +++ b/EFI/BOOT/grub.cfg
+    @@ -1,2 +1,2 @@
+    -set timeout=5
+    +set timeout=9
+     set default=0
+`, []string{"content"}},
+		{"crtime", func(fs string) {
+			patch(fs, func(b []byte) int { return entry(b) + 13 }, []byte{157}) // 10 ms units
+		}, "files (root:1 vfat):\n  /EFI/BOOT/grub.cfg: crtime 2021-03-04T05:06:06.00 -> 2021-03-04T05:06:07.57\n", []string{"crtime"}},
+		{"attributes", func(fs string) {
+			patch(fs, func(b []byte) int { return entry(b) + 11 }, []byte{0x21})
+		}, "  /EFI/BOOT/grub.cfg: attributes archive -> read-only archive\n", []string{"attributes"}},
+		{"added and removed", func(fs string) {
+			run(t, "", "mcopy", "-m", "-i", fs, filepath.Join(dir, "new.txt"), "::/EFI/BOOT/new.txt")
+			run(t, "", "mdel", "-i", fs, "::/EFI/old.txt")
+		}, "files (root:1 vfat):\n  /EFI/BOOT/new.txt: added (file, archive, 4 B)\n  /EFI/old.txt: removed (file, archive, 3 B)\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := Snapshots(t.Context(), s, a, ingest(variant(tc.name, tc.change)), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			rep.WriteText(&text)
+			t.Logf("\n%s", text.String())
+			var files bytes.Buffer
+			writeFiles(&files, rep.Filesystems)
+			if !strings.Contains(files.String(), tc.files) {
+				t.Errorf("level 3:\n%s\nwant it to hold:\n%s", files.String(), tc.files)
+			}
+			if tc.fields == nil {
+				return
+			}
+			if len(rep.Filesystems) != 1 || len(rep.Filesystems[0].Files) != 1 {
+				t.Fatalf("filesystems %+v, want one file that differs", rep.Filesystems)
+			}
+			js, err := json.Marshal(rep.Filesystems[0].Files[0].Fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fields map[string]any
+			json.Unmarshal(js, &fields)
+			if got := slices.Sorted(maps.Keys(fields)); !cmp.Equal(got, tc.fields) {
+				t.Errorf("--json fields %s, want %q alone", js, tc.fields)
 			}
 		})
 	}
