@@ -27,7 +27,7 @@
 //     file data with its inode and path, a chunk's unused space by type, or space
 //     outside every chunk (internal/fsmap);
 //  3. files: for each filesystem whose files it can read (a fileTree: ext2/3/4,
-//     FAT12/16/32), in both snapshots, that holds a differing range, the paths
+//     FAT12/16/32, exFAT), in both snapshots, that holds a differing range, the paths
 //     added, removed or changed, and how: content (a unified diff for small text
 //     files), and the fields the filesystem records: mode, owner, DOS
 //     attributes, times, xattrs, symlink target, file type, hard-link count
@@ -75,7 +75,7 @@ type Report struct {
 	Ranges    []Range    `json:"ranges"`     // level 2: the bytes that differ, named
 	Bytes     int64      `json:"bytes"`      // how many bytes the ranges cover
 	// Level 3: the filesystems the ranges lie in whose files it reads (ext2/3/4,
-	// FAT), and their files that differ.
+	// FAT, exFAT), and their files that differ.
 	Filesystems []Filesystem `json:"filesystems,omitempty"`
 }
 

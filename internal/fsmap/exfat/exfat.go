@@ -14,6 +14,10 @@
 // or directory is an entry set (file, stream extension, names), whose stream
 // extension gives its first cluster and length, and whether its clusters are
 // contiguous (NoFatChain) or chained in the FAT.
+//
+// For vmb diff's files level it lists every path (Paths), reads an entry set's
+// type, size, attributes and timestamps (Stat) and a file's content (ReadFile):
+// file.go.
 package exfat
 
 import (
@@ -50,6 +54,8 @@ type FS struct {
 	bitmap  []byte  // the allocation bitmap, nil if none was found
 	owners  []owner // runs of clusters of one structure, sorted by start
 	names   []string
+	sets    map[string]*[64]byte // every path's file and stream extension entries (the root has none)
+	mark    []uint64             // chain's scratch: clusters of the chain being followed
 }
 
 // owner is a run of clusters of one structure: a directory, a file, the bitmap or

@@ -36,6 +36,7 @@ func (f *FS) walk() error {
 		f.walkErr = fmt.Errorf("exfat: read FAT 1: %w", err)
 		return f.walkErr
 	}
+	f.sets = map[string]*[64]byte{}
 	w := &walker{f: f, seen: make([]uint64, (f.clusters+2+63)/64)}
 	w.queue = append(w.queue, dir{path: "/", first: f.rootCluster})
 	for len(w.queue) > 0 {
@@ -148,6 +149,9 @@ func (w *walker) entries(data []byte, d dir) {
 				continue
 			}
 			p := path.Join(d.path, name)
+			if f.sets[p] == nil { // a name twice in one directory: the first counts
+				f.sets[p] = (*[64]byte)(append([]byte(nil), set[:64]...))
+			}
 			first, length, contiguous := int64(le.Uint32(s[20:])), int64(le.Uint64(s[24:])), s[1]&2 != 0
 			if le.Uint16(e[4:])&0x10 != 0 {
 				if d.depth < maxDepth {
