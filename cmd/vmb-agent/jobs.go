@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -379,6 +381,9 @@ func ext4StreamOnly(dev string) error {
 		return err
 	}
 	knob := filepath.Join("/sys/fs/ext4", filepath.Base(real), "mb_stream_req")
+	if _, err := os.Stat(filepath.Dir(knob)); errors.Is(err, fs.ErrNotExist) {
+		return nil // mounted by the ext2 or ext3 driver, which has no per-CPU preallocation
+	}
 	if err := os.WriteFile(knob, []byte("0\n"), 0o644); err != nil {
 		return fmt.Errorf("place small files as a stream: %w", err)
 	}
