@@ -54,6 +54,10 @@ type Options struct {
 	// evaluates no CUE; "" keeps none. lang creates it if need be. A compile with
 	// DebugKeys set neither reads nor writes it: it keys every node to print it.
 	GraphCache string
+	// DebugGraphCache, if not nil, receives a line saying whether the graph came
+	// from the graph cache, and if not why not (the CLI sets it when
+	// VMB_DEBUG_GRAPH_CACHE=1).
+	DebugGraphCache io.Writer
 }
 
 // Compile loads the build repository in dir and compiles every image into a graph
@@ -80,13 +84,27 @@ func compile(ctx context.Context, dir string, opt Options, racy time.Duration) (
 	h := newHasher(ctx, opt.StatCache)
 	h.racy = racy
 	defer h.save() // a cache that cannot be written only makes the next run slower
-	var gc *graphCache
-	if opt.GraphCache != "" && opt.DebugKeys == nil {
-		if gc = openGraphCache(abs, opt, h); gc != nil {
-			if g := gc.lookup(); g != nil {
-				return g, nil
-			}
+	debug := func(format string, args ...any) {
+		if opt.DebugGraphCache != nil {
+			fmt.Fprintf(opt.DebugGraphCache, "vmb: graph cache: "+format+"\n", args...)
 		}
+	}
+	var gc *graphCache
+	switch {
+	case opt.GraphCache == "":
+	case opt.DebugKeys != nil:
+		debug("not used: keys are printed as they are computed")
+	default:
+		if gc = openGraphCache(abs, opt, h); gc == nil {
+			debug("not used: vmb's executable cannot be read")
+			break
+		}
+		g, err := gc.lookup()
+		if err == nil {
+			debug("hit %s", gc.path)
+			return g, nil
+		}
+		debug("miss %s: %v", gc.path, err)
 	}
 	start := time.Now()
 	c, err := compileFresh(ctx, abs, opt, h)
@@ -100,7 +118,12 @@ func compile(ctx context.Context, dir string, opt Options, racy time.Duration) (
 			inputs = append(inputs, inputDep{Path: filepath.ToSlash(rel), Digest: hd.d})
 		}
 		slices.SortFunc(inputs, func(a, b inputDep) int { return strings.Compare(a.Path, b.Path) })
-		gc.store(c.g, c.l.cueDirs, inputs, start, racy) // one not stored is compiled again next time
+		// One not stored is compiled again next time.
+		if err := gc.store(c.g, c.l.cueDirs, inputs, start, racy); err != nil {
+			debug("not stored: %v", err)
+		} else {
+			debug("stored %s", gc.path)
+		}
 	}
 	return c.g, nil
 }

@@ -77,10 +77,11 @@ type graphCache struct {
 // entryHead is what a look-up reads to decide: the key and the dependencies it
 // was computed from.
 type entryHead struct {
-	Key     [32]byte
-	Dirs    []string   // directories of CUE files, slash-separated, relative to the repository
-	Inputs  []inputDep // local inputs the graph hashed
-	BodySum [32]byte
+	Key      [32]byte
+	Preimage []byte     // what Key hashes, for a miss to say which line changed
+	Dirs     []string   // directories of CUE files, slash-separated, relative to the repository
+	Inputs   []inputDep // local inputs the graph hashed
+	BodySum  [32]byte
 }
 
 type inputDep struct {
@@ -269,30 +270,55 @@ func (gc *graphCache) preimage(dirs []string, inputs []inputDep, settled time.Ti
 }
 
 // lookup returns the graph of the entry if its key is the key of the repository
-// as it is now, or nil.
-func (gc *graphCache) lookup() *graph.Graph {
+// as it is now, else why not.
+func (gc *graphCache) lookup() (*graph.Graph, error) {
 	raw, err := os.ReadFile(gc.path)
-	if err != nil {
-		return nil
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errors.New("no entry")
+	} else if err != nil {
+		return nil, err
 	}
 	head, body, ok := splitEntry(raw)
-	if !ok {
-		return nil
+	if !ok || blake3.Sum256(head.Preimage) != head.Key {
+		return nil, errors.New("a damaged entry")
 	}
 	pre, err := gc.preimage(head.Dirs, head.Inputs, time.Time{})
-	if err != nil || blake3.Sum256(pre) != head.Key || blake3.Sum256(body) != head.BodySum {
-		return nil
+	if err != nil {
+		return nil, err
+	}
+	if blake3.Sum256(pre) != head.Key {
+		return nil, fmt.Errorf("the key changed:\n%s", lineDiff(head.Preimage, pre))
+	}
+	if blake3.Sum256(body) != head.BodySum {
+		return nil, errors.New("a damaged entry")
 	}
 	g, err := decodeGraph(gc.dir, gc.opt.Executor, body)
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("a damaged entry: %w", err)
 	}
 	// Keep a used entry from the trim, touching it at most once a day.
 	if fi, err := os.Stat(gc.path); err == nil && time.Since(fi.ModTime()) > 24*time.Hour {
 		now := time.Now()
 		os.Chtimes(gc.path, now, now)
 	}
-	return g
+	return g, nil
+}
+
+// lineDiff lists the lines of was not in now ("-") and of now not in was ("+").
+func lineDiff(was, now []byte) string {
+	a, b := strings.Split(string(was), "\n"), strings.Split(string(now), "\n")
+	var out strings.Builder
+	for _, l := range a {
+		if !slices.Contains(b, l) {
+			fmt.Fprintf(&out, "\t- %s\n", l)
+		}
+	}
+	for _, l := range b {
+		if !slices.Contains(a, l) {
+			fmt.Fprintf(&out, "\t+ %s\n", l)
+		}
+	}
+	return strings.TrimSuffix(out.String(), "\n")
 }
 
 // splitEntry parses an entry's file into its head and the bytes of its body.
@@ -323,7 +349,7 @@ func (gc *graphCache) store(g *graph.Graph, dirs []string, inputs []inputDep, st
 	if err != nil {
 		return err
 	}
-	head := entryHead{Key: blake3.Sum256(pre), Dirs: dirs, Inputs: inputs, BodySum: blake3.Sum256(body)}
+	head := entryHead{Key: blake3.Sum256(pre), Preimage: pre, Dirs: dirs, Inputs: inputs, BodySum: blake3.Sum256(body)}
 	var hb bytes.Buffer
 	if err := gob.NewEncoder(&hb).Encode(&head); err != nil {
 		return err

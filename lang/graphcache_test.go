@@ -124,19 +124,25 @@ func TestGraphCache(t *testing.T) {
 		if gc == nil {
 			t.Fatal("no graph cache: the test binary cannot be read")
 		}
-		return gc.lookup() != nil
+		g, _ := gc.lookup()
+		return g != nil
 	}
 	// check compiles through the cache, expecting a hit or not, and compares the
 	// graph with a fresh compile's; then the cache must hit. changed says whether
 	// the keys must differ from the last check's: an edit that changes nothing
 	// would test nothing.
 	var last []graph.Key
+	var why string // what the compile through the cache said, VMB_DEBUG_GRAPH_CACHE's lines
 	check := func(what string, opt Options, wantHit, changed bool) {
 		t.Helper()
 		if got := hit(opt); got != wantHit {
 			t.Errorf("%s: hit %v, want %v", what, got, wantHit)
 		}
-		cached, err := compile(t.Context(), dir, withCache(opt), 0)
+		var debug strings.Builder
+		copt := withCache(opt)
+		copt.DebugGraphCache = &debug
+		cached, err := compile(t.Context(), dir, copt, 0)
+		why = debug.String()
 		if err != nil {
 			t.Fatalf("%s: through the cache: %v", what, err)
 		}
@@ -170,6 +176,9 @@ func TestGraphCache(t *testing.T) {
 	check("unchanged", base, true, false)
 	edit("a.cue", repl(cacheRepo["a.cue"], `command: "echo hi"`, `command: "echo ho"`))
 	check("a .cue file edited", base, false, true)
+	if !strings.Contains(why, "\t+ cuefile \"a.cue\" ") || !strings.Contains(why, "stored ") {
+		t.Errorf("a .cue file edited: the miss does not say so:\n%s", why)
+	}
 	edit("c.cue", "package k\n\nimages: c: {from: \"a\", steps: [{job: \"hash\", disk: \"root\", dest: \"c.b3\"}]}\n")
 	check("a .cue file added", base, false, true)
 	if err := os.Remove(filepath.Join(dir, "c.cue")); err != nil {
@@ -187,6 +196,9 @@ func TestGraphCache(t *testing.T) {
 	check("an imported package edited", base, false, true)
 	edit("files/x.txt", "hello, world\n")
 	check("a copied file changed", base, false, true)
+	if !strings.Contains(why, "\t+ input \"files/x.txt\" blake3:") {
+		t.Errorf("a copied file changed: the miss does not say so:\n%s", why)
+	}
 	edit("files/tree/z", "zed\n")
 	check("a file added to a copied tree", base, false, true)
 	edit("files/tree/y", "Y\n")
