@@ -53,6 +53,8 @@ import (
 // (nor cue.mod, nor a directory listed) changed (its ctime) within racyWindow of
 // the compile's start: the digests are taken after CUE read the files, and a file
 // CUE read then changed would otherwise be stored under its new content's key.
+// Nor is the graph of a repository whose cue.mod holds a symlink stored: a tree's
+// digest names a symlink's target, not what CUE reads through it.
 //
 // The file: the line graphCacheMagic, the length (uvarint) of a gob-encoded
 // entryHead, the head, then a gob-encoded entryBody whose BLAKE3-256 the head
@@ -243,6 +245,10 @@ func (gc *graphCache) preimage(dirs []string, inputs []inputDep, settled time.Ti
 				fi, err := d.Info()
 				if err != nil {
 					return err
+				}
+				if fi.Mode()&fs.ModeSymlink != 0 {
+					// Its digest would be its target's name, not what CUE reads there.
+					return fmt.Errorf("%s: a symlink in cue.mod", p)
 				}
 				return check(p, fi)
 			})

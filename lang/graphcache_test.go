@@ -3,6 +3,7 @@ package lang
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +302,82 @@ func TestGraphCacheMiss(t *testing.T) {
 	}
 	if n := strings.Count(keys.String(), "vmb: key "); n != len(fresh.Nodes) {
 		t.Errorf("DebugKeys printed %d keys, want %d", n, len(fresh.Nodes))
+	}
+}
+
+// TestGraphCacheSymlinkInCueMod: cue.mod/pkg linking a package from elsewhere
+// (a developer's checkout) is read through the link, which a tree digest does not
+// follow: such a repository is compiled afresh every time, never stored.
+func TestGraphCacheSymlinkInCueMod(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	for name, data := range cacheRepo {
+		writeFile(t, filepath.Join(dir, name), data)
+	}
+	writeFile(t, filepath.Join(elsewhere, "lib.cue"), "package lib\n\nmode: \"0600\"\n")
+	writeFile(t, filepath.Join(dir, "cue.mod/module.cue"), defaultModule)
+	if err := os.MkdirAll(filepath.Join(dir, "cue.mod/pkg/example.com"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "cue.mod/pkg/example.com/lib")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "a.cue"), repl(cacheRepo["a.cue"], `import "vmb.local/sub"`, `import "example.com/lib:lib"`+"\nimport \"vmb.local/sub\"\n_m: lib.mode"))
+	var debug strings.Builder
+	opt := Options{Executor: testExecutor, GraphCache: filepath.Join(t.TempDir(), "graph"), DebugGraphCache: &debug}
+	if _, err := compile(t.Context(), dir, opt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(debug.String(), "not stored: ") || !strings.Contains(debug.String(), "a symlink in cue.mod") {
+		t.Errorf("a symlink in cue.mod: %s", debug.String())
+	}
+}
+
+// TestGraphCacheTrim: storing an entry removes those no compile used for
+// graphCacheUnused; a hit keeps its entry from that.
+func TestGraphCacheTrim(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range cacheRepo {
+		writeFile(t, filepath.Join(dir, name), data)
+	}
+	cache := filepath.Join(t.TempDir(), "graph")
+	old := time.Now().Add(-graphCacheUnused - time.Hour)
+	writeFile(t, filepath.Join(cache, "stale"), "an entry of a repository long gone")
+	writeFile(t, filepath.Join(cache, "recent"), "an entry used lately")
+	for _, name := range []string{"stale", "recent"} {
+		at := old
+		if name == "recent" {
+			at = time.Now().Add(-graphCacheUnused + time.Hour)
+		}
+		if err := os.Chtimes(filepath.Join(cache, name), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opt := Options{Executor: testExecutor, GraphCache: cache}
+	if _, err := compile(t.Context(), dir, opt, 0); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(cache)
+	var names []string
+	var entry string
+	for _, e := range ents {
+		names = append(names, e.Name())
+		if len(e.Name()) == 64 {
+			entry = filepath.Join(cache, e.Name())
+		}
+	}
+	if len(names) != 2 || entry == "" || !slices.Contains(names, "recent") {
+		t.Fatalf("after a store: %q, want the new entry and recent", names)
+	}
+	// A hit on an entry last used long ago makes it recent.
+	if err := os.Chtimes(entry, old, old); err != nil {
+		t.Fatal(err)
+	}
+	var debug strings.Builder
+	opt.DebugGraphCache = &debug
+	if _, err := compile(t.Context(), dir, opt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(entry); err != nil || !strings.Contains(debug.String(), "hit ") || time.Since(fi.ModTime()) > time.Hour {
+		t.Errorf("a hit on an old entry: %s; %v", debug.String(), err)
 	}
 }
