@@ -104,8 +104,8 @@ type entryJob struct {
 	Params []byte // the job's JSON
 }
 
+// entryNode is a node. Its key is the hash of its preimage.
 type entryNode struct {
-	Key      graph.Key
 	Job      int // index in Jobs
 	Parent   int // index in Nodes, -1 for none
 	Inputs   []graph.Input
@@ -407,7 +407,7 @@ func encodeGraph(g *graph.Graph) ([]byte, error) {
 		if n.Parent != nil {
 			parent = index[n.Parent]
 		}
-		body.Nodes[i] = entryNode{Key: n.Key, Job: j, Parent: parent,
+		body.Nodes[i] = entryNode{Job: j, Parent: parent,
 			Inputs: n.Inputs, Preimage: n.Preimage, Image: n.Image, Step: n.Step, Name: n.Name, Pos: n.Pos}
 	}
 	for _, im := range g.Images {
@@ -424,7 +424,7 @@ func encodeGraph(g *graph.Graph) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// decodeGraph decodes an entry's body. Every node's preimage must hash to its key.
+// decodeGraph decodes an entry's body.
 func decodeGraph(dir, executor string, raw []byte) (*graph.Graph, error) {
 	var body entryBody
 	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&body); err != nil {
@@ -446,16 +446,16 @@ func decodeGraph(dir, executor string, raw []byte) (*graph.Graph, error) {
 			return nil, fmt.Errorf("node %d: damaged", i)
 		}
 		job := copyJob(jobs[en.Job])
-		if en.Parent >= i || en.Parent < -1 || graph.HashPreimage(en.Preimage) != en.Key {
+		if en.Parent >= i || en.Parent < -1 {
 			return nil, fmt.Errorf("node %d: damaged", i)
 		}
-		n := &graph.Node{Key: en.Key, Job: job, Inputs: en.Inputs, Executor: executor, Preimage: en.Preimage,
+		n := &graph.Node{Key: graph.HashPreimage(en.Preimage), Job: job, Inputs: en.Inputs, Executor: executor, Preimage: en.Preimage,
 			Image: en.Image, Step: en.Step, Name: en.Name, Pos: en.Pos}
 		if en.Parent >= 0 {
 			n.Parent = nodes[en.Parent]
 		}
 		if g.Add(n) != n {
-			return nil, fmt.Errorf("node %d: key %s twice", i, en.Key)
+			return nil, fmt.Errorf("node %d: key %s twice", i, n.Key)
 		}
 		nodes[i] = n
 	}
