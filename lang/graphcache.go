@@ -32,7 +32,8 @@ import (
 // slot: the repository's absolute path, the executor and the tags. A slot holds one
 // graph, the last one compiled; a compile of changed definitions replaces it. The
 // entry holds the key its graph was compiled under: the BLAKE3-256 of a preimage of
-// readable lines (graphPreimage) naming
+// readable lines (graphCache.preimage; the entry keeps them, so that a miss can say
+// which line changed) naming
 //
 //	vmb's identity     the digest of the running executable, which embeds the stdlib
 //	                   and the compiler; the stdlib's digest; CUE's language version
