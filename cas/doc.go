@@ -25,7 +25,10 @@
 //	                         appliance-boot/<digest>/ (kernel and initramfs for
 //	                         qemu, checked against their blobs on use),
 //	                         appliance-work/ (packages the appliance is built from),
-//	                         lang/stat-cache.json (digests of local inputs by stat)
+//	                         lang/stat-cache.json (digests of local inputs by stat),
+//	                         lang/graph/<hash> (compiled graphs: one for each
+//	                         repository, executor and tags, with the key it is valid
+//	                         under; lang trims what 30 days did not use)
 //	<dir>/trim.txt           when the cache last trimmed itself (Trim), in seconds
 //	                         since 1970
 //	<dir>/tmp/               staging: files are written here and renamed into place

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/errors"
@@ -48,6 +49,15 @@ type Options struct {
 	// are definitions like any other: a tag's value enters keys as the fields it
 	// sets do.
 	Tags []string
+	// GraphCache is the directory where compiled graphs are kept, keyed by all
+	// they depend on (graphcache.go), so that compiling an unchanged repository
+	// evaluates no CUE; "" keeps none. lang creates it if need be. A compile with
+	// DebugKeys set neither reads nor writes it: it keys every node to print it.
+	GraphCache string
+	// DebugGraphCache, if not nil, receives a line saying whether the graph came
+	// from the graph cache, and if not why not (the CLI sets it when
+	// VMB_DEBUG_GRAPH_CACHE=1).
+	DebugGraphCache io.Writer
 }
 
 // Compile loads the build repository in dir and compiles every image into a graph
@@ -55,6 +65,12 @@ type Options struct {
 // and no graph, if the definitions are invalid. Hashing local inputs stops when
 // ctx is done.
 func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error) {
+	return compile(ctx, dir, opt, racyWindow)
+}
+
+// compile is Compile, a file changed in the last racy being too recent for the
+// stat cache and the graph cache to trust (tests set 0).
+func compile(ctx context.Context, dir string, opt Options, racy time.Duration) (*graph.Graph, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -65,6 +81,55 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	if opt.Executor == "" {
 		opt.Executor = PlaceholderExecutor
 	}
+	h := newHasher(ctx, opt.StatCache)
+	h.racy = racy
+	defer h.save() // a cache that cannot be written only makes the next run slower
+	debug := func(format string, args ...any) {
+		if opt.DebugGraphCache != nil {
+			fmt.Fprintf(opt.DebugGraphCache, "vmb: graph cache: "+format+"\n", args...)
+		}
+	}
+	var gc *graphCache
+	switch {
+	case opt.GraphCache == "":
+	case opt.DebugKeys != nil:
+		debug("not used: keys are printed as they are computed")
+	default:
+		if gc = openGraphCache(abs, opt, h); gc == nil {
+			debug("not used: vmb's executable cannot be read")
+			break
+		}
+		g, err := gc.lookup()
+		if err == nil {
+			debug("hit %s", gc.path)
+			return g, nil
+		}
+		debug("miss %s: %v", gc.path, err)
+	}
+	start := time.Now()
+	c, err := compileFresh(ctx, abs, opt, h)
+	if err != nil {
+		return nil, err
+	}
+	if gc != nil {
+		var inputs []inputDep
+		for p, hd := range c.hashed {
+			rel, _ := filepath.Rel(abs, p)
+			inputs = append(inputs, inputDep{Path: filepath.ToSlash(rel), Digest: hd.d})
+		}
+		slices.SortFunc(inputs, func(a, b inputDep) int { return strings.Compare(a.Path, b.Path) })
+		// One not stored is compiled again next time.
+		if err := gc.store(c.g, c.l.cueDirs, inputs, start, racy); err != nil {
+			debug("not stored: %v", err)
+		} else {
+			debug("stored %s", gc.path)
+		}
+	}
+	return c.g, nil
+}
+
+// compileFresh compiles the repository in abs, evaluating its CUE.
+func compileFresh(ctx context.Context, abs string, opt Options, h *hasher) (*compiler, error) {
 	errs := &errorList{dir: abs}
 	l, ok := loadRepo(abs, opt.Tags, errs)
 	if !ok {
@@ -73,7 +138,7 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	c := &compiler{
 		ctx: ctx, l: l, errs: errs, opt: opt, g: &graph.Graph{Dir: abs},
 		images: map[string]cue.Value{}, done: map[string]*compiled{},
-		hash:  newHasher(ctx, opt.StatCache),
+		hash:  h,
 		image: l.schema.LookupPath(cue.ParsePath("#Image")),
 		jobs:  l.schema.LookupPath(cue.ParsePath("#Jobs")),
 	}
@@ -103,11 +168,10 @@ func Compile(ctx context.Context, dir string, opt Options) (*graph.Graph, error)
 	if err := errs.err(); err != nil {
 		return nil, err
 	}
-	c.hash.save() // a cache that cannot be written only makes the next run slower
 	for _, name := range names {
 		c.g.Images = append(c.g.Images, c.done[name].im)
 	}
-	return c.g, nil
+	return c, nil
 }
 
 type compiler struct {

@@ -11,6 +11,12 @@
 // a stat cache in a file the caller names. The executor identity that enters every
 // key is the caller's too (Options); lang reads no environment and no flag.
 //
+// Compile keeps the graph it made in a graph cache, a directory the caller names,
+// keyed by everything the graph depends on: vmb's own executable (which embeds the
+// stdlib and this compiler), the options, the CUE files and the local inputs, each
+// by digest through the stat cache (graphcache.go). An unchanged repository then
+// compiles without evaluating CUE; any change, or any doubt, compiles it afresh.
+//
 // lang also keeps the registry of imported repositories (vmb import), a small JSON
 // file in the configuration directory the caller names.
 //

@@ -3,6 +3,7 @@ package lang
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/load"
 	"cuelang.org/go/cue/token"
@@ -32,6 +34,10 @@ type loaded struct {
 	dir    string
 	root   cue.Value // the user's package
 	schema cue.Value // the stdlib package vmb.dev/vmb
+	// cueDirs are the directories, relative to dir and slash-separated, that CUE
+	// files of the user's package and of the packages of its module it imports
+	// were loaded from, sorted: what the graph cache keys on besides cue.mod.
+	cueDirs []string
 }
 
 // loadRepo loads the CUE package in dir with the stdlib overlaid as an importable
@@ -85,7 +91,38 @@ func loadRepo(dir string, tags []string, errs *errorList) (*loaded, bool) {
 	if err := schema.Err(); err != nil {
 		panic(fmt.Sprintf("lang: the stdlib does not evaluate: %v", err))
 	}
-	return &loaded{dir: dir, root: root, schema: schema}, true
+	return &loaded{dir: dir, root: root, schema: schema, cueDirs: cueDirs(dir, insts[0])}, true
+}
+
+// cueDirs returns the directories inst and the packages it imports were loaded
+// from, with every directory between them and dir (a package's files in a parent
+// directory are part of it), leaving out cue.mod (keyed whole) and what is not
+// under dir.
+func cueDirs(dir string, inst *build.Instance) []string {
+	seen := map[*build.Instance]bool{}
+	set := map[string]bool{}
+	var walk func(*build.Instance)
+	walk = func(inst *build.Instance) {
+		if seen[inst] {
+			return
+		}
+		seen[inst] = true
+		rel, err := filepath.Rel(dir, inst.Dir)
+		if err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) &&
+			rel != "cue.mod" && !strings.HasPrefix(rel, "cue.mod"+string(filepath.Separator)) {
+			for ; rel != "." && !set[filepath.ToSlash(rel)]; rel = filepath.Dir(rel) {
+				set[filepath.ToSlash(rel)] = true
+			}
+			set["."] = true
+		}
+		for _, imp := range inst.Imports {
+			walk(imp)
+		}
+	}
+	walk(inst)
+	dirs := slices.Collect(maps.Keys(set))
+	slices.Sort(dirs)
+	return dirs
 }
 
 // span is the text of one definition in a user's file, from its label to its end.

@@ -93,7 +93,9 @@ func openRegistry(e *env) (*lang.Registry, error) {
 // prints every error as file:line:col: message and returns exitInvalid, else -1.
 // It uses the stat cache of cacheDir (default: the default cache) and the given
 // executor identity, by default the appliance of that cache, so that keys are the
-// keys vmb solve uses; a cache without an appliance gives placeholder keys.
+// keys vmb solve uses; a cache without an appliance gives placeholder keys. The
+// graph is taken from the cache's graph cache when the repository is unchanged,
+// unless VMB_NO_GRAPH_CACHE=1.
 func compileWith(e *env, dir, cacheDir, executor string, tags []string) (*graph.Graph, int) {
 	opt := lang.Options{Executor: executor, ResolveImage: vmexec.ResolveImage, Tags: tags}
 	if cacheDir == "" {
@@ -101,6 +103,9 @@ func compileWith(e *env, dir, cacheDir, executor string, tags []string) (*graph.
 	}
 	if cacheDir != "" {
 		opt.StatCache = filepath.Join(cas.ScratchDir(cacheDir, "lang"), "stat-cache.json")
+		if e.getenv("VMB_NO_GRAPH_CACHE") != "1" {
+			opt.GraphCache = filepath.Join(cas.ScratchDir(cacheDir, "lang"), "graph")
+		}
 		if opt.Executor == "" {
 			app, err := cacheAppliance(cacheDir)
 			if err == nil {
@@ -116,6 +121,9 @@ func compileWith(e *env, dir, cacheDir, executor string, tags []string) (*graph.
 	}
 	if e.getenv("VMB_DEBUG_KEYS") == "1" {
 		opt.DebugKeys = e.stderr
+	}
+	if e.getenv("VMB_DEBUG_GRAPH_CACHE") == "1" {
+		opt.DebugGraphCache = e.stderr
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
