@@ -139,7 +139,8 @@ func clamp(t unix.StatxTimestamp, epoch int64) unix.Timespec {
 }
 
 // fixTimes rewrites, on an unmounted ext2/3/4 target, what normalize could not: the
-// creation times, generations and change counters of inodes, and the superblock's mount and write
+// creation times, generations and change counters of inodes, the free blocks (what
+// a removed file leaves there), and the superblock's mount and write
 // times, mount count and lifetime write count. Their checksums are seeded with the
 // generation, so the blocks of files and directories whose generation changed are
 // written again by e2fsck.
@@ -155,6 +156,11 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 	if err := a.fixInodes(m, fixes); err != nil {
 		return err
 	}
+	zeroed, err := ext.ZeroFree(m.dev)
+	if err != nil {
+		return fmt.Errorf("free blocks: %w", err)
+	}
+	fmt.Printf("+ free blocks: %d MiB made to read as zeros\n", zeroed>>20)
 	// Last, since e2fsprogs stamp it with the clock, which runs: the superblock.
 	return ext.StampSuperblock(m.dev, a.job.Epoch)
 }

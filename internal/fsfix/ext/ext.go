@@ -1,6 +1,7 @@
 // Package ext makes ext2/3/4 filesystems reproducible at the byte level: the
-// superblock's times and counters (StampSuperblock), and the inode tables' free
-// slots and change counters (ScrubInodes), with their metadata_csum checksums.
+// superblock's times and counters (StampSuperblock), the inode tables' free
+// slots and change counters (ScrubInodes), with their metadata_csum checksums, and
+// the free blocks (ZeroFree).
 // The agent sets creation times and generations with debugfs, and mkfs takes
 // the UUID and hash seed it derives.
 package ext
@@ -12,6 +13,8 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+
+	"vmb.dev/vmb/internal/fsfix/blockdev"
 )
 
 // StampSuperblock sets the primary superblock's mount, write and check times to
@@ -47,6 +50,93 @@ func StampSuperblock(dev string, epoch int64) error {
 	return f.Sync()
 }
 
+// geometry is what the fixers read of an ext2/3/4 superblock and its group
+// descriptors, checked against the device's size: nothing read is trusted.
+type geometry struct {
+	blockSize, perGroup, inodeSize int64
+	blocks, firstData, groups      int64
+	blocksPerGroup                 int64
+	descSize                       int64
+	is64, csum                     bool
+	seed                           uint32 // metadata_csum seed
+	descs                          []byte
+}
+
+func readGeometry(f *os.File, dev string) (*geometry, error) {
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return nil, err
+	}
+	le := binary.LittleEndian
+	if le.Uint16(sb[56:]) != 0xEF53 {
+		return nil, fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
+	}
+	logBlock := le.Uint32(sb[24:])
+	if logBlock > 6 {
+		return nil, fmt.Errorf("%s: block size 1024<<%d out of range", dev, logBlock)
+	}
+	g := &geometry{blockSize: int64(1024) << logBlock, descSize: 32}
+	blocks := uint64(le.Uint32(sb[4:]))
+	g.perGroup = int64(le.Uint32(sb[40:]))
+	g.inodeSize = int64(le.Uint16(sb[88:]))
+	if le.Uint32(sb[76:]) == 0 { // revision 0: 128-byte inodes
+		g.inodeSize = 128
+	}
+	g.firstData = int64(le.Uint32(sb[20:]))
+	g.blocksPerGroup = int64(le.Uint32(sb[32:]))
+	incompat, roCompat := le.Uint32(sb[96:]), le.Uint32(sb[100:])
+	g.is64 = incompat&0x80 != 0
+	if g.is64 {
+		blocks |= uint64(le.Uint32(sb[336:])) << 32
+		g.descSize = int64(le.Uint16(sb[254:]))
+	}
+	g.csum = roCompat&0x400 != 0               // metadata_csum
+	g.seed = crc32c(^uint32(0), sb[0x68:0x78]) // the filesystem's UUID
+	if incompat&0x2000 != 0 {                  // csum_seed
+		g.seed = le.Uint32(sb[0x270:])
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if g.blocksPerGroup <= 0 || g.blocksPerGroup > 8*g.blockSize ||
+		g.firstData >= int64(blocks) || g.perGroup <= 0 || g.perGroup > 8*g.blockSize ||
+		g.inodeSize < 128 || g.inodeSize > g.blockSize || g.inodeSize&(g.inodeSize-1) != 0 ||
+		g.descSize < 32 || g.descSize > 1024 || g.descSize&(g.descSize-1) != 0 || g.perGroup*g.inodeSize > size {
+		return nil, fmt.Errorf("%s: superblock geometry out of range", dev)
+	}
+	g.blocks = int64(blocks)
+	g.groups = (g.blocks - g.firstData + g.blocksPerGroup - 1) / g.blocksPerGroup
+	if g.groups <= 0 || g.groups > size/g.descSize {
+		return nil, fmt.Errorf("%s: %d block groups: out of range", dev, g.groups)
+	}
+	g.descs = make([]byte, g.groups*g.descSize)
+	if _, err := f.ReadAt(g.descs, (g.firstData+1)*g.blockSize); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// desc returns group i's flags and the block numbers of its block bitmap, inode
+// bitmap and inode table.
+func (g *geometry) desc(i int64) (flags uint16, blockBitmap, inodeBitmap, table int64) {
+	le := binary.LittleEndian
+	d := g.descs[i*g.descSize:]
+	blockBitmap, inodeBitmap, table = int64(le.Uint32(d[0:])), int64(le.Uint32(d[4:])), int64(le.Uint32(d[8:]))
+	if g.is64 && g.descSize >= 64 {
+		blockBitmap |= int64(le.Uint32(d[0x20:])) << 32
+		inodeBitmap |= int64(le.Uint32(d[0x24:])) << 32
+		table |= int64(le.Uint32(d[0x28:])) << 32
+	}
+	return le.Uint16(d[18:]), blockBitmap, inodeBitmap, table
+}
+
+// Group descriptor flags.
+const (
+	inodeUninit = 0x1 // the inode table was never written
+	blockUninit = 0x2 // the block bitmap was never written: no block was ever allocated
+)
+
 // ScrubInodes works through the inode tables of an unmounted ext2/3/4 filesystem.
 // It zeroes the slots the inode bitmaps say are free: a deleted file leaves its inode
 // behind, with the times and generation it had, where mke2fs left zeros. In the
@@ -58,79 +148,28 @@ func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
 		return 0, 0, err
 	}
 	defer f.Close()
-	sb := make([]byte, 1024)
-	if _, err := f.ReadAt(sb, 1024); err != nil {
-		return 0, 0, err
-	}
-	le := binary.LittleEndian
-	if le.Uint16(sb[56:]) != 0xEF53 {
-		return 0, 0, fmt.Errorf("%s: not an ext2/3/4 filesystem", dev)
-	}
-	logBlock := le.Uint32(sb[24:])
-	if logBlock > 6 {
-		return 0, 0, fmt.Errorf("%s: block size 1024<<%d out of range", dev, logBlock)
-	}
-	blockSize := int64(1024) << logBlock
-	blocks := uint64(le.Uint32(sb[4:]))
-	perGroup := int64(le.Uint32(sb[40:]))
-	inodeSize := int64(le.Uint16(sb[88:]))
-	if le.Uint32(sb[76:]) == 0 { // revision 0: 128-byte inodes
-		inodeSize = 128
-	}
-	firstData := int64(le.Uint32(sb[20:]))
-	blocksPerGroup := uint64(le.Uint32(sb[32:]))
-	descSize := int64(32)
-	incompat, roCompat := le.Uint32(sb[96:]), le.Uint32(sb[100:])
-	is64 := incompat&0x80 != 0
-	if is64 {
-		blocks |= uint64(le.Uint32(sb[336:])) << 32
-		descSize = int64(le.Uint16(sb[254:]))
-	}
-	csum := roCompat&0x400 != 0               // metadata_csum
-	seed := crc32c(^uint32(0), sb[0x68:0x78]) // the filesystem's UUID
-	if incompat&0x2000 != 0 {                 // csum_seed
-		seed = le.Uint32(sb[0x270:])
-	}
-	size, err := f.Seek(0, io.SeekEnd)
+	g, err := readGeometry(f, dev)
 	if err != nil {
 		return 0, 0, err
 	}
-	// Nothing read is trusted: what is read and allocated fits the device.
-	if blocksPerGroup == 0 || uint64(firstData) >= blocks || perGroup <= 0 || perGroup > 8*blockSize ||
-		inodeSize < 128 || inodeSize > blockSize || inodeSize&(inodeSize-1) != 0 ||
-		descSize < 32 || descSize > 1024 || descSize&(descSize-1) != 0 || perGroup*inodeSize > size {
-		return 0, 0, fmt.Errorf("%s: superblock geometry out of range", dev)
-	}
-	groups := int64((blocks - uint64(firstData) + blocksPerGroup - 1) / blocksPerGroup)
-	if groups <= 0 || groups > size/descSize {
-		return 0, 0, fmt.Errorf("%s: %d block groups: out of range", dev, groups)
-	}
-	descs := make([]byte, groups*descSize)
-	if _, err := f.ReadAt(descs, (firstData+1)*blockSize); err != nil {
-		return 0, 0, err
-	}
-	bitmap := make([]byte, blockSize)
-	table := make([]byte, perGroup*inodeSize)
-	zero := make([]byte, inodeSize)
-	for g := range groups {
-		d := descs[g*descSize:]
-		if le.Uint16(d[18:])&1 != 0 { // INODE_UNINIT: nothing was ever written
+	le := binary.LittleEndian
+	bitmap := make([]byte, g.blockSize)
+	table := make([]byte, g.perGroup*g.inodeSize)
+	zero := make([]byte, g.inodeSize)
+	for gi := range g.groups {
+		flags, _, bitmapAt, tableAt := g.desc(gi)
+		if flags&inodeUninit != 0 { // nothing was ever written
 			continue
 		}
-		bitmapAt, tableAt := int64(le.Uint32(d[4:])), int64(le.Uint32(d[8:]))
-		if is64 && descSize >= 64 {
-			bitmapAt |= int64(le.Uint32(d[0x24:])) << 32
-			tableAt |= int64(le.Uint32(d[0x28:])) << 32
-		}
-		if _, err := f.ReadAt(bitmap, bitmapAt*blockSize); err != nil {
+		if _, err := f.ReadAt(bitmap, bitmapAt*g.blockSize); err != nil {
 			return cleared, scrubbed, err
 		}
-		if _, err := f.ReadAt(table, tableAt*blockSize); err != nil {
+		if _, err := f.ReadAt(table, tableAt*g.blockSize); err != nil {
 			return cleared, scrubbed, err
 		}
 		dirty := false
-		for i := range perGroup {
-			in := table[i*inodeSize : (i+1)*inodeSize]
+		for i := range g.perGroup {
+			in := table[i*g.inodeSize : (i+1)*g.inodeSize]
 			if bitmap[i/8]&(1<<(i%8)) == 0 {
 				if !bytes.Equal(in, zero) {
 					clear(in)
@@ -140,7 +179,7 @@ func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
 				continue
 			}
 			extra := int64(0)
-			if inodeSize > 128 {
+			if g.inodeSize > 128 {
 				extra = int64(le.Uint16(in[0x80:]))
 			}
 			changed := le.Uint32(in[0x24:]) != 0
@@ -154,18 +193,82 @@ func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
 			}
 			scrubbed++
 			dirty = true
-			if csum {
-				ino := uint32(g*perGroup + i + 1)
-				inodeChecksum(in, seed, ino, extra >= 4)
+			if g.csum {
+				ino := uint32(gi*g.perGroup + i + 1)
+				inodeChecksum(in, g.seed, ino, extra >= 4)
 			}
 		}
 		if dirty {
-			if _, err := f.WriteAt(table, tableAt*blockSize); err != nil {
+			if _, err := f.WriteAt(table, tableAt*g.blockSize); err != nil {
 				return cleared, scrubbed, err
 			}
 		}
 	}
 	return cleared, scrubbed, f.Sync()
+}
+
+// ZeroFree makes the blocks an unmounted ext2/3/4 filesystem's block bitmaps say
+// are free read as zeros (blockdev.ZeroRanges: discarded, or written with zeros).
+// A deleted file or directory leaves its blocks as they were, and a directory
+// block's checksum is seeded with its inode's generation, which the kernel draws
+// at random. fstrim would do it on a mounted filesystem, but ext4 refuses FITRIM
+// when mounted without replaying its journal (noload), as vmb mounts it. A group
+// whose bitmap was never written (BLOCK_UNINIT) had no block allocated since mkfs,
+// which discards the device: it is left alone. It returns how many bytes it zeroed.
+func ZeroFree(dev string) (int64, error) {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	g, err := readGeometry(f, dev)
+	if err != nil {
+		return 0, err
+	}
+	if size, err := f.Seek(0, io.SeekEnd); err != nil {
+		return 0, err
+	} else if g.blocks > size/g.blockSize {
+		return 0, fmt.Errorf("%s: %d blocks of %d bytes: larger than the device", dev, g.blocks, g.blockSize)
+	}
+	bitmap := make([]byte, g.blockSize)
+	var ranges [][2]int64
+	var total int64
+	for gi := range g.groups {
+		flags, bitmapAt, _, _ := g.desc(gi)
+		if flags&blockUninit != 0 {
+			continue
+		}
+		if bitmapAt <= 0 || bitmapAt >= g.blocks {
+			return 0, fmt.Errorf("%s: group %d: block bitmap at %d, past the end", dev, gi, bitmapAt)
+		}
+		if _, err := f.ReadAt(bitmap, bitmapAt*g.blockSize); err != nil {
+			return 0, err
+		}
+		first := g.firstData + gi*g.blocksPerGroup
+		n := min(g.blocksPerGroup, g.blocks-first)
+		for i := int64(0); i < n; {
+			if bitmap[i/8]&(1<<(i%8)) != 0 {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < n && bitmap[j/8]&(1<<(j%8)) == 0 {
+				j++
+			}
+			r := [2]int64{(first + i) * g.blockSize, (first + j) * g.blockSize}
+			if k := len(ranges) - 1; k >= 0 && ranges[k][1] == r[0] {
+				ranges[k][1] = r[1]
+			} else {
+				ranges = append(ranges, r)
+			}
+			total += r[1] - r[0]
+			i = j
+		}
+	}
+	if err := blockdev.ZeroRanges(f, ranges); err != nil {
+		return 0, err
+	}
+	return total, f.Sync()
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

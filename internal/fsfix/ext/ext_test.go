@@ -1,6 +1,7 @@
 package ext
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +40,7 @@ func TestStampSuperblock(t *testing.T) {
 	}
 }
 
-// ScrubInodes and StampSuperblock read a filesystem they did not write: whatever
+// ScrubInodes, StampSuperblock and ZeroFree read a filesystem they did not write: whatever
 // the bytes, they return and do not panic. The seed is what mkfs.ext4 makes of
 // 2 MiB, up to its inode table's end, where the host has it.
 func FuzzScrubInodes(f *testing.F) {
@@ -50,5 +51,67 @@ func FuzzScrubInodes(f *testing.F) {
 	fstest.FuzzImage(f, func(t *testing.T, img string) {
 		ScrubInodes(img)
 		StampSuperblock(img, 1577836800)
+		ZeroFree(img)
 	})
+}
+
+// ZeroFree leaves no byte of a removed file or directory in the free blocks, and
+// every block in use, data and metadata, as it was: e2fsck accepts the result and
+// the files left read back whole.
+func TestZeroFree(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("e2fsprogs is not installed")
+	}
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "gone-dir"), 0o755)
+	kept := bytes.Repeat([]byte("KEPT-CONTENT "), 40000)
+	os.WriteFile(filepath.Join(tree, "kept"), kept, 0o644)
+	os.WriteFile(filepath.Join(tree, "gone"), bytes.Repeat([]byte("GONE-CONTENT "), 40000), 0o644)
+	for i := range 200 { // a directory of several blocks
+		os.WriteFile(filepath.Join(tree, "gone-dir", "entry-named-"+strings.Repeat("x", 40)+string(rune('a'+i%26))+string(rune('a'+i/26))), nil, 0o644)
+	}
+	img := filepath.Join(dir, "ext4.img")
+	f, _ := os.Create(img)
+	f.Truncate(64 << 20)
+	f.Close()
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	// debugfs frees the blocks and leaves their bytes, as the kernel does.
+	script := "rm /gone\n"
+	for i := range 200 {
+		script += "rm /gone-dir/entry-named-" + strings.Repeat("x", 40) + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "\n"
+	}
+	script += "rmdir /gone-dir\n"
+	cmd := exec.Command("debugfs", "-w", "-f", "-", img)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v\n%s", err, out)
+	}
+	count := func(what string) int {
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Count(b, []byte(what))
+	}
+	if count("GONE-CONTENT") == 0 || count("entry-named-") == 0 {
+		t.Fatal("debugfs left no bytes of the removed file and directory: the test proves nothing")
+	}
+	n, err := ZeroFree(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || count("GONE-CONTENT") != 0 || count("entry-named-") != 0 {
+		t.Errorf("after ZeroFree (%d bytes zeroed): %d pieces of the removed file, %d names of the removed directory's entries",
+			n, count("GONE-CONTENT"), count("entry-named-"))
+	}
+	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn after ZeroFree: %v\n%s", err, out)
+	}
+	got, err := exec.Command("debugfs", "-R", "cat /kept", img).Output()
+	if err != nil || !bytes.Equal(got, kept) {
+		t.Errorf("/kept after ZeroFree: %d bytes, want %d (%v)", len(got), len(kept), err)
+	}
 }
