@@ -153,14 +153,21 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		return fmt.Errorf("inode tables: %w", err)
 	}
 	fmt.Printf("+ inode tables: %d free inodes cleared, %d change counters zeroed\n", cleared, scrubbed)
-	if err := a.fixInodes(m, fixes); err != nil {
-		return err
-	}
+	// Free blocks now, while every group the kernel allocated from has its bitmap
+	// (e2fsck marks a group it finds empty BLOCK_UNINIT, and ZeroFree passes
+	// those), and again after e2fsck, which frees the blocks of the directories it
+	// compacts.
 	zeroed, err := ext.ZeroFree(m.dev)
 	if err != nil {
 		return fmt.Errorf("free blocks: %w", err)
 	}
 	fmt.Printf("+ free blocks: %d MiB made to read as zeros\n", zeroed>>20)
+	if err := a.fixInodes(m, fixes); err != nil {
+		return err
+	}
+	if _, err := ext.ZeroFree(m.dev); err != nil {
+		return fmt.Errorf("free blocks: %w", err)
+	}
 	// Last, since e2fsprogs stamp it with the clock, which runs: the superblock.
 	return ext.StampSuperblock(m.dev, a.job.Epoch)
 }
@@ -212,9 +219,14 @@ func (a *agent) fixInodes(m mountpoint, fixes []inodeFix) error {
 		return nil
 	}
 	// With metadata_csum, the checksums of directory and extent blocks are seeded
-	// with their inode's generation: e2fsck writes them again.
-	fmt.Println("+ e2fsck -fy: checksums seeded with the new generations")
-	out, err = runEnv(env, "e2fsck", "-fy", m.dev)
+	// with their inode's generation: e2fsck writes them again. -D rebuilds every
+	// directory from its entries alone: where an entry lands in a directory's
+	// blocks otherwise depends on the names created and removed there before it,
+	// and programs name their temporary files by pid and clock (depmod writes
+	// modules.dep.<pid>.<usec>.<sec> and renames it), so two installs of the same
+	// packages laid out /usr/lib/modules/<version> and / differently.
+	fmt.Println("+ e2fsck -fyD: checksums seeded with the new generations, directories rebuilt")
+	out, err = runEnv(env, "e2fsck", "-fyD", m.dev)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() < 4 {
 		err = nil // 1 and 2: errors corrected
