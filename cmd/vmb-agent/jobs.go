@@ -40,8 +40,43 @@ func (a *agent) run() error {
 	if uerr := a.unmountAll(); err == nil {
 		err = uerr
 	}
+	if _, ok := job.(*graph.Run); ok && err == nil {
+		err = a.fixUnmounted()
+	}
 	unix.Sync()
 	return err
+}
+
+// fixUnmounted runs the fixers of the FAT family on every such filesystem of a
+// run's disks, which its command may have mounted and written itself (a boot
+// loader's installer mounts the EFI system partition): FAT keeps creation times to
+// 10 ms, and the held clock is up to holdPeriod past the epoch. vmb check found
+// grub-install's /EFI/BOOT made at .06 s in one build and .07 s in the other. The
+// fixers change nothing that is not after the epoch, so a filesystem the agent
+// mounted and fixed already is left as it is.
+func (a *agent) fixUnmounted() error {
+	for _, name := range a.job.Disks {
+		dev, err := a.disk(name)
+		if err != nil {
+			return err
+		}
+		devs := []string{dev}
+		entries, _ := os.ReadDir(filepath.Join("/sys/block", filepath.Base(dev)))
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), filepath.Base(dev)) {
+				devs = append(devs, "/dev/"+e.Name())
+			}
+		}
+		for _, d := range devs {
+			out, _ := exec.Command("blkid", "-p", "-o", "value", "-s", "TYPE", d).Output()
+			if typ := strings.TrimSpace(string(out)); typ == "vfat" || typ == "exfat" {
+				if err := a.fixVolume(typ, d); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (a *agent) do(job graph.Job) error {
