@@ -136,22 +136,7 @@ func (f *FS) Locate(off, n int64) ([]fsmap.Span, error) {
 	if err := f.walk(); err != nil {
 		return nil, err
 	}
-	end := min(off+n, f.size)
-	var out []fsmap.Span
-	var lastID int64 = -1
-	for pos := off; pos < end; {
-		s, id, next := f.at(pos)
-		next = min(max(next, pos+1), end)
-		s.Off, s.Len = pos, next-pos
-		if k := len(out) - 1; k >= 0 && out[k].Structure == s.Structure && id == lastID {
-			out[k].Len += s.Len
-		} else {
-			out = append(out, s)
-		}
-		lastID = id
-		pos = next
-	}
-	return out, nil
+	return fsmap.Spans(off, min(off+n, f.size), int64(-1), f.at), nil
 }
 
 // The ids at tells owners apart by, besides owners' indexes: -1 for what belongs
