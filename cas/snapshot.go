@@ -236,8 +236,14 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 			changed = append(changed[:len(changed):len(changed)], Extent{edge, cs})
 		}
 		dirty := chunksOf(changed, cs, size)
-		read = dirty
 		kept = baseChunksOutside(opt.Base, dirty, size)
+		// A changed chunk that is a hole now (the job discarded it) is zero
+		// without a read.
+		data, err := dataExtents(f, size)
+		if err != nil {
+			return fail(err)
+		}
+		read = intersectSorted(dirty, chunksOf(data, cs, size))
 	} else {
 		data, err := dataExtents(f, size)
 		if err != nil {
@@ -438,6 +444,24 @@ func chunksOf(ext []Extent, cs, size int64) []int64 {
 		for c := max(e.Off/cs*cs, next); c < end; c += cs {
 			out = append(out, c)
 			next = c + cs
+		}
+	}
+	return out
+}
+
+// intersectSorted returns the offsets in both a and b (each ascending).
+func intersectSorted(a, b []int64) []int64 {
+	var out []int64
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		switch {
+		case a[i] < b[j]:
+			i++
+		case a[i] > b[j]:
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
 		}
 	}
 	return out
