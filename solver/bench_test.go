@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
@@ -92,4 +96,49 @@ images: "img%03d": {
 			}
 		}
 	})
+}
+
+// BenchmarkSolveTracing runs every node of 20 images of 5 steps with the fake
+// executor (--no-cache), without a tracer provider ("off", vmb's default: the
+// otel API's no-op) and with one that records every span ("on"): what a trace
+// costs the solver, and that it costs nothing measurable off.
+func BenchmarkSolveTracing(b *testing.B) {
+	dir := b.TempDir()
+	os.WriteFile(filepath.Join(dir, "motd"), []byte("hello\n"), 0o644)
+	var src strings.Builder
+	src.WriteString("package bench\n")
+	for i := range 20 {
+		fmt.Fprintf(&src, `images: "img%02d": {
+	disks: root: "%dMiB"
+	steps: [
+		{job: "format", place: "root", fs: "ext4"},
+		{job: "copy-in", src: "motd", dest: "root:/etc/motd"},
+		{job: "run", root: "root", command: "echo %d > /etc/n"},
+		{job: "remove", path: "root:/etc/motd"},
+	]
+}
+`, i, 64+i, i)
+	}
+	os.WriteFile(filepath.Join(dir, "build.cue"), []byte(src.String()), 0o644)
+	store, err := cas.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := &executortest.Fake{Store: store, Chain: true}
+	g, err := lang.Compile(b.Context(), dir, lang.Options{Executor: x.Identity()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	solve := func(b *testing.B) {
+		for b.Loop() {
+			if sum, err := solver.New(store, x, solver.Options{NoCache: true}).Solve(b.Context(), g); err != nil || sum.Executed != 100 {
+				b.Fatalf("%+v, %v", sum, err)
+			}
+		}
+	}
+	prev := otel.GetTracerProvider()
+	defer otel.SetTracerProvider(prev)
+	b.Run("off", solve)
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracetest.NewSpanRecorder())))
+	b.Run("on", solve)
 }

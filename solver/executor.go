@@ -80,3 +80,26 @@ func jobError(n *graph.Node, err error, log string) *JobError {
 	}
 	return je
 }
+
+// Chainer is an Executor that runs a chain of nodes, each the parent of the
+// next, for less than one Run each: vmexec runs a chain's jobs in one build VM,
+// booted once. The solver runs the nodes of an image that miss as chains where
+// the executor allows, and records each node as it finishes, so that a chain that
+// fails keeps every result before the failure, as one Run a node would.
+type Chainer interface {
+	Executor
+	// Joins reports whether node n, a child of the chain's last node, may run
+	// in the same chain.
+	Joins(chain []*graph.Node, n *graph.Node) bool
+	// RunChain runs the nodes in order, the first on disks and each next one on
+	// the disks the one before it returned, each as Run would run it alone (the
+	// same disks and files). It calls start(i) as node i begins, for the writer
+	// node i's log goes to and a context that carries node i's trace span (for
+	// the spans of its phases; ctx alone stops the chain), and done(i, out,
+	// files) once node i succeeded and before node i+1 begins; an error from done
+	// ends the chain with that error. It returns the error of the node that
+	// failed (as Run's), or nil when every node ran. The maps given to done are
+	// the callee's to keep.
+	RunChain(ctx context.Context, nodes []*graph.Node, disks map[string]cas.Digest,
+		start func(i int) (context.Context, io.Writer), done func(i int, out, files map[string]cas.Digest) error) error
+}

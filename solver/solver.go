@@ -13,11 +13,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/internal/atomicfile"
+	"vmb.dev/vmb/internal/tracing"
 )
 
 // Options configures a Solver.
@@ -156,7 +159,10 @@ func (s *Solver) plan(ctx context.Context, g *graph.Graph, images ...string) ([]
 		}
 		rec, err := s.store.GetAction(cas.ActionID(n.Key))
 		if err != nil && s.opt.Remote != nil {
-			rec, err = s.opt.Remote.Lookup(ctx, cas.ActionID(n.Key))
+			rctx, span := tracing.Tracer().Start(ctx, "pull", trace.WithAttributes(attribute.String("vmb.node", n.Label())))
+			rec, err = s.opt.Remote.Lookup(rctx, cas.ActionID(n.Key))
+			span.SetAttributes(attribute.Bool("vmb.hit", err == nil))
+			span.End()
 		}
 		if err == nil {
 			if res, err := fromRecord(rec); err == nil {
@@ -198,13 +204,24 @@ type Summary struct {
 // cached, in dependency order, independent branches in parallel, and writes the
 // images' outputs. A failed node stops no running job but starts no new one; what
 // finished is kept. It returns the first job's failure, if any, as a *JobError.
-func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*Summary, error) {
+func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (sum *Summary, err error) {
 	start := s.opt.Now()
-	steps, err := s.plan(ctx, g, images...)
+	ctx, span := tracing.Tracer().Start(ctx, "solve", trace.WithAttributes(attribute.StringSlice("vmb.images", images)))
+	defer func() {
+		if sum != nil {
+			span.SetAttributes(attribute.Int("vmb.executed", sum.Executed), attribute.Int("vmb.cached", sum.Cached),
+				attribute.Int("vmb.failed", sum.Failed))
+		}
+		tracing.End(span, err)
+	}()
+	pctx, pspan := tracing.Tracer().Start(ctx, "plan")
+	steps, err := s.plan(pctx, g, images...)
+	pspan.SetAttributes(attribute.Int("vmb.nodes", len(steps)))
+	tracing.End(pspan, err)
 	if err != nil {
 		return nil, err
 	}
-	sum := &Summary{Outputs: []string{}}
+	sum = &Summary{Outputs: []string{}}
 	for _, st := range steps {
 		s.emit(Event{Type: EventPlan, Node: st.Node, Cached: st.Cached, Reason: st.Reason})
 	}
@@ -230,28 +247,33 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 		firstErr error
 		stop     bool // a job failed: start no new one
 	)
+	skip := func(rest []*graph.Node) {
+		mu.Lock()
+		sum.Skipped += len(rest)
+		mu.Unlock()
+		for _, n := range rest {
+			s.emit(Event{Type: EventSkipped, Node: n})
+			close(slots[n.Key].done)
+		}
+	}
 	sem := make(chan struct{}, s.opt.Jobs)
 	var eg errgroup.Group
 	for _, st := range steps {
-		sl := slots[st.Node.Key]
 		if st.Cached {
 			sum.Cached++
 			s.emit(Event{Type: EventCached, Node: st.Node})
-			close(sl.done)
-			continue
+			close(slots[st.Node.Key].done)
 		}
+	}
+	for _, chain := range s.chains(steps) {
 		eg.Go(func() error {
-			defer close(sl.done)
-			n := st.Node
+			first := chain[0]
 			in := State{Disks: map[string]cas.Digest{}}
-			if n.Parent != nil {
-				ps := slots[n.Parent.Key]
+			if first.Parent != nil {
+				ps := slots[first.Parent.Key]
 				<-ps.done
 				if ps.res == nil {
-					mu.Lock()
-					sum.Skipped++
-					mu.Unlock()
-					s.emit(Event{Type: EventSkipped, Node: n})
+					skip(chain)
 					return nil
 				}
 				in = ps.res.State
@@ -259,6 +281,7 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
+				skip(chain)
 				return nil
 			}
 			defer func() { <-sem }()
@@ -266,29 +289,33 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 			stopped := stop || ctx.Err() != nil
 			mu.Unlock()
 			if stopped {
+				skip(chain)
+				return nil
+			}
+			ran, err := s.runChain(ctx, chain, in, func(i int, res *Result) {
 				mu.Lock()
-				sum.Skipped++
+				sum.Executed++
 				mu.Unlock()
-				s.emit(Event{Type: EventSkipped, Node: n})
+				sl := slots[chain[i].Key]
+				sl.res = res
+				close(sl.done)
+			})
+			if err == nil {
 				return nil
 			}
-			res, err := s.run(ctx, n, in)
 			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && ctx.Err() != nil {
+			if ctx.Err() != nil {
 				sum.Interrupted++
-				return nil
-			}
-			if err != nil {
+			} else {
 				sum.Failed++
 				stop = true
 				if firstErr == nil {
 					firstErr = err
 				}
-				return nil
 			}
-			sum.Executed++
-			sl.res = res
+			mu.Unlock()
+			close(slots[chain[ran].Key].done)
+			skip(chain[ran+1:])
 			return nil
 		})
 	}
@@ -321,33 +348,131 @@ func (s *Solver) Solve(ctx context.Context, g *graph.Graph, images ...string) (*
 	return sum, firstErr
 }
 
+// chains groups the steps that run into chains, parents first: a node joins the
+// chain of its parent when the parent runs too, the node is the parent's first
+// child to run, and the executor (a Chainer) lets it. Every other node starts a
+// chain of its own, so branches still run side by side.
+func (s *Solver) chains(steps []*Step) [][]*graph.Node {
+	c, _ := s.exec.(Chainer)
+	var chains [][]*graph.Node
+	ends := map[graph.Key]int{} // the chain a node ends, while no child has joined it
+	for _, st := range steps {
+		if st.Cached {
+			continue
+		}
+		n := st.Node
+		if c != nil && n.Parent != nil {
+			if i, ok := ends[n.Parent.Key]; ok && c.Joins(chains[i], n) {
+				delete(ends, n.Parent.Key)
+				chains[i] = append(chains[i], n)
+				ends[n.Key] = i
+				continue
+			}
+		}
+		chains = append(chains, []*graph.Node{n})
+		ends[n.Key] = len(chains) - 1
+	}
+	return chains
+}
+
+// runChain runs a chain of nodes from state in, one executor call for them all
+// when there are several, and records each node as it finishes, calling ok. It
+// returns how many nodes finished and, if one failed (or the solve was
+// interrupted), that node's error, as run returns it; the node is nodes[ran].
+func (s *Solver) runChain(ctx context.Context, nodes []*graph.Node, in State, ok func(i int, res *Result)) (ran int, err error) {
+	if len(nodes) == 1 {
+		res, err := s.run(ctx, nodes[0], in)
+		if err != nil {
+			return 0, err
+		}
+		ok(0, res)
+		return 1, nil
+	}
+	var cur *running
+	recorded := false // done's error is one run has already reported
+	err = s.exec.(Chainer).RunChain(ctx, nodes, in.Disks,
+		func(i int) (context.Context, io.Writer) {
+			cur = s.begin(ctx, nodes[i])
+			return cur.ctx, cur.log
+		},
+		func(i int, disks, files map[string]cas.Digest) error {
+			r := cur
+			cur = nil
+			res, err := s.finish(ctx, r, disks, files, nil)
+			if err != nil {
+				recorded = true
+				return err
+			}
+			ok(i, res)
+			ran = i + 1
+			return nil
+		})
+	if err == nil || recorded {
+		return ran, err
+	}
+	if cur == nil { // failed between two nodes: the next one's failure
+		cur = s.begin(ctx, nodes[ran])
+	}
+	_, err = s.finish(ctx, cur, nil, nil, err)
+	return ran, err
+}
+
 // run executes one node and records its result.
 func (s *Solver) run(ctx context.Context, n *graph.Node, in State) (*Result, error) {
-	start := s.opt.Now()
+	r := s.begin(ctx, n)
+	disks, files, err := s.exec.Run(r.ctx, n, in.Disks, r.log)
+	return s.finish(ctx, r, disks, files, err)
+}
+
+// running is a node whose job has begun: its log so far, and its trace span.
+type running struct {
+	n     *graph.Node
+	start time.Time
+	buf   bytes.Buffer
+	lines *lineWriter
+	log   io.Writer // to buf and, line by line, to log events
+	ctx   context.Context
+	span  trace.Span
+}
+
+// begin says that node n starts, and starts its span.
+func (s *Solver) begin(ctx context.Context, n *graph.Node) *running {
+	r := &running{n: n, start: s.opt.Now()}
+	r.ctx, r.span = tracing.Tracer().Start(ctx, "job "+n.Job.Kind(), trace.WithAttributes(
+		attribute.String("vmb.node", n.Label()), attribute.String("vmb.key", n.Key.String())))
+	r.lines = &lineWriter{emit: func(line string) { s.emit(Event{Type: EventLog, Node: n, Line: line}) }}
+	r.log = io.MultiWriter(&r.buf, r.lines)
 	s.emit(Event{Type: EventStart, Node: n})
-	var logBuf bytes.Buffer
-	lw := &lineWriter{emit: func(line string) { s.emit(Event{Type: EventLog, Node: n, Line: line}) }}
-	disks, files, err := s.exec.Run(ctx, n, in.Disks, io.MultiWriter(&logBuf, lw))
-	lw.flush()
+	return r
+}
+
+// finish records the result of a node's job, or reports its failure (err), and
+// says so.
+func (s *Solver) finish(ctx context.Context, r *running, disks, files map[string]cas.Digest, err error) (*Result, error) {
+	n := r.n
+	r.lines.flush()
 	res := &Result{State: State{Disks: disks}, Files: files}
-	dur := s.opt.Now().Sub(start)
-	logDigest, lerr := s.store.PutBytes(logBuf.Bytes())
+	dur := s.opt.Now().Sub(r.start)
+	logDigest, lerr := s.store.PutBytes(r.buf.Bytes())
 	if err == nil && lerr != nil {
 		err = fmt.Errorf("store log: %w", lerr)
 	}
 	if err == nil {
+		_, span := tracing.Tracer().Start(r.ctx, "record")
 		rec := toRecord(res, logDigest, dur, s.exec.Identity(), s.opt.Now())
 		err = s.store.PutAction(cas.ActionID(n.Key), rec)
 		if err == nil && s.opt.Remote != nil {
 			s.opt.Remote.Pushed(cas.ActionID(n.Key))
 		}
+		tracing.End(span, err)
 	}
+	tracing.End(r.span, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			s.emit(Event{Type: EventInterrupted, Node: n, Duration: dur, Log: logDigest})
 			return nil, interrupted{ctx.Err()}
 		}
-		je := jobError(n, err, logBuf.String())
+		je := jobError(n, err, r.buf.String())
 		s.emit(Event{Type: EventFailed, Node: n, Duration: dur, Err: je, Log: logDigest})
 		return nil, je
 	}

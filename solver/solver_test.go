@@ -5,10 +5,15 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
@@ -354,5 +359,101 @@ func TestSolveNeed(t *testing.T) {
 	other, _ := g.Image("b")
 	if _, err := e.solve(t, t.Context(), solver.Options{Need: []graph.Key{other.Final().Key}}, "a"); err == nil || !strings.Contains(err.Error(), "not one of the images' nodes") {
 		t.Errorf("a solve of a needing a node of b only: %v", err)
+	}
+}
+
+// With an executor that runs chains, each image's nodes that miss run as one
+// chain after the node they build on, branches as chains of their own; the
+// results are those of one run a node, and a failure keeps what came before it.
+func TestSolveChains(t *testing.T) {
+	plain, chained := newEnv(t), newEnv(t)
+	chained.exec.Chain = true
+	for _, e := range []*env{plain, chained} {
+		sum, err := e.solve(t, t.Context(), solver.Options{Jobs: 1})
+		if err != nil || sum.Executed != 9 || e.exec.Count() != 9 {
+			t.Fatalf("chain %v: %+v, %v, %d runs; want 9 executed", e.exec.Chain, sum, err, e.exec.Count())
+		}
+	}
+	// disk, base's 4 steps and a's 2 in one chain (a comes first), b's 2 in another.
+	if got := chained.exec.Chains(); !slices.Equal(got, []int{7, 2}) {
+		t.Errorf("chains of %v; want [7 2]", got)
+	}
+	if got := plain.exec.Chains(); len(got) != 0 {
+		t.Errorf("the fake that does not chain ran chains %v", got)
+	}
+	for k := range plain.exec.Runs() {
+		p, err1 := plain.store.GetAction(cas.ActionID(k))
+		c, err2 := chained.store.GetAction(cas.ActionID(k))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("node %s: records %v, %v", k.Short(), err1, err2)
+		}
+		if !slices.Equal(p.Outputs, c.Outputs) {
+			t.Errorf("node %s: outputs %v alone, %v in a chain", k.Short(), p.Outputs, c.Outputs)
+		}
+	}
+
+	// A failure inside a chain: what came before it is kept, the rest skipped.
+	e := newEnv(t)
+	e.exec.Chain = true
+	e.exec.Fail = func(n *graph.Node) error {
+		if strings.Contains(n.Label(), "echo a") {
+			return errors.New("exit status 3")
+		}
+		return nil
+	}
+	sum, err := e.solve(t, t.Context(), solver.Options{Jobs: 1}, "a")
+	var je *solver.JobError
+	if !errors.As(err, &je) || !strings.Contains(je.Node.Label(), "echo a") || je.ExitCode != 1 {
+		t.Fatalf("solve = %v, want the failure of a's run with exit status 1", err)
+	}
+	if sum.Executed != 5 || sum.Failed != 1 || sum.Skipped != 1 {
+		t.Fatalf("summary %+v: want base's 5 executed, a's run failed, its export skipped", sum)
+	}
+	e.exec.Fail = nil
+	sum, err = e.solve(t, t.Context(), solver.Options{}, "a")
+	if err != nil || sum.Cached != 5 || sum.Executed != 2 {
+		t.Fatalf("after the failure: %+v, %v; want the base cached, a's 2 run", sum, err)
+	}
+}
+
+// With a tracer provider set (vmb solve --trace), a solve makes a span, its plan
+// one under it, and every node that runs one under it (chained or not), each with
+// a record span under it.
+func TestSolveTrace(t *testing.T) {
+	sr := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr)))
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	e := newEnv(t)
+	e.exec.Chain = true
+	if _, err := e.solve(t, t.Context(), solver.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string][]sdktrace.ReadOnlySpan{}
+	for _, s := range sr.Ended() {
+		name := s.Name()
+		if strings.HasPrefix(name, "job ") {
+			name = "job"
+		}
+		byName[name] = append(byName[name], s)
+	}
+	if len(byName["solve"]) != 1 || len(byName["plan"]) != 1 || len(byName["job"]) != 9 || len(byName["record"]) != 9 {
+		t.Fatalf("spans: %d solve, %d plan, %d job, %d record; want 1, 1, 9, 9", len(byName["solve"]), len(byName["plan"]), len(byName["job"]), len(byName["record"]))
+	}
+	root := byName["solve"][0].SpanContext().SpanID()
+	if byName["plan"][0].Parent().SpanID() != root {
+		t.Error("the plan span is not the solve's child")
+	}
+	jobs := map[string]bool{}
+	for _, s := range byName["job"] {
+		if s.Parent().SpanID() != root {
+			t.Errorf("span %s is not the solve's child", s.Name())
+		}
+		jobs[s.SpanContext().SpanID().String()] = true
+	}
+	for _, s := range byName["record"] {
+		if !jobs[s.Parent().SpanID().String()] {
+			t.Errorf("a record span's parent is no job span")
+		}
 	}
 }

@@ -91,7 +91,7 @@ func (x *Executor) bootRun(ctx context.Context, work string, n *graph.Node, r *g
 	prepare := &graph.Node{Key: n.Key, Job: &graph.Run{Root: r.Root, Mode: "chroot", Workdir: "/",
 		Command: graph.Command{"/bin/sh", "-c", bootPrepareScript(r)}}}
 	fmt.Fprintf(log, "vmb: installing %s in a copy of %s for the boot\n", bootUnit, r.Root.Disk)
-	if _, err := x.applianceJob(ctx, work, prepare, []string{r.Root.Disk}, map[string]string{r.Root.Disk: booted}, nil, log); err != nil {
+	if _, _, err := x.applianceJob(ctx, work, prepare, []string{r.Root.Disk}, map[string]string{r.Root.Disk: booted}, nil, log); err != nil {
 		return fmt.Errorf("boot mode: preparing the target: %w", err)
 	}
 
@@ -108,7 +108,7 @@ func (x *Executor) bootRun(ctx context.Context, work string, n *graph.Node, r *g
 		vm.Network = qemu.NetHost
 	}
 	fmt.Fprintf(log, "vmb: booting %s\n", r.Root.Disk)
-	if err := x.boot1(ctx, vm, "", x.timeout(n), log); err != nil {
+	if err := x.bootTarget(ctx, vm, x.timeout(n), log); err != nil {
 		return err
 	}
 	status, err := readResult(cmdDisk)
@@ -121,7 +121,7 @@ func (x *Executor) bootRun(ctx context.Context, work string, n *graph.Node, r *g
 
 	fmt.Fprintf(log, "vmb: carrying the boot's changes over\n")
 	b := &bootedDisk{path: booted, Booted: proto.Booted{Exclude: bootVolatile}}
-	if _, err := x.applianceJob(ctx, work, n, names, paths, b, log); err != nil {
+	if _, _, err := x.applianceJob(ctx, work, n, names, paths, b, log); err != nil {
 		return fmt.Errorf("boot mode: carrying the boot's changes over: %w", err)
 	}
 	return nil

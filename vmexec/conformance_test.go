@@ -6,11 +6,15 @@ import (
 	"testing"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/solver/executortest"
 	"vmb.dev/vmb/vmexec"
 	"vmb.dev/vmb/vmexec/qemu"
 	"vmb.dev/vmb/vmexec/vmtest"
 )
+
+// The executor runs chains of jobs in one VM.
+var _ solver.Chainer = (*vmexec.Executor)(nil)
 
 // The real executor keeps solver.Executor's contract, checked as the solver's fake
 // is: it boots the appliance for a format (twice), a failing run and a run that is

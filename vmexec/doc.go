@@ -6,10 +6,17 @@
 // whose ExitCode method makes it a solver.JobFailure. Its tests run the
 // contract's check, solver/executortest, against the real appliance.
 //
+// It is a solver.Chainer too: a chain of jobs runs in one boot of the appliance
+// (RunChain, session.go), the host storing the disks after each job while the VM
+// waits. qemu records which ranges the guest writes (dirty bitmaps, read through
+// its monitor and NBD server: vmexec/qemu), so storing a job's result reads what
+// it wrote, not the whole disk.
+//
 // By concern, in its sub-packages:
 //
 //	vmexec/qemu       one qemu process: the command line as data, its lifecycle,
-//	                  and the passt that gives a networked job the outside world
+//	                  the passt that gives a networked job the outside world, and
+//	                  its monitor, which tells what the guest wrote
 //	vmexec/proto      the wire protocol with the agent: job disk, console lines,
 //	                  the epoch and the derivation of identifiers from a key
 //	vmexec/appliance  the build VM: built from Debian packages, stored as a ref

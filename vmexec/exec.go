@@ -5,10 +5,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,11 +20,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"lukechampine.com/blake3"
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/internal/atomicfile"
+	"vmb.dev/vmb/internal/tracing"
 	"vmb.dev/vmb/vmexec/appliance"
 	"vmb.dev/vmb/vmexec/imagefmt"
 	"vmb.dev/vmb/vmexec/proto"
@@ -56,11 +57,22 @@ type Executor struct {
 	// another process would (see warmDisks).
 	NoWarm bool
 
+	// NoChain makes every job boot a build VM of its own: no node joins a
+	// chain (see Joins).
+	NoChain bool
+	// ReadAll makes the host read the disks whole after each job, as vmb did
+	// before qemu recorded the ranges jobs write (see session).
+	ReadAll bool
+	// VerifyWritten ingests each disk after a job both from the ranges qemu
+	// recorded and whole, and fails the job if they differ: for tests.
+	VerifyWritten bool
+
 	bootOnce     sync.Once
 	bootErr      error
 	boot         struct{ kernel, initrd string }
 	warm         warmDisks
 	materialized atomic.Int64
+	boots        atomic.Int64
 	compacting   sync.WaitGroup
 }
 
@@ -77,18 +89,29 @@ func (x *Executor) Close() {
 // compression that fails leaves the chunks raw, which reads just as well, and
 // vmb cache gc compresses them later.
 func (x *Executor) ingest(ctx context.Context, path string, opt cas.IngestOptions) (cas.Digest, error) {
+	d, _, err := x.ingestStats(ctx, path, opt)
+	return d, err
+}
+
+// ingestStats is ingest, saying what it read and stored.
+func (x *Executor) ingestStats(ctx context.Context, path string, opt cas.IngestOptions) (cas.Digest, cas.IngestStats, error) {
 	opt.DeferCompression = true
-	d, _, err := x.Store.IngestDisk(ctx, path, opt)
+	d, st, err := x.Store.IngestDisk(ctx, path, opt)
 	if err != nil {
-		return d, err
+		return d, st, err
 	}
 	x.compacting.Add(1)
 	go func() {
 		defer x.compacting.Done()
+		_, span := tracing.Tracer().Start(ctx, "compress")
 		x.Store.CompactWorkers(context.Background(), []cas.Digest{d}, 1)
+		span.End()
 	}()
-	return d, nil
+	return d, st, nil
 }
+
+// Boots counts the build VMs booted so far.
+func (x *Executor) Boots() int64 { return x.boots.Load() }
 
 // Materialized counts the disks materialized from the store so far.
 func (x *Executor) Materialized() int64 { return x.materialized.Load() }
@@ -156,36 +179,16 @@ func (x *Executor) Run(ctx context.Context, n *graph.Node, disks map[string]cas.
 			return []cas.Extent{{Off: int64(j.Offset), Len: int64(len(src))}}, err
 		})
 		return out, files, err
-	case *graph.Hash:
-		p, err := x.materialize(ctx, work, j.Disk, out[j.Disk])
+	case *graph.Hash, *graph.Export:
+		disk := hostReads(n)
+		p, err := x.materialize(ctx, work, disk, out[disk])
 		if err != nil {
 			return nil, nil, err
 		}
-		sum, err := hashFile(p, j.Algorithm)
-		if err != nil {
-			return nil, nil, err
-		}
-		x.keep(out[j.Disk], p)
-		fmt.Fprintf(log, "%s %s\n", sum, j.Disk)
-		d, err := x.Store.PutBytes([]byte(sum + "  " + j.Disk + "\n"))
-		files[j.Dest] = d
-		return out, files, err
-	case *graph.Export:
-		p, err := x.materialize(ctx, work, j.Disk, out[j.Disk])
-		if err != nil {
-			return nil, nil, err
-		}
-		src := p
-		if j.Partition > 0 {
-			if src, err = partitionImage(p, j.Partition, filepath.Join(work, "partition.raw")); err != nil {
-				return nil, nil, fmt.Errorf("export %s: %w", j.Describe(), err)
-			}
-		}
-		d, err := x.export(ctx, work, src, j.Format, n.Key.String(), log)
+		files, err := x.hostRead(ctx, work, n, p, log)
 		if err == nil {
-			x.keep(out[j.Disk], p)
+			x.keep(out[disk], p)
 		}
-		files[j.Dest] = d
 		return out, files, err
 	}
 	files, err = x.vm(ctx, work, n, out, log)
@@ -202,16 +205,48 @@ func (x *Executor) tmpDir() string {
 func (x *Executor) src(rel string) string { return filepath.Join(x.RepoDir, filepath.FromSlash(rel)) }
 
 // materialize writes snapshot d of a disk into work and returns its path.
-func (x *Executor) materialize(ctx context.Context, work, disk string, d cas.Digest) (string, error) {
+func (x *Executor) materialize(ctx context.Context, work, disk string, d cas.Digest) (_ string, err error) {
 	if d.IsZero() {
 		return "", fmt.Errorf("disk %q has no snapshot", disk)
 	}
+	ctx, span := tracing.Tracer().Start(ctx, "materialize", trace.WithAttributes(attribute.String("vmb.disk", disk)))
+	defer func() { tracing.End(span, err) }()
 	p := filepath.Join(work, "disk-"+disk+".raw")
 	if !x.NoWarm && x.warm.take(d, p) {
+		span.SetAttributes(attribute.Bool("vmb.warm", true))
 		return p, nil
 	}
 	x.materialized.Add(1)
 	return p, x.Store.Materialize(ctx, d, p)
+}
+
+// hostRead runs a job that reads a disk on the host (hash, export) on its raw
+// image at p, and returns the file it wrote.
+func (x *Executor) hostRead(ctx context.Context, work string, n *graph.Node, p string, log io.Writer) (_ map[string]cas.Digest, err error) {
+	ctx, span := tracing.Tracer().Start(ctx, n.Job.Kind())
+	defer func() { tracing.End(span, err) }()
+	switch j := n.Job.(type) {
+	case *graph.Hash:
+		sum, err := hashFile(p, j.Algorithm)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(log, "%s %s\n", sum, j.Disk)
+		d, err := x.Store.PutBytes([]byte(sum + "  " + j.Disk + "\n"))
+		return map[string]cas.Digest{j.Dest: d}, err
+	case *graph.Export:
+		src := p
+		if j.Partition > 0 {
+			var err error
+			if src, err = partitionImage(p, j.Partition, filepath.Join(work, "partition.raw")); err != nil {
+				return nil, fmt.Errorf("export %s: %w", j.Describe(), err)
+			}
+			defer os.Remove(src)
+		}
+		d, err := x.export(ctx, work, src, j.Format, n.Key.String(), log)
+		return map[string]cas.Digest{j.Dest: d}, err
+	}
+	return nil, fmt.Errorf("job %s does not read a disk on the host", n.Job.Kind())
 }
 
 // onDisk runs a host-side change on a disk and ingests the result; change returns
@@ -351,25 +386,18 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 		paths[name] = p
 	}
 	var files map[string]cas.Digest
+	var written map[string][]cas.Extent // nil: read the disks whole
 	var err error
 	if r, ok := n.Job.(*graph.Run); ok && r.Mode == "boot" {
 		err = x.bootRun(ctx, work, n, r, names, paths, disks, log)
 	} else {
-		files, err = x.applianceJob(ctx, work, n, names, paths, nil, log)
+		files, written, err = x.applianceJob(ctx, work, n, names, paths, nil, log)
 	}
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range names {
-		base, err := x.Store.Manifest(disks[name])
-		if err != nil {
-			return nil, err
-		}
-		d, err := x.ingest(ctx, paths[name], cas.IngestOptions{Base: base})
-		if err != nil {
-			return nil, err
-		}
-		disks[name] = d
+	if err := x.storeDisks(ctx, names, paths, disks, written, log); err != nil {
+		return nil, err
 	}
 	for _, name := range names {
 		x.keep(disks[name], paths[name])
@@ -378,65 +406,65 @@ func (x *Executor) vm(ctx context.Context, work string, n *graph.Node, disks map
 }
 
 // applianceJob runs node n's job in the appliance on the disks at paths (by name,
-// attached in the order of names), and returns the files it wrote. booted, if
-// set, is the disk a boot-mode run's target booted from (see proto.Booted).
-func (x *Executor) applianceJob(ctx context.Context, work string, n *graph.Node, names []string, paths map[string]string, booted *bootedDisk, log io.Writer) (map[string]cas.Digest, error) {
-	params, err := json.Marshal(n.Job)
+// attached in the order of names), and returns the files it wrote and the ranges
+// of each disk it wrote (nil if not known). booted, if set, is the disk a
+// boot-mode run's target booted from (see proto.Booted).
+func (x *Executor) applianceJob(ctx context.Context, work string, n *graph.Node, names []string, paths map[string]string, booted *bootedDisk, log io.Writer) (map[string]cas.Digest, map[string][]cas.Extent, error) {
+	s, _, err := x.newSession(ctx, work, []*graph.Node{n}, names, paths, booted)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	nonce := make([]byte, 8)
-	rand.Read(nonce)
-	job := proto.Job{Nonce: hex.EncodeToString(nonce), Kind: n.Job.Kind(), Params: params, Disks: names,
-		Output: graph.Output(n.Job) != "", Epoch: proto.Epoch, Seed: n.Key.String()}
-	if booted != nil {
-		job.Booted = &booted.Booted
-	}
+	defer s.release()
+	files, err := s.run(ctx, 0, log)
+	return files, s.written, err
+}
 
-	jobDisk := filepath.Join(work, "job.tar")
-	if err := x.writeJobDisk(ctx, jobDisk, &job, n); err != nil {
-		return nil, err
+// storeDisks stores each disk at paths after a job, as the next snapshot of the
+// one in disks, and updates disks: only the ranges written says the job wrote,
+// or, with written nil, the whole disk. It says in log what it read.
+func (x *Executor) storeDisks(ctx context.Context, names []string, paths map[string]string, disks map[string]cas.Digest, written map[string][]cas.Extent, log io.Writer) error {
+	if x.VerifyWritten && written == nil && !x.ReadAll {
+		return errors.New("qemu recorded no writes (VerifyWritten)")
 	}
-	vm := x.newVM(jobDisk)
-	if r, ok := n.Job.(*graph.Run); ok {
-		vm.Network = vmNetwork[r.Network]
-	}
-	var total int64
 	for _, name := range names {
-		fi, err := os.Stat(paths[name])
+		base, err := x.Store.Manifest(disks[name])
 		if err != nil {
-			return nil, err
+			return err
 		}
-		total += fi.Size()
-		vm.Disks = append(vm.Disks, qemu.Drive{Path: paths[name]})
-	}
-	if booted != nil {
-		vm.Disks = append(vm.Disks, qemu.Drive{Path: booted.path, ReadOnly: true})
-	}
-	outDisk := ""
-	if job.Output {
-		outDisk = filepath.Join(work, "output.tar")
-		f, err := os.Create(outDisk)
+		opt := cas.IngestOptions{Base: base}
+		if written != nil {
+			opt.Changed = written[name]
+			if opt.Changed == nil {
+				opt.Changed = []cas.Extent{}
+			}
+		}
+		start := time.Now()
+		ictx, span := tracing.Tracer().Start(ctx, "ingest", trace.WithAttributes(attribute.String("vmb.disk", name),
+			attribute.Bool("vmb.written_ranges", opt.Changed != nil)))
+		d, st, err := x.ingestStats(ictx, paths[name], opt)
+		span.SetAttributes(attribute.Int64("vmb.read_bytes", st.ReadBytes), attribute.Int("vmb.new_chunks", st.NewChunks))
+		tracing.End(span, err)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		f.Truncate(total + 64<<20)
-		f.Close()
-		vm.Disks = append(vm.Disks, qemu.Drive{Path: outDisk})
-	}
-	if err := x.boot1(ctx, vm, job.Nonce, x.timeout(n), log); err != nil {
-		return nil, err
-	}
-	files := map[string]cas.Digest{}
-	if outDisk != "" {
-		if err := x.readOutputs(outDisk, files); err != nil {
-			return nil, err
+		how := "read whole"
+		if opt.Changed != nil {
+			how = "the ranges the job wrote"
 		}
-		if _, ok := files[graph.Output(n.Job)]; !ok {
-			return nil, &JobError{Status: -1, Err: fmt.Errorf("the job wrote no output %q", graph.Output(n.Job))}
+		fmt.Fprintf(log, "vmb: stored disk %s in %.2fs: %s read (%s), %d new chunks\n", name, time.Since(start).Seconds(),
+			graph.FormatSize(st.ReadBytes), how, st.NewChunks)
+		if x.VerifyWritten && written != nil {
+			whole, err := x.ingest(ctx, paths[name], cas.IngestOptions{Base: base})
+			if err != nil {
+				return err
+			}
+			if whole != d {
+				return fmt.Errorf("disk %s: stored from the ranges qemu recorded as %s, read whole %s: a write was missed", name, d.Short(), whole.Short())
+			}
 		}
+		disks[name] = d
 	}
-	return files, nil
+	return nil
 }
 
 // timeout is how long node n's VM may run.
@@ -450,37 +478,30 @@ func (x *Executor) timeout(n *graph.Node) time.Duration {
 	return DefaultTimeout
 }
 
-// boot1 boots the VM once and waits for the job's result line; with no nonce (a
-// boot-mode run's target), for the VM to power off.
-func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout time.Duration, log io.Writer) error {
+// bootTarget boots a boot-mode run's target and waits for it to power off.
+func (x *Executor) bootTarget(ctx context.Context, vm *qemu.VM, timeout time.Duration, log io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if x.Verbose {
 		fmt.Fprintf(log, "+ %s\n", vm)
 	}
+	x.boots.Add(1)
 	p, err := vm.Start(ctx)
 	if err != nil {
 		return err
 	}
-	status, gotResult := -1, false
 	var tail []string
 	sc := bufio.NewScanner(p.Console)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := cleanLine(sc.Text())
-		if s, ok := proto.ParseResult(line, nonce); ok && nonce != "" {
-			status, gotResult = s, true
-			continue
-		}
-		if strings.HasPrefix(line, proto.ReadyPrefix) {
-			continue
-		}
 		fmt.Fprintln(log, line)
 		tail = append(tail, line)
 		if len(tail) > 20 {
 			tail = tail[1:]
 		}
 	}
+	io.Copy(io.Discard, p.Console)
 	werr := p.Wait()
 	tailText := strings.Join(tail, "\n")
 	switch {
@@ -488,16 +509,8 @@ func (x *Executor) boot1(ctx context.Context, vm *qemu.VM, nonce string, timeout
 		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the VM did not finish in %s: killed", timeout)}
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case nonce == "" && werr != nil:
+	case werr != nil:
 		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the target's VM failed: %v", werr)}
-	case nonce == "":
-		return nil
-	case !gotResult && strings.Contains(tailText, "Kernel panic"):
-		return &JobError{Status: -1, Tail: tailText, Err: errors.New("the build VM's kernel panicked")}
-	case !gotResult:
-		return &JobError{Status: -1, Tail: tailText, Err: fmt.Errorf("the build VM stopped without a result (%v)", werr)}
-	case status != 0:
-		return &JobError{Status: status, Tail: tailText, Err: fmt.Errorf("exit status %d", status)}
 	}
 	return nil
 }
@@ -528,48 +541,6 @@ func cleanLine(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// writeJobDisk writes job.json and the payload of node n (nil: none) as a tar
-// stream.
-func (x *Executor) writeJobDisk(ctx context.Context, path string, job *proto.Job, n *graph.Node) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	jb, _ := json.Marshal(job)
-	mtime := time.Unix(proto.Epoch, 0)
-	if err := tw.WriteHeader(&tar.Header{Name: proto.JobFile, Mode: 0o644, Size: int64(len(jb)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	tw.Write(jb)
-	if n != nil {
-		var p string
-		switch j := n.Job.(type) {
-		case *graph.Fetch:
-			if p, err = x.fetch(ctx, j); err == nil {
-				_, err = addTree(tw, p, proto.PayloadSrc, mtime)
-			}
-		case *graph.ImageIn:
-			if p, err = x.flattenImage(ctx, n, j, filepath.Dir(path)); err == nil {
-				_, err = addTree(tw, p, proto.PayloadSrc, mtime)
-			}
-		default:
-			if src := n.Job.Uses().Src; src != nil {
-				err = x.addSrc(tw, n, *src, mtime)
-			}
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	fi, _ := f.Stat()
-	return f.Truncate(max(fi.Size(), 1<<20))
 }
 
 // ErrSrcChanged is a local source whose content is not what the build was keyed by.

@@ -41,7 +41,7 @@ func newChain(t *testing.T, repo string) *chain {
 		t.Fatal(err)
 	}
 	a := vmtest.Seed(t, store)
-	x := &vmexec.Executor{Store: store, Appliance: a, KVM: qemu.KVMUsable(), RepoDir: repo, TmpDir: t.TempDir()}
+	x := &vmexec.Executor{Store: store, Appliance: a, KVM: qemu.KVMUsable(), RepoDir: repo, TmpDir: t.TempDir(), VerifyWritten: true}
 	t.Cleanup(x.Close)
 	return &chain{t: t, x: x, disks: map[string]cas.Digest{}}
 }
@@ -62,6 +62,39 @@ func (c *chain) must(j graph.Job) map[string]cas.Digest {
 		c.t.Fatalf("%s: %v\n%s", j.Describe(), err, c.log.String())
 	}
 	return files
+}
+
+// all runs jobs after the chain's last, one Run each, or with inOne as one
+// RunChain, and returns disk "d" and the files after each.
+func (c *chain) all(jobs []graph.Job, inOne bool) (disks []cas.Digest, files []map[string]cas.Digest) {
+	c.t.Helper()
+	if !inOne {
+		for _, j := range jobs {
+			files = append(files, c.must(j))
+			disks = append(disks, c.disks["d"])
+		}
+		return disks, files
+	}
+	var nodes []*graph.Node
+	parent := c.parent
+	for _, j := range jobs {
+		n := graph.NewNode(c.x.Identity(), parent, j, nil)
+		if len(nodes) > 0 && !c.x.Joins(nodes, n) {
+			c.t.Fatalf("%s does not join the chain after %s", n.Label(), parent.Label())
+		}
+		nodes = append(nodes, n)
+		parent = n
+	}
+	err := c.x.RunChain(c.t.Context(), nodes, c.disks, func(int) (context.Context, io.Writer) { return c.t.Context(), &c.log },
+		func(i int, out, f map[string]cas.Digest) error {
+			c.parent, c.disks = nodes[i], out
+			disks, files = append(disks, out["d"]), append(files, f)
+			return nil
+		})
+	if err != nil {
+		c.t.Fatalf("a chain of %d jobs: %v\n%s", len(jobs), err, c.log.String())
+	}
+	return disks, files
 }
 
 // raw materializes a disk for host tools to inspect.

@@ -81,7 +81,8 @@ func e2check(t *testing.T, raw string) string {
 }
 
 // TestFilesystems formats each of the twelve filesystems, copies a tree in,
-// removes a file and copies one out, twice in two empty caches: both builds give
+// removes a file and copies one out, twice in two empty caches, the first time a
+// VM for each job, the second time the four in one VM (RunChain): both builds give
 // the same snapshot after every job, and the host's own tools (fsck, readers,
 // guestfish) find the filesystem sound, labelled and holding the files.
 func TestFilesystems(t *testing.T) {
@@ -116,24 +117,30 @@ func TestFilesystems(t *testing.T) {
 				if build == 0 {
 					c0 = c
 				}
-				for i, j := range jobs {
-					files := c.must(j)
+				c.must(jobs[0])
+				// The second build runs the jobs after create-disk in one VM.
+				boots := c.x.Boots()
+				disks, files := c.all(jobs[1:], build == 1)
+				if n := c.x.Boots() - boots; build == 1 && n != 1 {
+					t.Errorf("the chain of %d jobs booted %d VMs; want 1", len(jobs)-1, n)
+				}
+				for k, j := range jobs[1:] {
 					if _, ok := j.(*graph.CopyOut); ok {
 						// vmb reads it back as the host tools do, and reading
 						// changes nothing on the disk.
-						if b, err := c.x.Store.Get(files["motd"]); err != nil || string(b) != "hello from vmb\n" {
+						if b, err := c.x.Store.Get(files[k]["motd"]); err != nil || string(b) != "hello from vmb\n" {
 							t.Errorf("copy-out of /dir/motd: %q, %v", b, err)
 						}
-						if c.disks["d"] != c.steps[len(c.steps)-1] {
-							t.Errorf("copy-out changed the disk: %s, was %s", c.disks["d"].Short(), c.steps[len(c.steps)-1].Short())
+						if disks[k] != disks[k-1] {
+							t.Errorf("copy-out changed the disk: %s, was %s", disks[k].Short(), disks[k-1].Short())
 						}
 					}
-					c.steps = append(c.steps, c.disks["d"])
+					c.steps = append(c.steps, disks[k])
 					if build == 0 {
-						first = append(first, c.disks["d"])
-					} else if c.disks["d"] != first[i] {
-						t.Fatalf("%s: two builds of the same disk differ: %s and %s\n%s", j.Describe(), first[i].Short(), c.disks["d"].Short(),
-							differ(t, c0.x.Store, first[i], c, fc.fs))
+						first = append(first, disks[k])
+					} else if disks[k] != first[k] {
+						t.Fatalf("%s: a job in a VM of its own and in a chain differ: %s and %s\n%s", j.Describe(), first[k].Short(), disks[k].Short(),
+							differ(t, c0.x.Store, first[k], c, fc.fs))
 					}
 				}
 			}

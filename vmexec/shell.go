@@ -66,7 +66,7 @@ func (x *Executor) Shell(ctx context.Context, disks map[string]cas.Digest, stdin
 		}
 	}
 	jobDisk := filepath.Join(work, "job.tar")
-	if err := x.writeJobDisk(ctx, jobDisk, &job, nil); err != nil {
+	if _, err := x.writeJobDisk(ctx, jobDisk, []*proto.Job{&job}, nil); err != nil {
 		return err
 	}
 	vm := x.newVM(jobDisk)

@@ -651,27 +651,11 @@ func moduleGroup(fstype string) string {
 // unmounts it.
 func network(root string) (undo func(), err error) {
 	undo = func() {}
-	if err := loadModules("net"); err != nil {
-		return undo, err
-	}
-	for i := 0; ; i++ {
-		if _, err := os.Stat("/sys/class/net/eth0"); err == nil {
-			break
-		}
-		if i == 200 {
-			return undo, fmt.Errorf("no eth0: the NIC did not appear")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, args := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"link", "set", "eth0", "up"},
-		{"addr", "add", "10.0.2.15/24", "dev", "eth0"},
-		{"route", "add", "default", "via", "10.0.2.2"},
-	} {
-		if err := sh("ip", args...); err != nil {
+	if !netUp {
+		if err := netUpOnce(); err != nil {
 			return undo, err
 		}
+		netUp = true
 	}
 	resolv := filepath.Join(root, "etc/resolv.conf")
 	fi, err := os.Lstat(resolv)
@@ -687,6 +671,37 @@ func network(root string) (undo func(), err error) {
 		return undo, fmt.Errorf("resolv.conf: %w", err)
 	}
 	return func() { unix.Unmount(resolv, unix.MNT_DETACH) }, nil
+}
+
+// netUp is set once the NIC is configured: the jobs of a chain after the first
+// find it so.
+var netUp bool
+
+// netUpOnce brings up the VM's NIC with the addresses of qemu's user network.
+func netUpOnce() error {
+	if err := loadModules("net"); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat("/sys/class/net/eth0"); err == nil {
+			break
+		}
+		if i == 200 {
+			return fmt.Errorf("no eth0: the NIC did not appear")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "set", "eth0", "up"},
+		{"addr", "add", "10.0.2.15/24", "dev", "eth0"},
+		{"route", "add", "default", "via", "10.0.2.2"},
+	} {
+		if err := sh("ip", args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syncfs writes a mounted filesystem's changes (a btrfs commits its transaction).

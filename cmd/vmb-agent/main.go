@@ -37,62 +37,141 @@ func main() {
 		os.Exit(2)
 	}
 	nonce := "unknown"
-	status := 255
+	said := false // the current job's result line is out
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Printf("%s%s agent panic: %v\n", proto.ErrorPrefix, nonce, r)
 		}
 		unix.Sync()
-		fmt.Println(proto.ResultLine(nonce, status))
+		if !said {
+			fmt.Println(proto.ResultLine(nonce, 255))
+		}
 		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}()
 	if err := setup(); err != nil {
 		fmt.Printf("%sunknown setup: %v\n", proto.ErrorPrefix, err)
 		return
 	}
-	job, err := readJob("/dev/vda")
+	jobs, err := openJobs("/dev/vda")
 	if err != nil {
 		fmt.Printf("%sunknown job disk: %v\n", proto.ErrorPrefix, err)
 		return
 	}
-	nonce = job.Nonce
+	for i := 0; ; i++ {
+		var between error
+		if i > 0 {
+			between = betweenJobs()
+		}
+		job, err := jobs.next()
+		if err != nil {
+			fmt.Printf("%s%s job disk: %v\n", proto.ErrorPrefix, nonce, err)
+			return
+		}
+		nonce, said = job.Nonce, false
+		status := 1
+		if between != nil {
+			fmt.Printf("vmb-agent: after the job before: %v\n", between)
+		} else {
+			status = runJob(job, i)
+		}
+		unix.Sync()
+		fmt.Println(proto.ResultLine(nonce, status))
+		said = true
+		if status != 0 || jobs.pending == nil && !job.Hold || !waitNext(nonce) || jobs.pending == nil {
+			return
+		}
+	}
+}
+
+// runJob runs one job, the i-th of the job disk, and returns its exit status.
+func runJob(job *proto.Job, i int) int {
 	ts := unix.Timespec{Sec: job.Epoch}
 	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
-		fmt.Printf("%s%s set the clock: %v\n", proto.ErrorPrefix, nonce, err)
-		return
+		fmt.Printf("%s%s set the clock: %v\n", proto.ErrorPrefix, job.Nonce, err)
+		return 255
 	}
 	os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(job.Epoch))
-	fmt.Printf("%s%s\n", proto.ReadyPrefix, nonce)
-	var up unix.Timespec
-	unix.ClockGettime(unix.CLOCK_BOOTTIME, &up)
-	fmt.Printf("vmb-agent: ready %.2fs after the kernel started\n", float64(up.Nano())/1e9)
+	fmt.Printf("%s%s\n", proto.ReadyPrefix, job.Nonce)
+	if i == 0 {
+		var up unix.Timespec
+		unix.ClockGettime(unix.CLOCK_BOOTTIME, &up)
+		fmt.Printf("vmb-agent: ready %.2fs after the kernel started\n", float64(up.Nano())/1e9)
+	} else {
+		fmt.Printf("vmb-agent: job %d of this VM\n", i+1)
+	}
 	if job.Shell {
 		loadModules("all") // the user may mount anything
-		status = shell(job)
-		return
+		return shell(job)
 	}
 	a := &agent{job: job}
 	release := holdClock(job.Epoch)
-	err = a.run()
+	err := a.run()
 	release()
 	if err != nil {
+		fmt.Printf("vmb-agent: %s: %v\n", job.Kind, err)
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() > 0 {
-			status = ee.ExitCode()
-		} else {
-			status = 1
+			return ee.ExitCode()
 		}
-		fmt.Printf("vmb-agent: %s: %v\n", job.Kind, err)
-		return
+		return 1
 	}
 	if job.Output {
 		if err := writeOutput(a.outputDisk()); err != nil {
 			fmt.Printf("vmb-agent: write outputs: %v\n", err)
-			status = 1
-			return
+			return 1
 		}
 	}
-	status = 0
+	return 0
+}
+
+// waitNext waits for the host's line that lets the job after the one with nonce
+// run (proto.NextLine); false if the console ends first.
+func waitNext(nonce string) bool {
+	// The host's line is not echoed back into the next job's log.
+	if t, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
+		t.Lflag &^= unix.ECHO | unix.ECHONL
+		unix.IoctlSetTermios(0, unix.TCSETS, t)
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == proto.NextLine(nonce) {
+			return true
+		}
+	}
+	return false
+}
+
+// betweenJobs leaves the VM as a fresh boot would for the next job of a chain:
+// no process but the agent (a daemon a run's command left behind), an empty /tmp,
+// output directory and mount directory (a UFS filesystem is read into it), and no
+// /dev/disk links of filesystems that are gone. Nothing may still be mounted
+// under the mount directory: the job before unmounted all it mounted.
+func betweenJobs() error {
+	unix.Kill(-1, unix.SIGKILL) // every process but PID 1
+	for {
+		if _, err := unix.Wait4(-1, nil, unix.WNOHANG, nil); err != nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], targetDir+"/") {
+			return fmt.Errorf("%s is still mounted", f[1])
+		}
+	}
+	for _, dir := range []string{"/tmp", outputDir, targetDir, "/dev/disk"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // setup mounts the kernel filesystems and loads the appliance's modules.
@@ -168,17 +247,32 @@ func loadModules(group string) error {
 	return nil
 }
 
-// readJob reads job.json and the payload from the tar stream on the job disk.
-func readJob(dev string) (*proto.Job, error) {
+// jobReader reads the jobs of the job disk, one after another: each job.json
+// and the payload entries after it, up to the next job.json.
+type jobReader struct {
+	tr      *tar.Reader
+	pending *proto.Job // the next job, read with the end of the one before it
+}
+
+func openJobs(dev string) (*jobReader, error) {
 	f, err := os.Open(dev)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	tr := tar.NewReader(bufio.NewReaderSize(f, 1<<20))
-	var job *proto.Job
+	// Left open: the agent reads it to its end, then powers off.
+	return &jobReader{tr: tar.NewReader(bufio.NewReaderSize(f, 1<<20))}, nil
+}
+
+// next returns the next job, its payload extracted under payloadDir (emptied
+// first), or an error if there is none.
+func (r *jobReader) next() (*proto.Job, error) {
+	job := r.pending
+	r.pending = nil
+	if err := os.RemoveAll(payloadDir); err != nil {
+		return nil, err
+	}
 	for {
-		h, err := tr.Next()
+		h, err := r.tr.Next()
 		if err == io.EOF {
 			break
 		}
@@ -186,13 +280,21 @@ func readJob(dev string) (*proto.Job, error) {
 			return nil, fmt.Errorf("malformed job disk: %w", err)
 		}
 		if h.Name == proto.JobFile {
-			job = &proto.Job{}
-			if err := json.NewDecoder(tr).Decode(job); err != nil {
+			j := &proto.Job{}
+			if err := json.NewDecoder(r.tr).Decode(j); err != nil {
 				return nil, fmt.Errorf("job.json: %w", err)
 			}
+			if job != nil {
+				r.pending = j
+				break
+			}
+			job = j
 			continue
 		}
-		if err := extractEntry(tr, h, payloadDir); err != nil {
+		if job == nil {
+			return nil, fmt.Errorf("payload entry %s before any job.json", h.Name)
+		}
+		if err := extractEntry(r.tr, h, payloadDir); err != nil {
 			return nil, err
 		}
 	}

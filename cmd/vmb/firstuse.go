@@ -13,6 +13,7 @@ import (
 	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/lang"
 	"vmb.dev/vmb/vmexec/appliance"
+	"vmb.dev/vmb/vmexec/proto"
 )
 
 // The appliance as vmb solve, vmb build and vmb shell use it: the cache's current
@@ -96,6 +97,10 @@ func prepare(ctx context.Context, e *env, store *cas.Store, dir string, tags, re
 	if err := canBuildAppliance(agent); err != nil {
 		fmt.Fprintf(e.stderr, "vmb: no appliance in cache %s, and vmb cannot build one: %v\n", store.Dir(), err)
 		return nil, nil, exitFailed
+	}
+	var stale *appliance.StaleError
+	if _, err := appliance.Load(store); errors.As(err, &stale) {
+		fmt.Fprintf(e.stderr, "vmb: the cache's appliance %s was built for agent protocol %d, and this vmb speaks %d\n", stale.Digest.Short(), stale.Protocol, proto.Version)
 	}
 	fmt.Fprintf(e.stderr, "vmb: no appliance in cache %s: building the build VM once for this cache (Debian packages, with apt-get)\n", store.Dir())
 	start := time.Now()

@@ -15,6 +15,7 @@ import (
 
 	"vmb.dev/vmb/cas"
 	"vmb.dev/vmb/graph"
+	"vmb.dev/vmb/internal/tracing"
 	"vmb.dev/vmb/solver"
 	"vmb.dev/vmb/vmexec"
 	"vmb.dev/vmb/vmexec/qemu"
@@ -38,6 +39,8 @@ type solveArgs struct {
 	repo                         string // the imported repository's name, if it was named so
 	jobs                         int
 	dryRun, noCache, verbose     bool
+	vmPerJob                     bool
+	trace                        string
 	noApplianceBuild             bool
 	images                       []string
 	tags                         tagList
@@ -57,6 +60,8 @@ func solveFlags(fs *flag.FlagSet) *solveArgs {
 	fs.BoolVar(&a.noCache, "no-cache", false, "run every node, still storing results")
 	fs.StringVar(&a.progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain or json")
 	fs.BoolVar(&a.verbose, "x", false, "print each job's qemu command line")
+	fs.BoolVar(&a.vmPerJob, "vm-per-job", false, "boot a build VM for every job, not one for each chain of jobs")
+	fs.StringVar(&a.trace, "trace", "", "send an OpenTelemetry trace of the solve to `DEST`: an OTLP/HTTP collector's URL, or a file (JSON)")
 	noApplianceBuildFlag(fs, &a.noApplianceBuild)
 	fs.Var(&a.tags, "t", tagsUsage)
 	fs.Func("remote", "look up what the cache misses in the remote at `URL` (a directory, http(s):// or s3://; repeatable, read in order)", func(v string) error {
@@ -112,6 +117,20 @@ func solve(e *env, a solveArgs) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if a.trace != "" {
+		stop, err := tracing.Start(ctx, a.trace, vmbVersion())
+		if err != nil {
+			fmt.Fprintln(e.stderr, "vmb:", err)
+			return exitInvalid
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := stop(sctx); err != nil {
+				fmt.Fprintln(e.stderr, "vmb: trace:", err)
+			}
+		}()
+	}
 	store, g, app, code := openPrepared(ctx, e, a.cacheDir, a.dir, a.tags, a.remotes, a.noApplianceBuild, a.dryRun)
 	if code >= 0 {
 		return code
@@ -125,7 +144,8 @@ func solve(e *env, a solveArgs) int {
 	if app == nil {
 		fmt.Fprintf(e.stderr, "vmb: keys use a placeholder executor: no appliance in cache %s (a solve that runs a job builds one first)\n", store.Dir())
 	} else {
-		qx := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: a.verbose, RepoDir: g.Dir}
+		qx := &vmexec.Executor{Store: store, Appliance: app, KVM: qemu.KVMUsable(), Verbose: a.verbose, RepoDir: g.Dir, NoChain: a.vmPerJob,
+			ReadAll: e.getenv("VMB_READ_WHOLE_DISKS") == "1"}
 		defer qx.Close()
 		x = qx
 	}

@@ -11,7 +11,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -49,7 +51,12 @@ const prompt = 15 * time.Second
 //   - a job that fails (a command that does not exist) returns an error holding
 //     a solver.JobFailure with a non-zero exit status;
 //   - a context cancelled before or while a job runs makes Run return promptly
-//     with an error that is context.Canceled, and leave no process behind.
+//     with an error that is context.Canceled, and leave no process behind;
+//   - a Chainer's chain of the format, the hash and the failing run (as far as
+//     Joins lets them join) gives each node the disks and files its Run gave,
+//     reports each node as it starts and ends, in order, and ends at the failure
+//     with a JobFailure, the node after it never started; a chain whose context
+//     was cancelled stops as Run does.
 func Run(t *testing.T, x solver.Executor, store *cas.Store, opt Options) {
 	t.Helper()
 	id := x.Identity()
@@ -99,6 +106,10 @@ func Run(t *testing.T, x solver.Executor, store *cas.Store, opt Options) {
 		t.Errorf("%s: %v (%T), not a solver.JobFailure\n%s", fail.n.Label(), fail.err, fail.err, fail.log)
 	case f.ExitCode() == 0:
 		t.Errorf("%s: %v, a job failure with exit status 0", fail.n.Label(), fail.err)
+	}
+
+	if ch, ok := x.(solver.Chainer); ok {
+		c.chain(ch, []*step{format, hash}, fail, opt)
 	}
 
 	if id2 := x.Identity(); id2 != id {
@@ -207,4 +218,73 @@ func (c *checker) cancelled(s *step, opt Options, at time.Time) {
 			c.t.Errorf("%s left processes running after it was cancelled: %v", s.n.Label(), left)
 		}
 	}
+}
+
+// chain runs the steps ok, then fail, then ok's first again, as one chain, as far
+// as ch lets them join, and checks each node's result against its single Run.
+func (c *checker) chain(ch solver.Chainer, ok []*step, fail *step, opt Options) {
+	c.t.Helper()
+	nodes := []*graph.Node{ok[0].n}
+	for _, s := range ok[1:] {
+		if !ch.Joins(nodes, s.n) {
+			c.t.Logf("%s does not join a chain after %s: chains of %d checked", s.n.Label(), nodes[len(nodes)-1].Label(), len(nodes))
+			break
+		}
+		nodes = append(nodes, s.n)
+	}
+	fails := len(nodes) == len(ok) && ch.Joins(nodes, fail.n)
+	if fails {
+		nodes = append(nodes, fail.n)
+		// A node after the failure, which must not start.
+		nodes = append(nodes, graph.NewNode(c.x.Identity(), fail.n, ok[0].n.Job, nil))
+	}
+	if len(nodes) < 2 {
+		return
+	}
+	in := maps.Clone(ok[0].in)
+	var started, finished []int
+	var logs []*bytes.Buffer
+	err := ch.RunChain(c.t.Context(), nodes, in,
+		func(i int) (context.Context, io.Writer) {
+			started = append(started, i)
+			logs = append(logs, &bytes.Buffer{})
+			return c.t.Context(), logs[len(logs)-1]
+		},
+		func(i int, out, files map[string]cas.Digest) error {
+			finished = append(finished, i)
+			if i < len(ok) && (!maps.Equal(out, ok[i].out) || !maps.Equal(files, ok[i].files)) {
+				c.t.Errorf("%s in a chain: disks %v, files %v; alone: disks %v, files %v\n%s", nodes[i].Label(), out, files, ok[i].out, ok[i].files, logs[i])
+			}
+			return nil
+		})
+	if !maps.Equal(in, ok[0].in) {
+		c.t.Errorf("RunChain changed the disks it was given: %v, now %v", ok[0].in, in)
+	}
+	wantStarted, wantDone := len(nodes), len(nodes)
+	if fails {
+		wantStarted, wantDone = len(ok)+1, len(ok)
+		var f solver.JobFailure
+		if !errors.As(err, &f) || f.ExitCode() == 0 {
+			c.t.Errorf("a chain ending in %s: %v (%T); want a job failure with a non-zero exit status", fail.n.Label(), err, err)
+		}
+	} else if err != nil {
+		c.t.Errorf("a chain of %d: %v", len(nodes), err)
+	}
+	if !slices.Equal(started, seq(wantStarted)) || !slices.Equal(finished, seq(wantDone)) {
+		c.t.Errorf("a chain of %d (failing: %v) started %v and finished %v; want %v and %v", len(nodes), fails, started, finished, seq(wantStarted), seq(wantDone))
+	}
+
+	ctx, cancel := context.WithCancel(c.t.Context())
+	cancel()
+	err = ch.RunChain(ctx, nodes, in, func(int) (context.Context, io.Writer) { return ctx, io.Discard },
+		func(int, map[string]cas.Digest, map[string]cas.Digest) error { return nil })
+	c.cancelled(&step{n: nodes[0], err: err, end: time.Now()}, opt, time.Now())
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
 }

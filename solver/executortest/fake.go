@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -26,9 +27,13 @@ type Fake struct {
 	Block chan struct{}
 	// Started, if set, receives every run's node as it starts.
 	Started chan *graph.Node
+	// Chain makes the fake join every node but create-disk to its parent's chain
+	// (Joins), to run it in RunChain as the real executor runs a chain in one VM.
+	Chain bool
 
-	mu   sync.Mutex
-	runs map[graph.Key]int
+	mu     sync.Mutex
+	runs   map[graph.Key]int
+	chains []int // the length of each chain run
 }
 
 // Identity is the fake's identity in keys.
@@ -97,6 +102,39 @@ func (f *Fake) Run(ctx context.Context, n *graph.Node, disks map[string]cas.Dige
 		files[name] = d
 	}
 	return out, files, nil
+}
+
+// Joins lets every node but create-disk join a chain when Chain is set.
+func (f *Fake) Joins(chain []*graph.Node, n *graph.Node) bool {
+	_, create := n.Job.(*graph.CreateDisk)
+	return f.Chain && !create
+}
+
+// RunChain runs the nodes one after another, as Run runs each.
+func (f *Fake) RunChain(ctx context.Context, nodes []*graph.Node, disks map[string]cas.Digest,
+	start func(int) (context.Context, io.Writer), done func(int, map[string]cas.Digest, map[string]cas.Digest) error) error {
+	f.mu.Lock()
+	f.chains = append(f.chains, len(nodes))
+	f.mu.Unlock()
+	for i, n := range nodes {
+		_, log := start(i)
+		out, files, err := f.Run(ctx, n, disks, log)
+		if err != nil {
+			return err
+		}
+		if err := done(i, maps.Clone(out), files); err != nil {
+			return err
+		}
+		disks = out
+	}
+	return nil
+}
+
+// Chains returns the length of every chain RunChain ran, in the order they began.
+func (f *Fake) Chains() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.chains)
 }
 
 // Runs returns how many times each node ran.

@@ -16,3 +16,12 @@ func TestConformance(t *testing.T) {
 	}
 	executortest.Run(t, &executortest.Fake{Store: store}, store, executortest.Options{})
 }
+
+// So does the fake that runs chains.
+func TestConformanceChain(t *testing.T) {
+	store, err := cas.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	executortest.Run(t, &executortest.Fake{Store: store, Chain: true}, store, executortest.Options{})
+}

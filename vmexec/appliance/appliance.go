@@ -125,6 +125,28 @@ func Read(dir string) (*Appliance, error) {
 // ErrNone is the error of Read and Load for a cache that holds no appliance.
 var ErrNone = errors.New("no appliance in this cache: run vmb appliance build")
 
+// StaleError is an appliance whose agent speaks another protocol than this vmb
+// (proto.Version): this vmb cannot run jobs in it. As the current appliance of a
+// cache it counts as none (it is ErrNone): the first solve builds another.
+type StaleError struct {
+	Digest   cas.Digest
+	Protocol int
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("appliance %s was built for agent protocol %d, and this vmb speaks %d: run vmb appliance build", e.Digest.Short(), e.Protocol, proto.Version)
+}
+
+func (e *StaleError) Unwrap() error { return ErrNone }
+
+// current returns a, or a *StaleError if a's agent speaks another protocol.
+func current(a *Appliance) (*Appliance, error) {
+	if a.Protocol != proto.Version {
+		return nil, &StaleError{Digest: a.Digest, Protocol: a.Protocol}
+	}
+	return a, nil
+}
+
 // Load returns the appliance last built into store.
 func Load(store *cas.Store) (*Appliance, error) {
 	ref, err := store.Ref(RefName)
@@ -148,7 +170,7 @@ func Load(store *cas.Store) (*Appliance, error) {
 	if legacy {
 		a.install(store) // the ref then keeps kernel and initramfs too; best effort
 	}
-	return a, nil
+	return current(a)
 }
 
 // BuildOptions configures Build.

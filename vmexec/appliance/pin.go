@@ -113,12 +113,20 @@ func Choose(ctx context.Context, store *cas.Store, pin cas.Digest, src Sources) 
 			return cur, nil
 		}
 		if a, err := Get(store, pin); err == nil {
+			if _, err := current(a); err != nil {
+				return nil, fmt.Errorf("the pinned %w", err)
+			}
 			return a, a.Keep(store)
 		}
 	}
 	var tried []error
 	for _, r := range src.Remotes {
 		a, err := Pull(ctx, store, r, pin)
+		if err == nil {
+			if _, serr := current(a); serr != nil {
+				err = fmt.Errorf("remote %s: %w", r, serr)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, cas.ErrNotFound) && src.Warn != nil {
 				src.Warn(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"vmb.dev/vmb/cas"
+	"vmb.dev/vmb/vmexec/proto"
 )
 
 // fake stores an appliance of fake content in a new cache under dir.
@@ -18,7 +19,7 @@ func fake(t *testing.T, dir, kernel string) (*cas.Store, *Appliance) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Put(s, Manifest{KernelVersion: kernel, Protocol: 1}, []byte("kernel "+kernel), []byte("initrd "+kernel))
+	a, err := Put(s, Manifest{KernelVersion: kernel, Protocol: proto.Version}, []byte("kernel "+kernel), []byte("initrd "+kernel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,5 +111,33 @@ func TestPin(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, LockFile), []byte("executor x\n"), 0o644)
 	if _, err := ReadPin(dir); err == nil || !strings.Contains(err.Error(), "vmb.lock:1:") {
 		t.Fatalf("ReadPin of a bad file: %v", err)
+	}
+}
+
+// An appliance whose agent speaks another protocol cannot run this vmb's jobs: as
+// a cache's current one it counts as none (the first solve builds another), and
+// pinned it is an error that says why.
+func TestStale(t *testing.T) {
+	s, err := cas.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := Put(s, Manifest{KernelVersion: "old", Protocol: proto.Version - 1}, []byte("kernel old"), []byte("initrd old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Use(s); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(s)
+	var stale *StaleError
+	if !errors.Is(err, ErrNone) || !errors.As(err, &stale) || stale.Protocol != proto.Version-1 {
+		t.Fatalf("Load of a stale current appliance: %v; want a StaleError that is ErrNone", err)
+	}
+	if a, err := Choose(context.Background(), s, cas.Digest{}, Sources{}); a != nil || err != nil {
+		t.Errorf("Choose without a pin: %v, %v; want none, to build one", a, err)
+	}
+	if _, err := Choose(context.Background(), s, old.Digest, Sources{}); err == nil || !strings.Contains(err.Error(), "pinned appliance") || !strings.Contains(err.Error(), "protocol") {
+		t.Errorf("Choose of a stale pin: %v; want an error that says why", err)
 	}
 }

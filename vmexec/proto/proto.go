@@ -16,6 +16,14 @@
 // job prints can be taken for a result. Lines "VMB-READY <nonce>" (the agent has
 // started) and "VMB-ERROR <nonce> <message>" (the agent could not run the job) are
 // the only other protocol lines.
+//
+// A job disk may hold several jobs, each job.json followed by its payload: a
+// chain, run in one boot. After a job that another follows, and that succeeded,
+// the agent has unmounted and synced the target disks when it says the result,
+// and then waits for the host to read them: it runs the next job when the host
+// writes the line "VMB-NEXT <nonce>" (NextLine, the nonce of the job that ended)
+// on the console. After the last job, or one that failed, it powers off; after
+// the last with Job.Hold set, once the host has written that line.
 package proto
 
 import (
@@ -34,7 +42,11 @@ import (
 // Derive, the same in the agent and in exports.
 // 3: the guest clock stands at the epoch while a job runs; ext2/3/4 place every
 // file by the stream goal (mb_stream_req 0).
-const Version = 3
+//
+// 4: a job disk holds a chain of jobs, run one after another in one boot, the
+// agent waiting for the host (NextLine) after each; Job.Hold. The bytes a job
+// leaves are those of 3.
+const Version = 4
 
 // Epoch is the time every build's guest clock and SOURCE_DATE_EPOCH say
 // (2020-01-01T00:00:00Z). Changing it changes Version.
@@ -63,6 +75,10 @@ type Job struct {
 	// Seed is a hex string derived from the node's key, from which filesystem UUIDs
 	// and hash seeds are made.
 	Seed string `json:"seed"`
+	// Hold makes the agent wait for the host's NextLine after the job, when it
+	// succeeded, even if no job follows (it then powers off): the host reads from
+	// qemu which ranges the job wrote while the VM still runs.
+	Hold bool `json:"hold,omitempty"`
 	// Booted, when set, ends a boot-mode run (Kind and Params are the run): the
 	// disk the target booted from is attached read-only right after the target
 	// disks, and the agent carries what the boot changed over to the run's disk
@@ -117,6 +133,12 @@ const (
 	ResultPrefix = "VMB-RESULT "
 	ErrorPrefix  = "VMB-ERROR "
 )
+
+// NextPrefix starts the line the host writes to let the agent run the next job.
+const NextPrefix = "VMB-NEXT "
+
+// NextLine is the line that lets the agent run the job after the one with nonce.
+func NextLine(nonce string) string { return NextPrefix + nonce }
 
 // ResultLine is the line that ends a job.
 func ResultLine(nonce string, status int) string {

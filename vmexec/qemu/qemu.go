@@ -2,6 +2,8 @@
 // without qemu and printed ready to paste), and the lifecycle of a running VM
 // (Start, its console, Wait, killed when the context ends), together with the
 // network helper it may need. Build jobs and vmb shell both boot through it.
+// Its Monitor speaks QMP to a running VM, and tells which ranges of a disk the
+// guest wrote (dirty bitmaps read over NBD: nbd.go).
 //
 // # Network
 //
@@ -67,6 +69,10 @@ type VM struct {
 	DHCP bool
 	// Passt is the passt binary NetOutside runs; default "passt".
 	Passt string
+	// Monitor, if set, is the path of a QMP socket qemu listens on (DialMonitor).
+	Monitor string
+	// Paused starts the VM with its CPUs stopped, for a monitor command "cont".
+	Paused bool
 }
 
 // Drive is a raw disk image attached to the VM.
@@ -88,6 +94,12 @@ func (vm *VM) Args() []string {
 	args := []string{"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-machine", "q35", "-m", fmt.Sprint(vm.Memory), "-smp", fmt.Sprint(max(vm.CPUs, 1)),
 		"-serial", "stdio", "-monitor", "none"}
+	if vm.Monitor != "" {
+		args = append(args, "-qmp", "unix:"+strings.ReplaceAll(vm.Monitor, ",", ",,")+",server=on,wait=off")
+	}
+	if vm.Paused {
+		args = append(args, "-S")
+	}
 	if vm.RTCBase != "" {
 		args = append(args, "-rtc", "base="+vm.RTCBase)
 	}
@@ -118,7 +130,7 @@ func (vm *VM) Args() []string {
 		if d.Serial != "" {
 			dev += ",serial=" + d.Serial
 		}
-		args = append(args, "-drive", "file="+strings.ReplaceAll(d.Path, ",", ",,")+fmt.Sprintf(",id=disk%d,", i)+opt, "-device", dev)
+		args = append(args, "-drive", "file="+strings.ReplaceAll(d.Path, ",", ",,")+fmt.Sprintf(",id=disk%d,node-name=%s,", i, nodeName(i))+opt, "-device", dev)
 	}
 	return args
 }

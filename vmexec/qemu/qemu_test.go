@@ -14,8 +14,8 @@ func TestVMArgs(t *testing.T) {
 	want := []string{"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-machine", "q35", "-m", "512", "-smp", "1",
 		"-serial", "stdio", "-monitor", "none", "-net", "none", "-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0 quiet",
 		"-accel", "tcg", "-cpu", "max",
-		"-drive", "file=/job,id=disk0,format=raw,if=none,readonly=on", "-device", "virtio-blk-pci,drive=disk0",
-		"-drive", "file=/a,,b.img,id=disk1,format=raw,if=none,cache=unsafe,discard=unmap", "-device", "virtio-blk-pci,drive=disk1,serial=vmb-run"}
+		"-drive", "file=/job,id=disk0,node-name=vmb-disk0,format=raw,if=none,readonly=on", "-device", "virtio-blk-pci,drive=disk0",
+		"-drive", "file=/a,,b.img,id=disk1,node-name=vmb-disk1,format=raw,if=none,cache=unsafe,discard=unmap", "-device", "virtio-blk-pci,drive=disk1,serial=vmb-run"}
 	if diff := cmp.Diff(want, vm.Args()); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
 	}
