@@ -238,10 +238,15 @@ func (s *Store) IngestDisk(ctx context.Context, path string, opt IngestOptions) 
 		dirty := chunksOf(changed, cs, size)
 		kept = baseChunksOutside(opt.Base, dirty, size)
 		// A changed chunk that is a hole now (the job discarded it) is zero
-		// without a read.
-		data, err := dataExtents(f, size)
-		if err != nil {
-			return fail(err)
+		// without a read. Only the changed chunks' extents are looked up: a disk
+		// whose free blocks were discarded block by block has many.
+		var data []Extent
+		for _, c := range dirty {
+			ext, err := dataIn(f, c, min(c+cs, size))
+			if err != nil {
+				return fail(err)
+			}
+			data = append(data, ext...)
 		}
 		read = intersectSorted(dirty, chunksOf(data, cs, size))
 	} else {
@@ -406,24 +411,32 @@ func syncfs(dir string) error {
 }
 
 // dataExtents lists the ranges of f that hold data, skipping holes.
-func dataExtents(f *os.File, size int64) ([]Extent, error) {
+func dataExtents(f *os.File, size int64) ([]Extent, error) { return dataIn(f, 0, size) }
+
+// dataIn returns the extents of f between from and to that hold data (SEEK_DATA),
+// cut to that range.
+func dataIn(f *os.File, from, to int64) ([]Extent, error) {
 	var ext []Extent
 	fd := int(f.Fd())
-	for pos := int64(0); pos < size; {
+	for pos := from; pos < to; {
 		start, err := unix.Seek(fd, pos, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			break // no data after pos
 		}
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-			return []Extent{{0, size}}, nil // no hole support: all of it is data
+			return []Extent{{from, to - from}}, nil // no hole support: all of it is data
 		}
 		if err != nil {
 			return nil, fmt.Errorf("seek data: %w", err)
+		}
+		if start >= to {
+			break
 		}
 		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
 		if err != nil {
 			return nil, fmt.Errorf("seek hole: %w", err)
 		}
+		end = min(end, to)
 		ext = append(ext, Extent{start, end - start})
 		pos = end
 	}
