@@ -168,12 +168,6 @@ func (s *session) run(ctx context.Context, i int, log io.Writer) (map[string]cas
 			return nil, err
 		}
 		s.cancel = cancel
-		if s.vm.Paused {
-			if err := s.startTracking(vctx, log); err != nil {
-				s.close()
-				return nil, err
-			}
-		}
 		s.lines = make(chan string, 64)
 		go func() {
 			defer close(s.lines)
@@ -184,6 +178,12 @@ func (s *session) run(ctx context.Context, i int, log io.Writer) (map[string]cas
 			}
 			io.Copy(io.Discard, s.p.Console) // a line too long: qemu must not block
 		}()
+		if s.vm.Paused {
+			if err := s.startTracking(vctx, log); err != nil {
+				s.close() // qemu says why, if it stopped
+				return nil, fmt.Errorf("%w (%v)", err, s.werr)
+			}
+		}
 	} else if _, err := fmt.Fprintln(s.p.Stdin, proto.NextLine(s.jobs[i-1].Nonce)); err != nil {
 		return nil, fmt.Errorf("the build VM did not take its next job: %w", err)
 	}
