@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -140,8 +141,16 @@ func (m *Monitor) Written(ctx context.Context, i int, size int64, nbdSocket stri
 		return nil, err
 	}
 	extents, err := dirtyExtents(ctx, nbdSocket, node, "qemu:dirty-bitmap:"+old, size)
-	if derr := m.Do("block-export-del", map[string]any{"id": node}, nil); err == nil && derr != nil {
-		err = derr
+	// qemu may not have seen the client go yet: "export ... still in use".
+	for try := 0; ; try++ {
+		derr := m.Do("block-export-del", map[string]any{"id": node}, nil)
+		if derr == nil || !strings.Contains(derr.Error(), "still in use") || try == 500 {
+			if err == nil {
+				err = derr
+			}
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	if err != nil {
 		return nil, err
