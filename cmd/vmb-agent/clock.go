@@ -3,8 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
-	"sync"
-	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,7 +12,7 @@ import (
 // than the second the kernel and most programs count time in. Setting the clock is
 // not free under emulation: every 5 ms it slowed a shell loop in the build VM by
 // about 70%, every 100 ms by 6%.
-const holdPeriod = 200 * 1000 * 1000 // ns
+const holdPeriod = 200 * time.Millisecond
 
 // holdClock keeps the guest clock at epoch while a job runs: a thread of its own,
 // scheduled before every other (SCHED_FIFO), sets it back every holdPeriod, so
@@ -31,28 +30,34 @@ const holdPeriod = 200 * 1000 * 1000 // ns
 // Time still passes for timeouts and sleeps, which count on the monotonic clock.
 // The returned function stops holding; the clock then runs from the epoch.
 func holdClock(epoch int64) (release func()) {
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	wg.Add(1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		runtime.LockOSThread() // the thread dies with the goroutine: its policy goes with it
 		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 50}
 		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
 			fmt.Printf("vmb-agent: hold the clock: no real-time priority: %v\n", err)
 		}
 		at := unix.Timespec{Sec: epoch}
-		period := unix.NsecToTimespec(holdPeriod)
-		for !stop.Load() {
+		tick := time.NewTicker(holdPeriod)
+		defer tick.Stop()
+		for {
 			if err := unix.ClockSettime(unix.CLOCK_REALTIME, &at); err != nil {
 				fmt.Printf("vmb-agent: hold the clock: %v\n", err)
 				return
 			}
-			unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &period, nil)
+			// Woken by release too: a sleep it could not cut short cost every
+			// job half a period on average before its result went out.
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
 		}
 	}()
 	return func() {
-		stop.Store(true)
-		wg.Wait()
+		close(stop)
+		<-done
 	}
 }

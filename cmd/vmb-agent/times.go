@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmb.dev/vmb/graph"
 	"vmb.dev/vmb/internal/fsfix/ext"
 	"vmb.dev/vmb/internal/fsfix/ntfs"
 	"vmb.dev/vmb/internal/fsfix/ufs"
@@ -32,43 +33,16 @@ type mountpoint struct {
 // creation times and superblock times). Times before the epoch (a tar-in of old
 // files) are kept.
 
-// An inode fixTimes rewrites.
-type inodeFix struct {
-	ino        uint64
-	crtime     bool // created after the epoch
-	generation bool // a generation other than 0
-	blocks     bool // a file or directory: blocks with checksums seeded by the generation
-}
-
-// normalize walks a mounted target, sets its times, and returns the inodes whose
-// creation time or generation fixTimes has to rewrite once it is unmounted.
-func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
+// normalize walks a mounted target and sets its times.
+func (a *agent) normalize(m mountpoint) error {
 	epoch := a.job.Epoch
-	ext := strings.HasPrefix(m.fstype, "ext")
-	var fixes []inodeFix
-	err := filepath.WalkDir(m.dir, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(m.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		var st unix.Statx_t
 		if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
 			return err
-		}
-		if ext {
-			// ext4 draws every new inode's generation at random.
-			fix := inodeFix{ino: st.Ino, crtime: st.Mask&unix.STATX_BTIME != 0 && after(st.Btime, epoch)}
-			if d.Type().IsRegular() || d.IsDir() {
-				gen, err := generation(p)
-				if err != nil {
-					return err
-				}
-				fix.generation, fix.blocks = gen != 0, gen != 0
-			} else {
-				fix.generation = true // no blocks to rewrite: setting it costs nothing
-			}
-			if fix.crtime || fix.generation {
-				fixes = append(fixes, fix)
-			}
 		}
 		if m.fstype == "ntfs" && d.Type()&fs.ModeSymlink == 0 {
 			if err := ntfs.ClampFileTimes(p, epoch); err != nil {
@@ -101,24 +75,6 @@ func (a *agent) normalize(m mountpoint) ([]inodeFix, error) {
 			}
 		}
 	})
-	return fixes, err
-}
-
-// fsIocGetversion is FS_IOC_GETVERSION, _IOR('v', 1, long), which x/sys/unix lacks.
-const fsIocGetversion = 0x80087601
-
-// generation returns the generation of a file or directory.
-func generation(p string) (int, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	gen, err := unix.IoctlGetInt(fd, fsIocGetversion)
-	if err != nil {
-		return 0, fmt.Errorf("generation of %s: %w", p, err)
-	}
-	return int(uint32(gen)), nil
 }
 
 // changed says whether an inode has times after the epoch: it was changed by this
@@ -139,20 +95,30 @@ func clamp(t unix.StatxTimestamp, epoch int64) unix.Timespec {
 }
 
 // fixTimes rewrites, on an unmounted ext2/3/4 target, what normalize could not: the
-// creation times, generations and change counters of inodes, the free blocks (what
-// a removed file leaves there), and the superblock's mount and write
-// times, mount count and lifetime write count. Their checksums are seeded with the
-// generation, so the blocks of files and directories whose generation changed are
-// written again by e2fsck.
-func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
+// creation times, generations and change counters of inodes (ext.ScrubInodes), the
+// free blocks (what a removed file leaves there), and the superblock's mount and
+// write times, mount count and lifetime write count. With metadata_csum, the
+// checksums of directory and extent blocks are seeded with their inode's
+// generation: e2fsck writes them again where one changed.
+//
+// After a run, e2fsck -D also rebuilds every directory from its entries alone:
+// where an entry lands in a directory's blocks otherwise depends on the names
+// created and removed there before it, and programs name their temporary files by
+// pid and clock (depmod writes modules.dep.<pid>.<usec>.<sec> and renames it), so
+// two installs of the same packages laid out /usr/lib/modules/<version> and /
+// differently. The agent's own jobs (copy-in, tar-in, remove, ...) make the same
+// calls with the same names every time: their directories need no rebuild, and a
+// copy-in of files into directories that exist needs no e2fsck at all (it is two
+// fifths of such a job's time under emulation).
+func (a *agent) fixTimes(m mountpoint) error {
 	if !strings.HasPrefix(m.fstype, "ext") {
 		return nil
 	}
-	cleared, scrubbed, err := ext.ScrubInodes(m.dev)
+	s, err := ext.ScrubInodes(m.dev, a.job.Epoch)
 	if err != nil {
 		return fmt.Errorf("inode tables: %w", err)
 	}
-	fmt.Printf("+ inode tables: %d free inodes cleared, %d change counters zeroed\n", cleared, scrubbed)
+	fmt.Printf("+ inode tables: %d free inodes cleared, %d change counters zeroed, %d creation times and generations set\n", s.Cleared, s.Counters, s.Created)
 	// Free blocks now, while every group the kernel allocated from has its bitmap
 	// (e2fsck marks a group it finds empty BLOCK_UNINIT, and ZeroFree passes
 	// those), and again after e2fsck, which frees the blocks of the directories it
@@ -162,71 +128,32 @@ func (a *agent) fixTimes(m mountpoint, fixes []inodeFix) error {
 		return fmt.Errorf("free blocks: %w", err)
 	}
 	fmt.Printf("+ free blocks: %d MiB made to read as zeros\n", zeroed>>20)
-	if err := a.fixInodes(m, fixes); err != nil {
-		return err
-	}
-	if _, err := ext.ZeroFree(m.dev); err != nil {
-		return fmt.Errorf("free blocks: %w", err)
+	rebuild := a.job.Kind == (&graph.Run{}).Kind()
+	if s.Reseed || rebuild {
+		args := "-fy"
+		if rebuild {
+			args = "-fyD"
+		}
+		if err := e2fsck(m.dev, args, a.job.Epoch); err != nil {
+			return err
+		}
+		if _, err := ext.ZeroFree(m.dev); err != nil {
+			return fmt.Errorf("free blocks: %w", err)
+		}
 	}
 	// Last, since e2fsprogs stamp it with the clock, which runs: the superblock.
 	return ext.StampSuperblock(m.dev, a.job.Epoch)
 }
 
-// fixInodes sets creation times and generations with debugfs, and has e2fsck write
-// again the checksums seeded by a generation that changed.
-func (a *agent) fixInodes(m mountpoint, fixes []inodeFix) error {
-	if len(fixes) == 0 {
-		return nil
+// e2fsck runs e2fsck with args (-fy or -fyD) on dev, its clock at the epoch.
+func e2fsck(dev, args string, epoch int64) error {
+	what := "checksums seeded with the new generations written again"
+	if strings.Contains(args, "D") {
+		what += ", directories rebuilt"
 	}
-	at := fmt.Sprintf("@%d", a.job.Epoch)
-	var cmds strings.Builder
-	rewrite := false
-	for _, f := range fixes {
-		if f.crtime {
-			fmt.Fprintf(&cmds, "sif <%d> crtime %s\nsif <%d> crtime_extra 0\n", f.ino, at, f.ino)
-		}
-		if f.generation {
-			fmt.Fprintf(&cmds, "sif <%d> generation 0\n", f.ino)
-		}
-		rewrite = rewrite || f.blocks
-	}
-	f, err := os.CreateTemp("", "debugfs")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.WriteString(cmds.String()); err != nil {
-		return err
-	}
-	f.Close()
-	fmt.Printf("+ debugfs: creation times and generations of %d inodes\n", len(fixes))
-	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", a.job.Epoch), fmt.Sprintf("E2FSCK_TIME=%d", a.job.Epoch)}
-	out, err := runEnv(env, "debugfs", "-w", "-f", f.Name(), m.dev)
-	if err == nil {
-		// debugfs reports a command that failed but exits 0: every line that is not
-		// its banner or the echo of a command is an error.
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if !strings.HasPrefix(line, "debugfs") {
-				err = fmt.Errorf("%s", line)
-				break
-			}
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("debugfs: %v\n%s", err, out)
-	}
-	if !rewrite {
-		return nil
-	}
-	// With metadata_csum, the checksums of directory and extent blocks are seeded
-	// with their inode's generation: e2fsck writes them again. -D rebuilds every
-	// directory from its entries alone: where an entry lands in a directory's
-	// blocks otherwise depends on the names created and removed there before it,
-	// and programs name their temporary files by pid and clock (depmod writes
-	// modules.dep.<pid>.<usec>.<sec> and renames it), so two installs of the same
-	// packages laid out /usr/lib/modules/<version> and / differently.
-	fmt.Println("+ e2fsck -fyD: checksums seeded with the new generations, directories rebuilt")
-	out, err = runEnv(env, "e2fsck", "-fyD", m.dev)
+	fmt.Printf("+ e2fsck %s: %s\n", args, what)
+	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", epoch), fmt.Sprintf("E2FSCK_TIME=%d", epoch)}
+	out, err := runEnv(env, "e2fsck", args, dev)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() < 4 {
 		err = nil // 1 and 2: errors corrected

@@ -37,7 +37,7 @@ func (a *agent) formatUFS(dev string, j *graph.Format) error {
 // buildUFS writes a UFS filesystem holding dir's tree over all of dev, with the
 // tree's times normalized.
 func (a *agent) buildUFS(u ufs.Params, dev, dir string, options []string) error {
-	if _, err := a.normalize(mountpoint{dir: dir, dev: dev, fstype: "ufs"}); err != nil {
+	if err := a.normalize(mountpoint{dir: dir, dev: dev, fstype: "ufs"}); err != nil {
 		return err
 	}
 	return ufs.Build(u, dev, dir, a.job.Epoch, options, os.Stdout)

@@ -2,8 +2,8 @@
 // superblock's times and counters (StampSuperblock), the inode tables' free
 // slots and change counters (ScrubInodes), with their metadata_csum checksums, and
 // the free blocks (ZeroFree).
-// The agent sets creation times and generations with debugfs, and mkfs takes
-// the UUID and hash seed it derives.
+// The agent has mkfs take the UUID and hash seed it derives, and e2fsck write
+// again the checksums seeded by a generation ScrubInodes set.
 package ext
 
 import (
@@ -137,50 +137,68 @@ const (
 	blockUninit = 0x2 // the block bitmap was never written: no block was ever allocated
 )
 
+// Scrubbed is what ScrubInodes rewrote.
+type Scrubbed struct {
+	Cleared  int // free slots zeroed
+	Counters int // change counters zeroed
+	Created  int // files and directories whose creation time or generation was set
+	// Reseed says that a directory or a file with extent blocks got generation 0:
+	// with metadata_csum their blocks' checksums are seeded with it, and are
+	// right again only once e2fsck -f has written them.
+	Reseed bool
+}
+
 // ScrubInodes works through the inode tables of an unmounted ext2/3/4 filesystem.
 // It zeroes the slots the inode bitmaps say are free: a deleted file leaves its inode
 // behind, with the times and generation it had, where mke2fs left zeros. In the
 // inodes in use, it zeroes the change counter (i_version), which counts how often the
-// kernel wrote the inode and so depends on timing, and writes their checksums again.
-func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
+// kernel wrote the inode and so depends on timing; sets a creation time after the
+// epoch to the epoch, since the guest clock runs; and sets the generation, which
+// the kernel draws at random for every new inode, to 0. It writes their checksums
+// again, and only the blocks of the tables it changed.
+func ScrubInodes(dev string, epoch int64) (Scrubbed, error) {
+	var s Scrubbed
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
-		return 0, 0, err
+		return s, err
 	}
 	defer f.Close()
 	g, err := readGeometry(f, dev)
 	if err != nil {
-		return 0, 0, err
+		return s, err
 	}
 	le := binary.LittleEndian
 	bitmap := make([]byte, g.blockSize)
 	table := make([]byte, g.perGroup*g.inodeSize)
+	dirty := make([]bool, len(table)/int(g.blockSize)+1)
 	zero := make([]byte, g.inodeSize)
+	crLo, crHi := uint32(epoch), uint32((epoch-int64(int32(uint32(epoch))))>>32)&3
 	for gi := range g.groups {
 		flags, _, bitmapAt, tableAt := g.desc(gi)
 		if flags&inodeUninit != 0 { // nothing was ever written
 			continue
 		}
 		if _, err := f.ReadAt(bitmap, bitmapAt*g.blockSize); err != nil {
-			return cleared, scrubbed, err
+			return s, err
 		}
 		if _, err := f.ReadAt(table, tableAt*g.blockSize); err != nil {
-			return cleared, scrubbed, err
+			return s, err
 		}
-		dirty := false
+		clear(dirty)
 		for i := range g.perGroup {
 			in := table[i*g.inodeSize : (i+1)*g.inodeSize]
+			mark := func() { dirty[i*g.inodeSize/g.blockSize] = true }
 			if bitmap[i/8]&(1<<(i%8)) == 0 {
 				if !bytes.Equal(in, zero) {
 					clear(in)
-					cleared++
-					dirty = true
+					s.Cleared++
+					mark()
 				}
 				continue
 			}
 			extra := int64(0)
 			if g.inodeSize > 128 {
-				extra = int64(le.Uint16(in[0x80:]))
+				extra = min(int64(le.Uint16(in[0x80:])), g.inodeSize-128)
 			}
 			changed := le.Uint32(in[0x24:]) != 0
 			clear(in[0x24:0x28])
@@ -188,23 +206,51 @@ func ScrubInodes(dev string) (cleared, scrubbed int, err error) {
 				changed = changed || le.Uint32(in[0x98:]) != 0
 				clear(in[0x98:0x9c])
 			}
-			if !changed {
+			if changed {
+				s.Counters++
+			}
+			created := false
+			if extra >= 0x18 { // i_crtime and i_crtime_extra
+				lo, hi := le.Uint32(in[0x90:]), le.Uint32(in[0x94:])
+				sec := int64(int32(lo)) + int64(hi&3)<<32
+				if sec > epoch || sec == epoch && hi>>2 != 0 {
+					le.PutUint32(in[0x90:], crLo)
+					le.PutUint32(in[0x94:], crHi)
+					created = true
+				}
+			}
+			if le.Uint32(in[0x64:]) != 0 { // i_generation
+				clear(in[0x64:0x68])
+				created = true
+				mode := le.Uint16(in[0:]) & 0xf000
+				depth := le.Uint16(in[0x2e:]) // of the extent tree in i_block
+				extents := le.Uint32(in[0x20:])&0x80000 != 0 && le.Uint16(in[0x28:]) == 0xf30a
+				s.Reseed = s.Reseed || g.csum && (mode == 0x4000 || mode == 0x8000 && extents && depth > 0)
+			}
+			if created {
+				s.Created++
+			}
+			if !changed && !created {
 				continue
 			}
-			scrubbed++
-			dirty = true
+			mark()
 			if g.csum {
 				ino := uint32(gi*g.perGroup + i + 1)
 				inodeChecksum(in, g.seed, ino, extra >= 4)
 			}
 		}
-		if dirty {
-			if _, err := f.WriteAt(table, tableAt*g.blockSize); err != nil {
-				return cleared, scrubbed, err
+		for b, d := range dirty {
+			if !d {
+				continue
+			}
+			off := int64(b) * g.blockSize
+			end := min(off+g.blockSize, int64(len(table)))
+			if _, err := f.WriteAt(table[off:end], tableAt*g.blockSize+off); err != nil {
+				return s, err
 			}
 		}
 	}
-	return cleared, scrubbed, f.Sync()
+	return s, f.Sync()
 }
 
 // ZeroFree makes the blocks an unmounted ext2/3/4 filesystem's block bitmaps say
