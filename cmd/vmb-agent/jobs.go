@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -561,7 +563,36 @@ func (a *agent) tarIn(j *graph.TarIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
+	return extractPayload(dst)
+}
+
+// extractPayload extracts the payload, a tar archive, onto dst as root: numeric
+// owners, modes, and with extra (tar's options) xattrs and the like.
+func extractPayload(dst string, extra ...string) error {
+	in, err := openPayload(filepath.Join(payloadDir, proto.PayloadSrc))
+	if err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	defer in.Close()
+	args := append([]string{"-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p"}, extra...)
+	// tar tells a compressed archive by its first bytes only in a file it can
+	// read again: on a pipe, it is told.
+	br := bufio.NewReader(in)
+	head, _ := br.Peek(6)
+	for _, c := range tarCompressions {
+		if bytes.HasPrefix(head, []byte(c.magic)) {
+			args = append(args, c.flag)
+			break
+		}
+	}
+	return shIn(br, "tar", append(args, "-f", "-", "-C", dst)...)
+}
+
+// tarCompressions are the compressed formats GNU tar recognizes by their first
+// bytes when it reads an archive from a file, and the option that names each.
+var tarCompressions = []struct{ magic, flag string }{
+	{"\x1f\x8b", "--gzip"}, {"BZh", "--bzip2"}, {"\xfd7zXZ\x00", "--xz"}, {"\x28\xb5\x2f\xfd", "--zstd"},
+	{"LZIP", "--lzip"}, {"\xffLZMA", "--lzma"}, {"\x89LZO", "--lzop"}, {"\x1f\x9d", "--uncompress"},
 }
 
 // imageIn extracts the image's filesystem, which the host flattened into one tar
@@ -573,8 +604,7 @@ func (a *agent) imageIn(j *graph.ImageIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
-		"-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
+	return extractPayload(dst, "--xattrs", "--xattrs-include=*")
 }
 
 // tarDir archives a directory deterministically: sorted names, numeric owners,

@@ -7,7 +7,6 @@ package main
 import (
 	"archive/tar"
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +25,8 @@ import (
 )
 
 const (
-	payloadDir = "/run/payload"
+	jobDisk    = "/dev/vda"
+	payloadDir = "/run/payload" // see openPayload
 	outputDir  = "/run/output"
 	targetDir  = "/mnt/target"
 )
@@ -52,7 +52,7 @@ func main() {
 		fmt.Printf("%sunknown setup: %v\n", proto.ErrorPrefix, err)
 		return
 	}
-	jobs, err := openJobs("/dev/vda")
+	jobs, err := openJobs(jobDisk)
 	if err != nil {
 		fmt.Printf("%sunknown job disk: %v\n", proto.ErrorPrefix, err)
 		return
@@ -193,7 +193,7 @@ func setup() error {
 	}
 	// Wait for the disks the modules just made to appear.
 	for i := 0; i < 500; i++ {
-		if _, err := os.Stat("/dev/vda"); err == nil {
+		if _, err := os.Stat(jobDisk); err == nil {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -244,101 +244,6 @@ func loadModules(group string) error {
 		}
 		delete(moduleGroups, g)
 	}
-	return nil
-}
-
-// jobReader reads the jobs of the job disk, one after another: each job.json
-// and the payload entries after it, up to the next job.json.
-type jobReader struct {
-	tr      *tar.Reader
-	pending *proto.Job // the next job, read with the end of the one before it
-}
-
-func openJobs(dev string) (*jobReader, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return nil, err
-	}
-	// Left open: the agent reads it to its end, then powers off.
-	return &jobReader{tr: tar.NewReader(bufio.NewReaderSize(f, 1<<20))}, nil
-}
-
-// next returns the next job, its payload extracted under payloadDir (emptied
-// first), or an error if there is none.
-func (r *jobReader) next() (*proto.Job, error) {
-	job := r.pending
-	r.pending = nil
-	if err := os.RemoveAll(payloadDir); err != nil {
-		return nil, err
-	}
-	for {
-		h, err := r.tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("malformed job disk: %w", err)
-		}
-		if h.Name == proto.JobFile {
-			j := &proto.Job{}
-			if err := json.NewDecoder(r.tr).Decode(j); err != nil {
-				return nil, fmt.Errorf("job.json: %w", err)
-			}
-			if job != nil {
-				r.pending = j
-				break
-			}
-			job = j
-			continue
-		}
-		if job == nil {
-			return nil, fmt.Errorf("payload entry %s before any job.json", h.Name)
-		}
-		if err := extractEntry(r.tr, h, payloadDir); err != nil {
-			return nil, err
-		}
-	}
-	if job == nil {
-		return nil, errors.New("no job.json on the job disk")
-	}
-	return job, nil
-}
-
-// extractEntry writes one tar entry under dir, keeping its mode, owner and mtime.
-func extractEntry(tr *tar.Reader, h *tar.Header, dir string) error {
-	name := filepath.Clean("/" + h.Name)
-	p := filepath.Join(dir, name)
-	os.MkdirAll(filepath.Dir(p), 0o755)
-	switch h.Typeflag {
-	case tar.TypeDir:
-		if err := os.MkdirAll(p, os.FileMode(h.Mode).Perm()); err != nil {
-			return err
-		}
-	case tar.TypeSymlink:
-		os.Remove(p)
-		if err := os.Symlink(h.Linkname, p); err != nil {
-			return err
-		}
-	case tar.TypeReg:
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(h.Mode).Perm())
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, tr)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("payload entry %s: unsupported type %c", h.Name, h.Typeflag)
-	}
-	os.Lchown(p, h.Uid, h.Gid)
-	if h.Typeflag != tar.TypeSymlink {
-		os.Chmod(p, os.FileMode(h.Mode)&07777)
-	}
-	unix.Lutimes(p, []unix.Timeval{unix.NsecToTimeval(h.ModTime.UnixNano()), unix.NsecToTimeval(h.ModTime.UnixNano())})
 	return nil
 }
 

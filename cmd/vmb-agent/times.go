@@ -218,8 +218,9 @@ func (a *agent) copyTree(src, dst string) error {
 	})
 }
 
+// copyFile copies a payload file.
 func copyFile(from, to string, perm fs.FileMode) error {
-	in, err := os.Open(from)
+	in, err := openPayload(from)
 	if err != nil {
 		return err
 	}
