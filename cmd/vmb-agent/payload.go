@@ -31,12 +31,16 @@ const leaveOnDisk = 1 << 20
 // payload left on the job disk to where its bytes are there.
 var leftOnDisk = map[string]section{}
 
-type section struct{ off, size int64 }
+type section struct {
+	dev       string
+	off, size int64
+}
 
 // jobReader reads the jobs of the job disk, one after another: each job.json
 // and the payload entries after it, up to the next job.json.
 type jobReader struct {
 	dev     string
+	dir     string // where payloads are extracted: payloadDir
 	disk    *diskReader
 	tr      *tar.Reader
 	pending *proto.Job // the next job, read with the end of the one before it
@@ -49,7 +53,7 @@ func openJobs(dev string) (*jobReader, error) {
 	}
 	// Left open: the agent reads it to its end, then powers off.
 	d := &diskReader{f: f, br: bufio.NewReaderSize(f, 1<<20)}
-	return &jobReader{dev: dev, disk: d, tr: tar.NewReader(d)}, nil
+	return &jobReader{dev: dev, dir: payloadDir, disk: d, tr: tar.NewReader(d)}, nil
 }
 
 // diskReader reads the job disk for the tar reader: buffered, knowing its
@@ -86,12 +90,12 @@ func (d *diskReader) Seek(off int64, whence int) (int64, error) {
 	return d.pos, nil
 }
 
-// next returns the next job, its payload extracted under payloadDir (emptied
+// next returns the next job, its payload extracted under r.dir (emptied
 // first), or an error if there is none.
 func (r *jobReader) next() (*proto.Job, error) {
 	job := r.pending
 	r.pending = nil
-	if err := os.RemoveAll(payloadDir); err != nil {
+	if err := os.RemoveAll(r.dir); err != nil {
 		return nil, err
 	}
 	clear(leftOnDisk)
@@ -122,10 +126,10 @@ func (r *jobReader) next() (*proto.Job, error) {
 		if h.Typeflag == tar.TypeReg && h.Size >= leaveOnDisk {
 			// The tar reader is at the file's first byte, and skips the rest
 			// when asked for the next entry.
-			leftOnDisk[filepath.Join(payloadDir, filepath.Clean("/"+h.Name))] = section{r.disk.pos, h.Size}
+			leftOnDisk[filepath.Join(r.dir, filepath.Clean("/"+h.Name))] = section{r.dev, r.disk.pos, h.Size}
 			data = nil
 		}
-		if err := extractEntry(data, h, payloadDir); err != nil {
+		if err := extractEntry(data, h, r.dir); err != nil {
 			return nil, err
 		}
 	}
@@ -142,7 +146,7 @@ func openPayload(p string) (io.ReadCloser, error) {
 	if !ok {
 		return os.Open(p)
 	}
-	f, err := os.Open(jobDisk)
+	f, err := os.Open(s.dev)
 	if err != nil {
 		return nil, err
 	}
