@@ -218,3 +218,28 @@ func differ(t *testing.T, store *cas.Store, other cas.Digest, c *chain, name str
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return fmt.Sprintf("%d bytes differ; the first (offset, octal):\n%s", len(lines), strings.Join(lines[:min(len(lines), 16)], "\n"))
 }
+
+// TestChainReformat runs, in one boot, a copy-in onto ext4, then a format of the
+// same disk as vfat and a copy-in onto that: the agent remembers a device's
+// filesystem type only across jobs that cannot change it, so the second copy-in
+// mounts vfat (mounting it as ext4 fails), and the file lands there.
+func TestChainReformat(t *testing.T) {
+	vmtest.Require(t)
+	repo := t.TempDir()
+	os.WriteFile(filepath.Join(repo, "f"), []byte("on vfat\n"), 0o644)
+	c := newChain(t, repo)
+	c.must(&graph.CreateDisk{Disk: "d", Size: 64 << 20})
+	boots := c.x.Boots()
+	c.all([]graph.Job{
+		&graph.Format{Place: place("d"), FS: "ext4"},
+		&graph.CopyIn{Src: "f", Dest: place("d:/f")},
+		&graph.Format{Place: place("d"), FS: "vfat"},
+		&graph.CopyIn{Src: "f", Dest: place("d:/f")},
+	}, true)
+	if n := c.x.Boots() - boots; n != 1 {
+		t.Errorf("the chain booted %d VMs; want 1", n)
+	}
+	if got := hostTool(t, "mtype", "-i", c.raw("d"), "::/f"); got != "on vfat\n" {
+		t.Errorf("/f on the vfat disk: %q", got)
+	}
+}

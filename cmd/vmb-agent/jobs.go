@@ -338,10 +338,7 @@ func (a *agent) mount(p graph.Place) (string, error) {
 	}
 	dir := filepath.Join(targetDir, strings.NewReplacer(":", "_", "/", "_").Replace(p.Volume().String()))
 	if !a.isMounted(dir) {
-		m := mountpoint{dir: dir, dev: dev}
-		if out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", dev).Output(); err == nil {
-			m.fstype = strings.TrimSpace(string(out))
-		}
+		m := mountpoint{dir: dir, dev: dev, fstype: fsType(dev)}
 		if m.fstype == "ufs" {
 			u, err := ufs.ReadParams(dev)
 			if err == nil {
@@ -430,20 +427,46 @@ func ext4StreamOnly(dev string) error {
 	return nil
 }
 
+// fsTypes remembers, within one boot, the filesystem type blkid found on each
+// device, for the jobs of a chain that only work on files (keepsFSTypes): none of
+// them can change what a device holds, and starting blkid costs about 50 ms a job
+// under emulation. Any other job forgets them all, before and after it runs.
+var fsTypes = map[string]string{}
+
+var keepsFSTypes = map[string]bool{}
+
+func init() {
+	for _, j := range []graph.Job{&graph.CopyIn{}, &graph.TarIn{}, &graph.ImageIn{}, &graph.Fetch{}, &graph.Remove{}, &graph.CopyOut{}, &graph.TarOut{}} {
+		keepsFSTypes[j.Kind()] = true
+	}
+}
+
+// fsType is the filesystem type blkid names on dev, or "".
+func fsType(dev string) string {
+	if t, ok := fsTypes[dev]; ok {
+		return t
+	}
+	out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", dev).Output()
+	if err != nil {
+		return ""
+	}
+	t := strings.TrimSpace(string(out))
+	fsTypes[dev] = t
+	return t
+}
+
 // mountKernel mounts a filesystem the kernel has a driver for, as mount(8) would
-// with these options, without the cost of starting it (about 50 ms a job under
-// emulation, with blkid's): noatime and ro are flags, the rest goes to the driver.
+// with these options, without the cost of starting it (tens of milliseconds a
+// job under emulation): noatime, ro and the like are flags (mountFlags), the rest
+// goes to the driver.
 func mountKernel(fstype, opts, dev, dir string) error {
 	fmt.Printf("+ mount -o %s -t %s %s %s\n", opts, fstype, dev, dir)
 	var flags uintptr
 	var data []string
 	for _, o := range strings.Split(opts, ",") {
-		switch o {
-		case "noatime":
-			flags |= unix.MS_NOATIME
-		case "ro":
-			flags |= unix.MS_RDONLY
-		default:
+		if f, ok := mountFlags[o]; ok {
+			flags |= f
+		} else {
 			data = append(data, o)
 		}
 	}
@@ -467,6 +490,12 @@ func fstrim(dir string) {
 	defer unix.Close(fd)
 	r := struct{ start, len, minlen uint64 }{0, math.MaxUint64, 0}
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fitrim, uintptr(unsafe.Pointer(&r)))
+}
+
+// mountFlags are the options mount(8) makes flags of, not the driver's options.
+var mountFlags = map[string]uintptr{
+	"ro": unix.MS_RDONLY, "noatime": unix.MS_NOATIME, "sync": unix.MS_SYNCHRONOUS,
+	"dirsync": unix.MS_DIRSYNC, "nodev": unix.MS_NODEV, "nosuid": unix.MS_NOSUID, "noexec": unix.MS_NOEXEC,
 }
 
 // unmount unmounts a target filesystem; FUSE's (ntfs-3g) with umount(8).

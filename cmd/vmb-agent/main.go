@@ -99,6 +99,10 @@ func runJob(job *proto.Job, i int) int {
 	} else {
 		fmt.Printf("vmb-agent: job %d of this VM\n", i+1)
 	}
+	if !keepsFSTypes[job.Kind] || job.Shell {
+		clear(fsTypes)
+		defer clear(fsTypes)
+	}
 	if job.Shell {
 		loadModules("all") // the user may mount anything
 		return shell(job)

@@ -85,15 +85,6 @@ func volumes(disk, dev string) []volume {
 	return out
 }
 
-// fsType is the filesystem on dev as blkid names it, or "".
-func fsType(dev string) string {
-	out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", dev).Output()
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func orNone(s string) string {
 	if s == "" {
 		return "(no filesystem)"
