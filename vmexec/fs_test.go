@@ -220,7 +220,7 @@ func differ(t *testing.T, store *cas.Store, other cas.Digest, c *chain, name str
 }
 
 // TestChainReformat runs, in one boot, a copy-in onto ext4, then a format of the
-// same disk as vfat and a copy-in onto that: the agent remembers a device's
+// same disk as fat32 and a copy-in onto that: the agent remembers a device's
 // filesystem type only across jobs that cannot change it, so the second copy-in
 // mounts vfat (mounting it as ext4 fails), and the file lands there.
 func TestChainReformat(t *testing.T) {
@@ -233,7 +233,7 @@ func TestChainReformat(t *testing.T) {
 	c.all([]graph.Job{
 		&graph.Format{Place: place("d"), FS: "ext4"},
 		&graph.CopyIn{Src: "f", Dest: place("d:/f")},
-		&graph.Format{Place: place("d"), FS: "vfat"},
+		&graph.Format{Place: place("d"), FS: "fat32"},
 		&graph.CopyIn{Src: "f", Dest: place("d:/f")},
 	}, true)
 	if n := c.x.Boots() - boots; n != 1 {

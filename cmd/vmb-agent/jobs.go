@@ -375,6 +375,16 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			// would add generations to a long job's disk as the clock goes.
 			opts += ",commit=3600"
 		}
+		if strings.HasPrefix(m.fstype, "ext") && !a.readOnly {
+			// The allocator looks only at block groups whose bitmaps it has
+			// read. By default a thread reads them in the background from the
+			// mount on, and the optimized scan picks among those read, so how
+			// far that thread had got decided where a block went: vmb check
+			// found an extent block of /var/lib/dpkg/status in another group
+			// after an apt install. Read on demand, and scanned in order from
+			// the goal, the groups are chosen the same way every time.
+			opts += ",no_prefetch_block_bitmaps,mb_optimize_scan=0"
+		}
 		if m.fstype == "ext4" {
 			// Blocks are allocated as files are written, not when writeback
 			// comes: a file created and removed before writeback would otherwise
