@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // mattribs is what mattrib -/ says of every path: the DOS attributes set, as Stat
@@ -106,7 +108,7 @@ func TestFiles(t *testing.T) {
 			os.WriteFile(img, b, 0o644)
 			run(t, "fsck.fat", "-n", img)
 
-			fs := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			paths, err := fs.Paths()
 			if err != nil {
 				t.Fatal(err)
@@ -167,7 +169,8 @@ func TestFiles(t *testing.T) {
 			run(t, "mdel", "-i", img, "::/a", "::/frag.txt")
 			forgetNextFree(t, img)
 			put(t, img, "::/frag.txt", frag) // the same bytes, from a's clusters on
-			paths2, _ = open(t, img).Paths()
+			fs3, _ := fsmaptest.Open(t, img, Open)
+			paths2, _ = fs3.Paths()
 			if paths2["/frag.txt"] == paths["/frag.txt"] || paths2["/a2"] != paths["/a2"] {
 				t.Errorf("identities of /frag.txt %x -> %x (want a change), of /a2 %x -> %x (want none)",
 					paths["/frag.txt"], paths2["/frag.txt"], paths["/a2"], paths2["/a2"])
