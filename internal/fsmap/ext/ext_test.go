@@ -12,26 +12,18 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // mkfs makes an ext4 image of size bytes populated from a tree of files, as
 // mkfs.ext4 -d does, and returns its path.
 func mkfs(t testing.TB, size int64, files map[string]string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 is not installed (dev/setup installs e2fsprogs)")
-	}
+	fsmaptest.Need(t, "e2fsprogs", "mkfs.ext4")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fsmaptest.WriteFiles(t, root, files)
 	img := filepath.Join(dir, "fs.img")
 	args = append([]string{"-q", "-F", "-E", "root_owner=0:0", "-d", root}, args...)
 	args = append(args, img, strconv.FormatInt(size/1024, 10)+"k")
@@ -51,21 +43,6 @@ func debugfs(t testing.TB, img, req string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func open(t testing.TB, img string) (*FS, *os.File) {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs, f
-}
-
 // Locate agrees with debugfs on where files, inodes and the filesystem's own
 // structures lie.
 func TestLocate(t *testing.T) {
@@ -73,7 +50,7 @@ func TestLocate(t *testing.T) {
 	for _, opts := range [][]string{nil, {"-b", "1024", "-O", "^extent,^64bit,^flex_bg"}, {"-O", "^has_journal"}} {
 		t.Run(strings.Join(opts, " "), func(t *testing.T) {
 			img := mkfs(t, 32<<20, map[string]string{"etc/motd": "hello\n", "usr/share/big": big, "etc/hostname": "vmb\n"}, opts...)
-			fs, _ := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			bs := fs.BlockSize()
 			inum := func(p string) uint32 {
 				s := debugfs(t, img, "stat "+p)
@@ -154,11 +131,7 @@ func FuzzLocate(f *testing.F) {
 			return
 		}
 		spans, _ := fs.Locate(off, n%(1<<20))
-		for _, s := range spans {
-			if s.Off < 0 || s.Len <= 0 || s.Off+s.Len > int64(len(disk)) {
-				t.Errorf("span %+v off a filesystem of %d bytes", s, len(disk))
-			}
-		}
+		fsmaptest.InBounds(t, spans, int64(len(disk)), "filesystem")
 		tree, _ := fs.Tree()
 		for _, ino := range tree {
 			if in, err := fs.Inode(ino); err == nil {

@@ -224,3 +224,17 @@ func BenchOpen[FS Locator](b *testing.B, img string, open func(io.ReaderAt, int6
 		}
 	}
 }
+
+// Locate1 is the one span fs.Locate(off, n) answers; an error, or more or fewer
+// spans, fails the test.
+func Locate1(t *testing.T, fs Locator, off, n int64) fsmap.Span {
+	t.Helper()
+	got, err := fs.Locate(off, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("Locate(%d, %d): %d spans, want 1: %+v", off, n, len(got), got)
+	}
+	return got[0]
+}
