@@ -157,10 +157,7 @@ func TestLocate(t *testing.T) {
 // the input is a sparse image (see sparse), made from a small real one.
 func FuzzLocate(f *testing.F) {
 	img := mkfs(f, 16<<20, map[string]string{"a/b": "x", "c": strings.Repeat("y", 5000)}, "-m", "single", "--nodesize", "4096")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	packed := pack(b)
 	f.Logf("seed: %d bytes", len(packed))
 	f.Add(packed, int64(0), int64(len(b)))

@@ -2,6 +2,7 @@ package exfat
 
 import (
 	"bytes"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -156,17 +157,7 @@ func FuzzFiles(f *testing.F) {
 			if st.Type != "file" {
 				continue
 			}
-			var n countWriter
-			if err := fs.ReadFile(p, &n); err == nil && int64(n) != st.Size {
-				t.Errorf("%s: read %d bytes of %d", p, n, st.Size)
-			}
-			if int64(n) > st.Size {
-				t.Errorf("%s: read %d bytes, more than its size %d", p, n, st.Size)
-			}
+			fsmaptest.CheckRead(t, p, st.Size, func(w io.Writer) error { return fs.ReadFile(p, w) })
 		}
 	})
 }
-
-type countWriter int64
-
-func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -120,10 +119,7 @@ func TestLocate(t *testing.T) {
 // A filesystem vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	img := mkfs(f, 128<<10, map[string]string{"a/b": "x", "c": strings.Repeat("y", 5000)}, "-b", "1024", "-N", "16", "-O", "^has_journal,^resize_inode")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	f.Add(b, int64(0), int64(len(b)))
 	f.Fuzz(func(t *testing.T, disk []byte, off, n int64) {
 		fs, err := Open(bytes.NewReader(disk), int64(len(disk)))

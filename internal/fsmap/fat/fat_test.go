@@ -249,10 +249,7 @@ func TestChainLoop(t *testing.T) {
 	put(t, img, "::/f", bytes.Repeat([]byte("x"), 8192))
 	cs := clusters(t, img, "::/f")
 	g := fsckGeometry(t, img)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	// Point the last cluster's entry back at the first, in FAT 1.
 	last, at := cs[len(cs)-1], g.fat1+cs[len(cs)-1]*3/2
 	v := int64(b[at]) | int64(b[at+1])<<8
@@ -278,10 +275,7 @@ func seedImage(t testing.TB) []byte {
 	run(t, "mmd", "-i", img, "::/EFI")
 	put(t, img, "::/EFI/A long name.txt", bytes.Repeat([]byte("y"), 1500))
 	put(t, img, "::/x", []byte("x"))
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	return b
 }
 

@@ -238,3 +238,30 @@ func Locate1(t *testing.T, fs Locator, off, n int64) fsmap.Span {
 	}
 	return got[0]
 }
+
+// ReadImage is the content of the image img.
+func ReadImage(t testing.TB, img string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// CheckRead checks that read, which writes the content of the file at p, writes
+// no more than its size and, when it succeeds, all of it.
+func CheckRead(t *testing.T, p string, size int64, read func(io.Writer) error) {
+	t.Helper()
+	var n countWriter
+	if err := read(&n); err == nil && int64(n) != size {
+		t.Errorf("%s: read %d bytes of %d", p, n, size)
+	}
+	if int64(n) > size {
+		t.Errorf("%s: read %d bytes, more than its size %d", p, n, size)
+	}
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

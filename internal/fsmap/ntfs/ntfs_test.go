@@ -112,10 +112,7 @@ func TestLocate(t *testing.T) {
 	})
 	fs, _ := fsmaptest.Open(t, img, Open)
 	cs := fs.ClusterSize()
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 
 	// The runs of the system files, a directory's index blocks and a file's data.
 	mft := ntfsinfo(t, img, 0)
@@ -253,10 +250,7 @@ func TestCorrupt(t *testing.T) {
 	})
 	fs, _ := fsmaptest.Open(t, img, Open)
 	d := inode(t, img, "/d")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	// /d's $FILE_NAME parent: d itself, in the record as unfix sees it (the
 	// parent reference lies in the record's first 510 bytes).
 	var mftAt int64
@@ -271,7 +265,7 @@ func TestCorrupt(t *testing.T) {
 			copy(a.value[:6], []byte{byte(d), byte(d >> 8), 0, 0, 0, 0})
 		}
 	}
-	fs, err = Open(bytes.NewReader(b), int64(len(b)))
+	fs, err := Open(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,10 +280,7 @@ func seedImage(t testing.TB) []byte {
 	img := mkntfs(t, 1<<20+4096, func(root string) {
 		fsmaptest.Write(t, root, "/d/A long name.txt", bytes.Repeat([]byte("y"), 5000))
 	}, "-c", "512", "-s", "512")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	return b
 }
 

@@ -138,10 +138,7 @@ func TestFiles(t *testing.T) {
 	l := udfinfo(t, img)
 	fs, size := fsmaptest.Open(t, img, Open)
 	checkLayout(t, fs, l)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	found := map[string]int{}
 	for blk := int64(0); blk*2048 < size; blk++ {
 		m := fsmaptest.StampRE.FindSubmatch(b[blk*2048:])
@@ -188,10 +185,7 @@ func TestLoop(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "d", "f"), []byte("f"), 0o644)
 	img := filepath.Join(t.TempDir(), "udf.iso")
 	fsmaptest.Run(t, "genisoimage", "-quiet", "-udf", "-o", img, src)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	// /d's file identifier of f: point its ICB at /d's own file entry (the
 	// walk reads no tag checksum of a file identifier).
 	fs, _ := fsmaptest.Open(t, img, Open)
@@ -208,7 +202,7 @@ func TestLoop(t *testing.T) {
 		t.Fatalf("no /d (entry %d, file identifier at %d)", dEntry, fFID)
 	}
 	b[fFID+24], b[fFID+25], b[fFID+26], b[fFID+27] = byte(dEntry), byte(dEntry>>8), 0, 0
-	fs, err = Open(bytes.NewReader(b), int64(len(b)))
+	fs, err := Open(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +216,7 @@ func TestLoop(t *testing.T) {
 // A volume vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	img := mkudffs(f, 160<<10, "-b", "512")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	fsmaptest.FuzzLocate(f, b, Open, "volume")
 }
 

@@ -273,10 +273,7 @@ func TestLocate(t *testing.T) {
 // FuzzLocate: a filesystem vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	img := mkfs(f, 20<<20, map[string]string{"a/b": "x", "c": strings.Repeat("y", 5000)}, "-b", "size=1024", "-d", "agcount=1")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	// Keep the corpus small: the headers, btrees, inodes and files of AG 0
 	// lie in its first blocks; the rest is a truncated filesystem's.
 	b = b[:128<<10]
