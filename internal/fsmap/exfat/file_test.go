@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,7 +87,7 @@ func TestFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(slices.Sorted(mapKeys(tree)), slices.Sorted(mapKeys(paths))); diff != "" {
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(tree)), slices.Sorted(maps.Keys(paths))); diff != "" {
 		t.Errorf("paths, as mounted (-) and Paths (+):\n%s", diff)
 	}
 	for p, want := range tree {
@@ -120,16 +121,6 @@ func TestFiles(t *testing.T) {
 	if st.Attrs != "read-only archive" || st.Crtime != "2023-07-08T09:10:13.57-01:00" || st.Atime != "2024-02-29T23:59:58+05:30" {
 		t.Errorf("/patched.txt: attributes %q, crtime %q, atime %q; want \"read-only archive\", 2023-07-08T09:10:13.57-01:00, 2024-02-29T23:59:58+05:30",
 			st.Attrs, st.Crtime, st.Atime)
-	}
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 

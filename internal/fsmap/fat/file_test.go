@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -114,7 +115,7 @@ func TestFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			attrs := mattribs(t, img)
-			if diff := cmp.Diff(slices.Sorted(mapKeys(attrs)), slices.Sorted(mapKeys(paths))); diff != "" {
+			if diff := cmp.Diff(slices.Sorted(maps.Keys(attrs)), slices.Sorted(maps.Keys(paths))); diff != "" {
 				t.Errorf("paths, mattrib -/ (-) and Paths (+):\n%s", diff)
 			}
 			for p, want := range attrs {
@@ -176,16 +177,6 @@ func TestFiles(t *testing.T) {
 					paths["/frag.txt"], paths2["/frag.txt"], paths["/a2"], paths2["/a2"])
 			}
 		})
-	}
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 
