@@ -232,11 +232,7 @@ func TestSnapshotsFAT(t *testing.T) {
 				got = append(got, fmt.Sprintf("%s %v %s", r.Structure, r.Paths, r.InA))
 			}
 			for _, w := range tc.want {
-				found := false
-				for _, g := range got {
-					found = found || g == w
-				}
-				if !found {
+				if !slices.Contains(got, w) {
 					t.Errorf("no range %q in %q", w, got)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -55,11 +56,7 @@ func levelTwo(t *testing.T, dir, base, typ string, cases []struct {
 				got = append(got, fmt.Sprintf("%s %v %s", r.Structure, r.Paths, r.InA))
 			}
 			for _, w := range tc.want {
-				found := false
-				for _, g := range got {
-					found = found || g == w
-				}
-				if !found {
+				if !slices.Contains(got, w) {
 					t.Errorf("no range %q in %q", w, got)
 				}
 			}
