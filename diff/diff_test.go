@@ -208,18 +208,7 @@ func TestSnapshotsFAT(t *testing.T) {
 	run(t, "", "mmd", "-i", base, "::/EFI", "::/EFI/BOOT")
 	run(t, "", "mcopy", "-i", base, src, "::/EFI/BOOT/grub long name.efi")
 	// Where the file's first cluster lies: mshowfat's cluster, fsck.fat's geometry.
-	var first, data, cluster int64
-	fmt.Sscanf(run(t, "", "mshowfat", "-i", base, "::/EFI/BOOT/grub long name.efi"), "::/EFI/BOOT/grub long name.efi <%d", &first)
-	geo := run(t, "", "fsck.fat", "-n", "-v", base)
-	if m := regexp.MustCompile(`Data area starts at byte (\d+)`).FindStringSubmatch(geo); m != nil {
-		data, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	if m := regexp.MustCompile(`(\d+) bytes per cluster`).FindStringSubmatch(geo); m != nil {
-		cluster, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	if first < 2 || data <= 0 || cluster <= 0 {
-		t.Fatalf("cluster %d, data at %d, %d bytes a cluster:\n%s", first, data, cluster, geo)
-	}
+	first, data, cluster := firstCluster(t, base, "::/EFI/BOOT/grub long name.efi")
 
 	s, variant, ingest := variants(t, dir, base)
 	a := ingest(variant("a", func(string) {}))
@@ -238,26 +227,12 @@ func TestSnapshotsFAT(t *testing.T) {
 		}, []string{"FAT 1 [] ", "FAT 2 [] ", "directory [/EFI/BOOT] ", "file data [/EFI/BOOT/new.efi] free clusters"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, err := Snapshots(t.Context(), s, a, ingest(variant(tc.name, tc.change)), Options{Level: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var text bytes.Buffer
-			rep.WriteText(&text)
-			t.Logf("\n%s", text.String())
 			var got []string
-			for _, r := range rep.Ranges {
-				if r.Partition != "root:1" || r.FS != "vfat" {
-					t.Errorf("range %+v: want it in root:1, vfat", r)
-				}
+			for _, r := range levelTwoRanges(t, s, a, ingest(variant(tc.name, tc.change)), "vfat") {
 				got = append(got, fmt.Sprintf("%s %v %s", r.Structure, r.Paths, r.InA))
 			}
 			for _, w := range tc.want {
-				found := false
-				for _, g := range got {
-					found = found || g == w
-				}
-				if !found {
+				if !slices.Contains(got, w) {
 					t.Errorf("no range %q in %q", w, got)
 				}
 			}
@@ -293,18 +268,7 @@ func TestFilesFAT(t *testing.T) {
 	run(t, "", "mmd", "-i", base, "::/EFI", "::/EFI/BOOT")
 	run(t, "", "mcopy", "-m", "-i", base, filepath.Join(dir, "grub.cfg"), "::/EFI/BOOT/grub.cfg")
 	run(t, "", "mcopy", "-m", "-i", base, filepath.Join(dir, "old.txt"), "::/EFI/old.txt")
-	var first, data, cluster int64
-	fmt.Sscanf(run(t, "", "mshowfat", "-i", base, "::/EFI/BOOT/grub.cfg"), "::/EFI/BOOT/grub.cfg <%d", &first)
-	geo := run(t, "", "fsck.fat", "-n", "-v", base)
-	if m := regexp.MustCompile(`Data area starts at byte (\d+)`).FindStringSubmatch(geo); m != nil {
-		data, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	if m := regexp.MustCompile(`(\d+) bytes per cluster`).FindStringSubmatch(geo); m != nil {
-		cluster, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	if first < 2 || data <= 0 || cluster <= 0 {
-		t.Fatalf("cluster %d, data at %d, %d bytes a cluster:\n%s", first, data, cluster, geo)
-	}
+	first, data, cluster := firstCluster(t, base, "::/EFI/BOOT/grub.cfg")
 	patch := func(fs string, at func(b []byte) int, with []byte) {
 		b, err := os.ReadFile(fs)
 		if err != nil {
@@ -381,6 +345,44 @@ func TestFilesFAT(t *testing.T) {
 			}
 		})
 	}
+}
+
+// firstCluster says where the file at p (mtools syntax) in the FAT image base
+// starts: its first cluster as mshowfat says, and fsck.fat's geometry, the byte
+// where the data area starts and the bytes of a cluster.
+func firstCluster(t *testing.T, base, p string) (first, data, cluster int64) {
+	t.Helper()
+	fmt.Sscanf(run(t, "", "mshowfat", "-i", base, p), p+" <%d", &first)
+	geo := run(t, "", "fsck.fat", "-n", "-v", base)
+	if m := regexp.MustCompile(`Data area starts at byte (\d+)`).FindStringSubmatch(geo); m != nil {
+		data, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := regexp.MustCompile(`(\d+) bytes per cluster`).FindStringSubmatch(geo); m != nil {
+		cluster, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if first < 2 || data <= 0 || cluster <= 0 {
+		t.Fatalf("cluster %d, data at %d, %d bytes a cluster:\n%s", first, data, cluster, geo)
+	}
+	return first, data, cluster
+}
+
+// levelTwoRanges runs level 2 between the snapshots a and b in s, logs its text,
+// checks that every range lies in root:1 on filesystem typ and returns the ranges.
+func levelTwoRanges(t *testing.T, s *cas.Store, a, b cas.Digest, typ string) []Range {
+	t.Helper()
+	rep, err := Snapshots(t.Context(), s, a, b, Options{Level: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	rep.WriteText(&text)
+	t.Logf("\n%s", text.String())
+	for _, r := range rep.Ranges {
+		if r.Partition != "root:1" || r.FS != typ {
+			t.Errorf("range %+v: want it in root:1, %s", r, typ)
+		}
+	}
+	return rep.Ranges
 }
 
 // variants makes disks from the filesystem image base, each a copy that change
@@ -485,18 +487,8 @@ func TestSnapshotsXFSBtrfs(t *testing.T) {
 						f.WriteAt([]byte{0xde, 0xad, 0xbe, 0xef}, c.at(fs))
 						f.Close()
 					}))
-					rep, err := Snapshots(t.Context(), s, a, b, Options{Level: 2})
-					if err != nil {
-						t.Fatal(err)
-					}
-					var text bytes.Buffer
-					rep.WriteText(&text)
-					t.Logf("\n%s", text.String())
 					var got []string
-					for _, r := range rep.Ranges {
-						if r.Partition != "root:1" || r.FS != fsType {
-							t.Errorf("range %+v: want it in root:1, %s", r, fsType)
-						}
+					for _, r := range levelTwoRanges(t, s, a, b, fsType) {
 						got = append(got, fmt.Sprintf("%s %v %v", r.Structure, r.Inodes, r.Paths))
 					}
 					if len(got) != 1 || got[0] != c.want {

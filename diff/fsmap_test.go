@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -50,26 +51,12 @@ func levelTwo(t *testing.T, dir, base, typ string, cases []struct {
 	a := ingest(variant("a", func(string) {}))
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, err := Snapshots(t.Context(), s, a, ingest(variant(tc.name, tc.change)), Options{Level: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var text bytes.Buffer
-			rep.WriteText(&text)
-			t.Logf("\n%s", text.String())
 			var got []string
-			for _, r := range rep.Ranges {
-				if r.Partition != "root:1" || r.FS != typ {
-					t.Errorf("range %+v: want it in root:1, %s", r, typ)
-				}
+			for _, r := range levelTwoRanges(t, s, a, ingest(variant(tc.name, tc.change)), typ) {
 				got = append(got, fmt.Sprintf("%s %v %s", r.Structure, r.Paths, r.InA))
 			}
 			for _, w := range tc.want {
-				found := false
-				for _, g := range got {
-					found = found || g == w
-				}
-				if !found {
+				if !slices.Contains(got, w) {
 					t.Errorf("no range %q in %q", w, got)
 				}
 			}

@@ -14,36 +14,21 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // mkfs makes a btrfs image of size bytes holding files (path: content) with
 // mkfs.btrfs --rootdir, and returns its path.
 func mkfs(t testing.TB, size int64, files map[string]string, args ...string) string {
 	t.Helper()
-	for _, tool := range []string{"mkfs.btrfs", "btrfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (dev/setup installs btrfs-progs)", tool)
-		}
-	}
+	fsmaptest.Need(t, "btrfs-progs", "mkfs.btrfs", "btrfs")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	os.MkdirAll(root, 0o755)
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fsmaptest.WriteFiles(t, root, files)
 	img := filepath.Join(dir, "fs.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
+	fsmaptest.Blank(t, img, size)
 	args = append([]string{"-q", "-f", "--rootdir", root}, args...)
 	if out, err := exec.Command("mkfs.btrfs", append(args, img)...).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.btrfs %v: %v\n%s", args, err, out)
@@ -51,20 +36,11 @@ func mkfs(t testing.TB, size int64, files map[string]string, args ...string) str
 	return img
 }
 
-func command(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
-}
-
 // mirrors says where the copies of logical address l lie, by the chunk items
 // btrfs inspect-internal dump-tree lists. (btrfs-map-logical would, but it wants
 // an extent item at l, which skinny metadata does not have.)
 func mirrors(t testing.TB, img string, l int64) []int64 {
-	dump := command(t, "btrfs", "inspect-internal", "dump-tree", "-t", "chunk", img)
+	dump := fsmaptest.Run(t, "btrfs", "inspect-internal", "dump-tree", "-t", "chunk", img)
 	var out []int64
 	for _, c := range regexp.MustCompile(`CHUNK_ITEM (\d+)\) itemoff \d+ itemsize \d+\n\s+length (\d+).*((?:\n\t\t.*)*)`).FindAllStringSubmatch(dump, -1) {
 		start, _ := strconv.ParseInt(c[1], 10, 64)
@@ -83,33 +59,6 @@ func mirrors(t testing.TB, img string, l int64) []int64 {
 	return out
 }
 
-func open(t testing.TB, img string) *FS {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs
-}
-
-func locate1(t *testing.T, fs *FS, off, n int64) Span {
-	t.Helper()
-	got, err := fs.Locate(off, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 {
-		t.Fatalf("Locate(%d, %d): %d spans, want 1: %+v", off, n, len(got), got)
-	}
-	return got[0]
-}
-
 // Locate agrees with btrfs inspect-internal dump-tree and btrfs-map-logical on
 // where every tree's nodes, files' data, the superblocks and chunks lie.
 func TestLocate(t *testing.T) {
@@ -120,14 +69,14 @@ func TestLocate(t *testing.T) {
 	for _, opts := range [][]string{nil, {"-m", "single", "--nodesize", "4096"}} {
 		t.Run(strings.Join(opts, " "), func(t *testing.T) {
 			img := mkfs(t, 128<<20, files, opts...)
-			fs := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 
 			// Every node of every tree, each copy.
 			for _, tree := range []struct{ arg, want string }{
 				{"root", "root tree"}, {"chunk", "chunk tree"}, {"extent", "extent tree"}, {"dev", "device tree"},
 				{"fs", "fs tree"}, {"csum", "checksum tree"}, {"10", "free space tree"}, {"9", "UUID tree"},
 			} {
-				dump := command(t, "btrfs", "inspect-internal", "dump-tree", "-t", tree.arg, img)
+				dump := fsmaptest.Run(t, "btrfs", "inspect-internal", "dump-tree", "-t", tree.arg, img)
 				nodes := regexp.MustCompile(`(?m)^(?:leaf|node) (\d+) (?:items|level)`).FindAllStringSubmatch(dump, -1)
 				if len(nodes) == 0 {
 					t.Fatalf("dump-tree -t %s: no node in\n%s", tree.arg, dump)
@@ -138,7 +87,7 @@ func TestLocate(t *testing.T) {
 				for _, m := range nodes {
 					l, _ := strconv.ParseInt(m[1], 10, 64)
 					for _, p := range mirrors(t, img, l) {
-						if got := locate1(t, fs, p+50, 4000); got.Structure != tree.want {
+						if got := fsmaptest.Locate1(t, fs, p+50, 4000); got.Structure != tree.want {
 							t.Errorf("%s node %d at %d: %+v", tree.arg, l, p, got)
 						}
 					}
@@ -146,7 +95,7 @@ func TestLocate(t *testing.T) {
 			}
 
 			// /usr/share/big's data, and the fs tree leaf with its inode item.
-			dump := command(t, "btrfs", "inspect-internal", "dump-tree", "-t", "fs", img)
+			dump := fsmaptest.Run(t, "btrfs", "inspect-internal", "dump-tree", "-t", "fs", img)
 			m := regexp.MustCompile(`key \((\d+) INODE_REF \d+\) itemoff \d+ itemsize \d+\n\s+index \d+ namelen 3 name: big\n`).FindStringSubmatch(dump)
 			if m == nil {
 				t.Fatalf("no inode named big in\n%s", dump)
@@ -159,7 +108,7 @@ func TestLocate(t *testing.T) {
 			ino, _ := strconv.ParseUint(m[1], 10, 32)
 			l, _ := strconv.ParseInt(m[2], 10, 64)
 			for _, p := range mirrors(t, img, l+8192) {
-				got := locate1(t, fs, p+10, 100)
+				got := fsmaptest.Locate1(t, fs, p+10, 100)
 				if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint64{uint64(ino)}) || !slices.Equal(got.Paths, []string{"/usr/share/big"}) {
 					t.Errorf("data of /usr/share/big at %d: %+v", p, got)
 				}
@@ -173,7 +122,7 @@ func TestLocate(t *testing.T) {
 			if ll == 0 {
 				t.Fatalf("no leaf holds inode %d", ino)
 			}
-			got := locate1(t, fs, mirrors(t, img, ll)[0], 200)
+			got := fsmaptest.Locate1(t, fs, mirrors(t, img, ll)[0], 200)
 			if got.Structure != "fs tree" || !slices.Contains(got.Inodes, uint64(ino)) || !slices.Contains(got.Paths, "/usr/share/big") {
 				t.Errorf("leaf %d holding inode %d: %+v", ll, ino, got)
 			}
@@ -183,11 +132,11 @@ func TestLocate(t *testing.T) {
 				off  int64
 				want string
 			}{{65536 + 0x48, "superblock"}, {64<<20 + 0x48, "superblock mirror 1"}, {128<<20 - 1, "outside every chunk"}} {
-				if got := locate1(t, fs, c.off, 1); got.Structure != c.want {
+				if got := fsmaptest.Locate1(t, fs, c.off, 1); got.Structure != c.want {
 					t.Errorf("byte %d: %+v, want %q", c.off, got, c.want)
 				}
 			}
-			chunks := regexp.MustCompile(`length (\d+) owner \d+ stripe_len \d+ type (\w+)\|\w+\n(?:.*\n){2}(?:\s+stripe \d+ devid 1 offset (\d+)\n.*\n)`).FindAllStringSubmatch(command(t, "btrfs", "inspect-internal", "dump-tree", "-t", "chunk", img), -1)
+			chunks := regexp.MustCompile(`length (\d+) owner \d+ stripe_len \d+ type (\w+)\|\w+\n(?:.*\n){2}(?:\s+stripe \d+ devid 1 offset (\d+)\n.*\n)`).FindAllStringSubmatch(fsmaptest.Run(t, "btrfs", "inspect-internal", "dump-tree", "-t", "chunk", img), -1)
 			if len(chunks) < 3 {
 				t.Fatalf("%d chunks: want data, system and metadata", len(chunks))
 			}
@@ -195,7 +144,7 @@ func TestLocate(t *testing.T) {
 				n, _ := strconv.ParseInt(c[1], 10, 64)
 				at, _ := strconv.ParseInt(c[3], 10, 64)
 				want := map[string]string{"DATA": "data block group (unused)", "METADATA": "metadata block group (unused)", "SYSTEM": "system chunk (unused)"}[c[2]]
-				if got := locate1(t, fs, at+n-1, 1); got.Structure != want {
+				if got := fsmaptest.Locate1(t, fs, at+n-1, 1); got.Structure != want {
 					t.Errorf("the last byte of a %s chunk, at %d: %+v", c[2], at+n-1, got)
 				}
 			}
@@ -208,10 +157,7 @@ func TestLocate(t *testing.T) {
 // the input is a sparse image (see sparse), made from a small real one.
 func FuzzLocate(f *testing.F) {
 	img := mkfs(f, 16<<20, map[string]string{"a/b": "x", "c": strings.Repeat("y", 5000)}, "-m", "single", "--nodesize", "4096")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	packed := pack(b)
 	f.Logf("seed: %d bytes", len(packed))
 	f.Add(packed, int64(0), int64(len(b)))
@@ -284,26 +230,7 @@ func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
 
 // BenchmarkLocate opens and walks a filesystem of a few thousand files.
 func BenchmarkLocate(b *testing.B) {
-	files := map[string]string{}
-	for i := range 4000 {
-		files[fmt.Sprintf("d%02d/f%04d", i%40, i)] = strings.Repeat("z", i%9000)
-	}
-	img := mkfs(b, 256<<20, files)
-	f, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	for b.Loop() {
-		fs, err := Open(f, fi.Size())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := fs.Locate(fi.Size()/2, 4096); err != nil {
-			b.Fatal(err)
-		}
-	}
+	fsmaptest.BenchOpen(b, mkfs(b, 256<<20, fsmaptest.BenchFiles()), Open)
 }
 
 // A subvolume's files are named by the subvolume's path, and its tree by its id;
@@ -311,11 +238,7 @@ func BenchmarkLocate(b *testing.B) {
 // subvolume is made on a loop mount, as root.
 func TestLocateSubvolume(t *testing.T) {
 	img := mkfs(t, 256<<20, map[string]string{"etc/motd": "hi\n"})
-	for _, tool := range []string{"filefrag", "btrfs-map-logical"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (dev/setup installs e2fsprogs and btrfs-progs)", tool)
-		}
-	}
+	fsmaptest.Need(t, "e2fsprogs and btrfs-progs", "filefrag", "btrfs-map-logical")
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a loop device needs root")
 	}
@@ -333,36 +256,36 @@ func TestLocateSubvolume(t *testing.T) {
 		}
 	}
 	defer umount()
-	command(t, "btrfs", "subvolume", "create", filepath.Join(mnt, "sv"))
+	fsmaptest.Run(t, "btrfs", "subvolume", "create", filepath.Join(mnt, "sv"))
 	os.MkdirAll(filepath.Join(mnt, "sv/d"), 0o755)
 	if err := os.WriteFile(filepath.Join(mnt, "sv/d/f"), bytes.Repeat([]byte("subvolume data "), 20000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	command(t, "sync")
+	fsmaptest.Run(t, "sync")
 	fi, err := os.Stat(filepath.Join(mnt, "sv/d/f"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	frag := command(t, "filefrag", "-v", "-b4096", filepath.Join(mnt, "sv/d/f"))
+	frag := fsmaptest.Run(t, "filefrag", "-v", "-b4096", filepath.Join(mnt, "sv/d/f"))
 	umount()
 	m := regexp.MustCompile(`(?m)^\s+0:\s+0\.\.\s+\d+:\s+(\d+)\.\.`).FindStringSubmatch(frag)
 	if m == nil {
 		t.Fatalf("filefrag:\n%s", frag)
 	}
 	l, _ := strconv.ParseInt(m[1], 10, 64)
-	fs := open(t, img)
-	phys := regexp.MustCompile(`physical (\d+)`).FindAllStringSubmatch(command(t, "btrfs-map-logical", "-l", fmt.Sprint(l*4096), img), -1)
+	fs, _ := fsmaptest.Open(t, img, Open)
+	phys := regexp.MustCompile(`physical (\d+)`).FindAllStringSubmatch(fsmaptest.Run(t, "btrfs-map-logical", "-l", fmt.Sprint(l*4096), img), -1)
 	if len(phys) == 0 {
 		t.Fatal("btrfs-map-logical: no physical address")
 	}
 	for _, p := range phys {
 		at, _ := strconv.ParseInt(p[1], 10, 64)
-		got := locate1(t, fs, at, 4096)
+		got := fsmaptest.Locate1(t, fs, at, 4096)
 		if got.Structure != "file data" || !slices.Equal(got.Inodes, []uint64{fi.Sys().(*syscall.Stat_t).Ino}) || !slices.Equal(got.Paths, []string{"/sv/d/f"}) {
 			t.Errorf("data of /sv/d/f at %d: %+v", at, got)
 		}
 	}
-	dump := command(t, "btrfs", "inspect-internal", "dump-tree", "-t", "256", img)
+	dump := fsmaptest.Run(t, "btrfs", "inspect-internal", "dump-tree", "-t", "256", img)
 	nodes := regexp.MustCompile(`(?m)^(?:leaf|node) (\d+) (?:items|level)`).FindAllStringSubmatch(dump, -1)
 	if len(nodes) == 0 {
 		t.Fatalf("dump-tree -t 256: no node in\n%s", dump)
@@ -370,7 +293,7 @@ func TestLocateSubvolume(t *testing.T) {
 	for _, n := range nodes {
 		l, _ := strconv.ParseInt(n[1], 10, 64)
 		for _, p := range mirrors(t, img, l) {
-			if got := locate1(t, fs, p, 4096); got.Structure != "subvolume tree 256" {
+			if got := fsmaptest.Locate1(t, fs, p, 4096); got.Structure != "subvolume tree 256" {
 				t.Errorf("subvolume node %d at %d: %+v", l, p, got)
 			}
 		}

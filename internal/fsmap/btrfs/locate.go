@@ -2,6 +2,7 @@ package btrfs
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -21,7 +22,7 @@ func (f *FS) Locate(off, n int64) ([]Span, error) {
 	for pos := off; pos < end; {
 		next, what, os := f.classify(pos)
 		next = min(next, end)
-		if k := len(out) - 1; k >= 0 && out[k].Structure == what && sameOwners(owners[k], os) {
+		if k := len(out) - 1; k >= 0 && out[k].Structure == what && slices.Equal(owners[k], os) {
 			out[k].Len += next - pos
 		} else {
 			out = append(out, Span{Off: pos, Len: next - pos, Structure: what})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"sort"
 )
 
@@ -239,7 +240,7 @@ func (f *FS) flatten() {
 				seg.owners = addOwners(seg.owners, r.owners)
 			}
 		}
-		if k := len(f.runs) - 1; k >= 0 && f.runs[k].end == lo && f.runs[k].what == seg.what && sameOwners(f.runs[k].owners, seg.owners) {
+		if k := len(f.runs) - 1; k >= 0 && f.runs[k].end == lo && f.runs[k].what == seg.what && slices.Equal(f.runs[k].owners, seg.owners) {
 			f.runs[k].end = hi
 		} else {
 			f.runs = append(f.runs, seg)
@@ -266,18 +267,6 @@ func addOwners(a, b []owner) []owner {
 		}
 	}
 	return a
-}
-
-func sameOwners(a, b []owner) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // path names inode o by its INODE_REFs up to its tree's root directory, and the

@@ -2,9 +2,7 @@ package exfat
 
 import (
 	"bytes"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,71 +12,33 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"vmb.dev/vmb/internal/fsmap"
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
-}
 
 // mkexfat makes an exFAT image of size bytes with mkfs.exfat (and args), mounts it with
 // exfat-fuse (on a loop device: it wants a block device), lets fill write to the
 // mounted tree, unmounts it, checks it with fsck.exfat and returns its path.
 func mkexfat(t testing.TB, size int64, fill func(root string), args ...string) string {
 	t.Helper()
-	for _, tool := range []string{"mkfs.exfat", "fsck.exfat", "dump.exfat", "mount.exfat-fuse", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (dev/setup installs exfatprogs, exfat-fuse and util-linux)", tool)
-		}
-	}
+	fsmaptest.Need(t, "exfatprogs, exfat-fuse and util-linux", "mkfs.exfat", "fsck.exfat", "dump.exfat", "mount.exfat-fuse", "losetup")
 	if os.Geteuid() != 0 {
 		t.Skip("mounting an image on a loop device needs root")
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "exfat.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, size)
-	run(t, "mkfs.exfat", append(args, img)...)
-	loop := strings.TrimSpace(run(t, "losetup", "-f", "--show", img))
-	defer run(t, "losetup", "-d", loop)
+	fsmaptest.Blank(t, img, size)
+	fsmaptest.Run(t, "mkfs.exfat", append(args, img)...)
+	loop := strings.TrimSpace(fsmaptest.Run(t, "losetup", "-f", "--show", img))
+	defer fsmaptest.Run(t, "losetup", "-d", loop)
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
-	run(t, "mount.exfat-fuse", loop, mnt)
+	fsmaptest.Run(t, "mount.exfat-fuse", loop, mnt)
 	func() {
-		defer run(t, "umount", mnt)
+		defer fsmaptest.Run(t, "umount", mnt)
 		fill(mnt)
 	}()
-	run(t, "fsck.exfat", "-n", img)
+	fsmaptest.Run(t, "fsck.exfat", "-n", img)
 	return img
-}
-
-// stamped is content of n bytes whose every 4 KiB block starts with its path and
-// index, so that a cluster's bytes say which file and which block they are.
-func stamped(p string, n int) []byte {
-	b := make([]byte, n)
-	for k := 0; k*4096 < n; k++ {
-		copy(b[k*4096:], fmt.Sprintf("vmb:%s#%d\n", p, k))
-	}
-	return b
-}
-
-var stampRE = regexp.MustCompile(`^vmb:([^#]+)#(\d+)\n`)
-
-func write(t testing.TB, root, p string, content []byte) {
-	t.Helper()
-	full := filepath.Join(root, p)
-	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(full, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // geometry is what dump.exfat says of an image's layout.
@@ -88,7 +48,7 @@ type geometry struct {
 }
 
 func dump(t testing.TB, img string) geometry {
-	out := run(t, "dump.exfat", img)
+	out := fsmaptest.Run(t, "dump.exfat", img)
 	num := func(label string) int64 {
 		m := regexp.MustCompile(regexp.QuoteMeta(label) + `:\s*(\d+)`).FindStringSubmatch(out)
 		if m == nil {
@@ -108,30 +68,6 @@ func dump(t testing.TB, img string) geometry {
 	}
 }
 
-func open(t testing.TB, img string) (*FS, int64) {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs, fi.Size()
-}
-
-func locate(t *testing.T, fs *FS, off, n int64) []fsmap.Span {
-	t.Helper()
-	got, err := fs.Locate(off, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
 // Locate agrees with dump.exfat on the layout and on where the bitmap, the up-case
 // table and the root directory lie, and with the bytes exfat-fuse wrote on which
 // clusters hold which file: a fragmented file and a deep path included.
@@ -140,17 +76,17 @@ func TestLocate(t *testing.T) {
 	files := map[string]int{"/a/b/c/deep.bin": 40000, "/x": 9000, "/Ünïcode ñame with a long name, longer than fifteen.txt": 20000}
 	img := mkexfat(t, size, func(root string) {
 		for p, n := range files {
-			write(t, root, p, stamped(p, n))
+			fsmaptest.Write(t, root, p, fsmaptest.Stamped(p, n, 4096))
 		}
-		write(t, root, "/hole", make([]byte, 3*4096))
-		write(t, root, "/after", make([]byte, 4096))
+		fsmaptest.Write(t, root, "/hole", make([]byte, 3*4096))
+		fsmaptest.Write(t, root, "/after", make([]byte, 4096))
 		os.Remove(filepath.Join(root, "hole"))
 		p := "/frag/mented.bin" // fills the hole, then goes on after /after
 		files[p] = 10 * 4096
-		write(t, root, p, stamped(p, files[p]))
+		fsmaptest.Write(t, root, p, fsmaptest.Stamped(p, files[p], 4096))
 	})
 	g := dump(t, img)
-	fs, _ := open(t, img)
+	fs, _ := fsmaptest.Open(t, img, Open)
 	sector := int64(1) << g.sectorBits
 	cs := sector << g.clusterBits
 	if fs.ClusterSize() != cs {
@@ -173,7 +109,7 @@ func TestLocate(t *testing.T) {
 		{Off: g.fatOff * sector, Len: g.fatLen * sector, Structure: "FAT 1"},
 		{Off: (g.fatOff + g.fatLen) * sector, Len: (g.heap - g.fatOff - g.fatLen) * sector, Structure: "reserved sectors"},
 	}
-	if diff := cmp.Diff(want, locate(t, fs, 0, g.heap*sector)); diff != "" {
+	if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, 0, g.heap*sector)); diff != "" {
 		t.Errorf("up to the cluster heap (-want +got):\n%s", diff)
 	}
 	for _, tc := range []struct {
@@ -186,27 +122,24 @@ func TestLocate(t *testing.T) {
 		{g.root, cs, "root directory", []string{"/"}},
 	} {
 		want := []fsmap.Span{{Off: clusterOff(tc.first), Len: (tc.n + cs - 1) / cs * cs, Structure: tc.structure, Paths: tc.paths}}
-		if diff := cmp.Diff(want, locate(t, fs, want[0].Off, want[0].Len)); diff != "" {
+		if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, want[0].Off, want[0].Len)); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.structure, diff)
 		}
 	}
 
 	// Every cluster that holds a stamped block: the file the stamp names.
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	found := map[string]int{}
 	var fragRuns int
 	for c := int64(2); c < g.clusters+2; c++ {
-		m := stampRE.FindSubmatch(b[clusterOff(c):])
+		m := fsmaptest.StampRE.FindSubmatch(b[clusterOff(c):])
 		if m == nil {
 			continue
 		}
 		p := string(m[1])
 		found[p]++
 		want := []fsmap.Span{{Off: clusterOff(c) + 7, Len: cs - 9, Structure: "file data", Paths: []string{p}}}
-		if diff := cmp.Diff(want, locate(t, fs, want[0].Off, want[0].Len)); diff != "" {
+		if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, want[0].Off, want[0].Len)); diff != "" {
 			t.Errorf("cluster %d, block %s of %s (-want +got):\n%s", c, m[2], p, diff)
 		}
 		if p == "/frag/mented.bin" && (c == 2 || !bytes.HasPrefix(b[clusterOff(c-1):], m[0][:len(m[0])-len(m[2])-1])) {
@@ -224,17 +157,11 @@ func TestLocate(t *testing.T) {
 
 	// The whole filesystem: spans tile it, no two neighbours could merge, the
 	// directories are named, and the free clusters are those dump.exfat counts.
-	all := locate(t, fs, 0, size)
-	pos, free := int64(0), int64(0)
+	all := fsmaptest.Locate(t, fs, 0, size)
+	fsmaptest.Tile(t, all, size)
+	free := int64(0)
 	dirs := map[string]bool{}
-	for i, s := range all {
-		if s.Off != pos || s.Len <= 0 {
-			t.Fatalf("span %d %+v: want it at %d", i, s, pos)
-		}
-		pos += s.Len
-		if i > 0 && all[i-1].Structure == s.Structure && cmp.Equal(all[i-1].Paths, s.Paths) {
-			t.Errorf("spans %+v and %+v not merged", all[i-1], s)
-		}
+	for _, s := range all {
 		switch s.Structure {
 		case "free clusters":
 			free += s.Len / cs
@@ -243,9 +170,6 @@ func TestLocate(t *testing.T) {
 		case "allocated, owner unknown", "clusters, allocation unknown":
 			t.Errorf("span %+v", s)
 		}
-	}
-	if pos != size {
-		t.Errorf("spans end at %d, want %d", pos, size)
 	}
 	if free != g.free {
 		t.Errorf("%d free clusters, dump.exfat says %d", free, g.free)
@@ -261,20 +185,17 @@ func TestLocate(t *testing.T) {
 // A corrupt FAT whose chain loops back on itself ends the walk, not the program.
 func TestChainLoop(t *testing.T) {
 	img := mkexfat(t, 8<<20, func(root string) {
-		write(t, root, "/one", make([]byte, 4096))
-		write(t, root, "/f", stamped("/f", 5*4096)) // after /one: a FAT chain
+		fsmaptest.Write(t, root, "/one", make([]byte, 4096))
+		fsmaptest.Write(t, root, "/f", fsmaptest.Stamped("/f", 5*4096, 4096)) // after /one: a FAT chain
 		os.Remove(filepath.Join(root, "one"))
 	})
 	g := dump(t, img)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	sector := int64(1) << g.sectorBits
 	cs := sector << g.clusterBits
 	var cl []int64
 	for c := int64(2); c < g.clusters+2; c++ {
-		if stampRE.Match(b[g.heap*sector+(c-2)*cs:]) {
+		if fsmaptest.StampRE.Match(b[g.heap*sector+(c-2)*cs:]) {
 			cl = append(cl, c)
 		}
 	}
@@ -289,7 +210,7 @@ func TestChainLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := locate(t, fs, g.heap*sector+(cl[0]-2)*cs, cs)
+	got := fsmaptest.Locate(t, fs, g.heap*sector+(cl[0]-2)*cs, cs)
 	if len(got) != 1 || got[0].Structure != "file data" || !cmp.Equal(got[0].Paths, []string{"/f"}) {
 		t.Errorf("the first cluster of /f: %+v", got)
 	}
@@ -298,58 +219,21 @@ func TestChainLoop(t *testing.T) {
 // seedImage is a small exFAT image with a directory, a long name and a file.
 func seedImage(t testing.TB) []byte {
 	img := mkexfat(t, 48<<10, func(root string) {
-		write(t, root, "/d/A long name.txt", bytes.Repeat([]byte("y"), 1500))
-		write(t, root, "/x", []byte("x"))
+		fsmaptest.Write(t, root, "/d/A long name.txt", bytes.Repeat([]byte("y"), 1500))
+		fsmaptest.Write(t, root, "/x", []byte("x"))
 	}, "-c", "512", "-b", "512")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	return b
 }
 
 // A filesystem vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
-	b := seedImage(f)
-	f.Add(b, int64(0), int64(len(b)))
-	f.Fuzz(func(t *testing.T, disk []byte, off, n int64) {
-		fs, err := Open(bytes.NewReader(disk), int64(len(disk)))
-		if err != nil {
-			return
-		}
-		spans, _ := fs.Locate(off, n%(1<<20))
-		for _, s := range spans {
-			if s.Off < 0 || s.Len <= 0 || s.Off+s.Len > int64(len(disk)) {
-				t.Errorf("span %+v off a filesystem of %d bytes", s, len(disk))
-			}
-		}
-	})
+	fsmaptest.FuzzLocate(f, seedImage(f), Open, "filesystem")
 }
 
 // Open and a Locate of the whole filesystem (which walks every directory) on a
 // 256 MiB image holding 3000 files in 30 directories.
 func BenchmarkLocate(b *testing.B) {
-	img := mkexfat(b, 256<<20, func(root string) {
-		for d := range 30 {
-			for i := range 100 {
-				write(b, root, fmt.Sprintf("/directory %02d/a file with a long name %03d.txt", d, i), bytes.Repeat([]byte{byte(i)}, 1000+i*37))
-			}
-		}
-	})
-	f, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	b.ResetTimer()
-	for b.Loop() {
-		fs, err := Open(f, 256<<20)
-		if err != nil {
-			b.Fatal(err)
-		}
-		spans, err := fs.Locate(0, 256<<20)
-		if err != nil || len(spans) < 3000 {
-			b.Fatalf("%d spans, %v", len(spans), err)
-		}
-	}
+	img := mkexfat(b, 256<<20, func(root string) { fsmaptest.BenchTree(b, root) })
+	fsmaptest.BenchLocateAll(b, img, Open)
 }

@@ -2,7 +2,6 @@ package exfat
 
 import (
 	"fmt"
-	"hash/fnv"
 	"io"
 	"strings"
 
@@ -49,13 +48,7 @@ func (f *FS) Paths() (map[string]uint64, error) {
 			continue
 		}
 		cs, _ := f.chain(set) // a broken chain's clusters, as far as it goes
-		b := le.AppendUint64(le.AppendUint64(nil, le.Uint64(set[seLength:])), le.Uint64(set[seValid:]))
-		for _, c := range cs {
-			b = le.AppendUint64(b, uint64(c))
-		}
-		h := fnv.New64a()
-		h.Write(b)
-		out[p] = h.Sum64()
+		out[p] = fsmap.Identity(le.AppendUint64(le.AppendUint64(nil, le.Uint64(set[seLength:])), le.Uint64(set[seValid:])), cs)
 	}
 	return out, nil
 }
@@ -166,31 +159,12 @@ func (f *FS) chain(set *[64]byte) ([]int64, error) {
 		return nil, fmt.Errorf("%d bytes, more than the heap's %d clusters hold", size, f.clusters)
 	}
 	n := (int64(size) + f.clusterSize - 1) / f.clusterSize
-	contiguous := set[seFlags]&2 != 0
+	next := f.next
+	if set[seFlags]&2 != 0 { // contiguous
+		next = func(c int64) int64 { return c + 1 }
+	}
 	if f.mark == nil {
 		f.mark = make([]uint64, (f.clusters+2+63)/64)
 	}
-	var out []int64
-	defer func() {
-		for _, c := range out {
-			f.mark[c/64] &^= 1 << (c % 64)
-		}
-	}()
-	c := int64(le.Uint32(set[seFirst:]))
-	for int64(len(out)) < n {
-		switch {
-		case !f.valid(c):
-			return out, fmt.Errorf("cluster chain ends after %d of %d clusters (at %#x)", len(out), n, c)
-		case f.mark[c/64]&(1<<(c%64)) != 0:
-			return out, fmt.Errorf("cluster chain loops back to cluster %d", c)
-		}
-		f.mark[c/64] |= 1 << (c % 64)
-		out = append(out, c)
-		if contiguous {
-			c++
-		} else {
-			c = f.next(c)
-		}
-	}
-	return out, nil
+	return fsmap.Chain(int64(le.Uint32(set[seFirst:])), n, f.mark, f.valid, next)
 }

@@ -2,7 +2,9 @@ package exfat
 
 import (
 	"bytes"
+	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // Paths, Stat and ReadFile agree with the tree exfat-fuse wrote and showed while
@@ -28,14 +32,14 @@ func TestFiles(t *testing.T) {
 	}
 	tree := map[string]seen{}
 	img := mkexfat(t, 64<<20, func(root string) {
-		write(t, root, "/a/b/c/d/e/f/g/deep.bin", stamped("deep", 40000))
-		write(t, root, "/Ünïcode ñame with a long name, longer than fifteen.txt", []byte("hello\n"))
-		write(t, root, "/hole", make([]byte, 3*4096))
-		write(t, root, "/after", make([]byte, 4096))
+		fsmaptest.Write(t, root, "/a/b/c/d/e/f/g/deep.bin", fsmaptest.Stamped("deep", 40000, 4096))
+		fsmaptest.Write(t, root, "/Ünïcode ñame with a long name, longer than fifteen.txt", []byte("hello\n"))
+		fsmaptest.Write(t, root, "/hole", make([]byte, 3*4096))
+		fsmaptest.Write(t, root, "/after", make([]byte, 4096))
 		os.Remove(filepath.Join(root, "hole"))
-		write(t, root, "/frag.bin", stamped("frag", 10*4096)) // fills the hole, then goes on after /after
-		write(t, root, "/empty", nil)
-		write(t, root, "/patched.txt", []byte("p"))
+		fsmaptest.Write(t, root, "/frag.bin", fsmaptest.Stamped("frag", 10*4096, 4096)) // fills the hole, then goes on after /after
+		fsmaptest.Write(t, root, "/empty", nil)
+		fsmaptest.Write(t, root, "/patched.txt", []byte("p"))
 		os.Chtimes(filepath.Join(root, "after"), when, when)
 		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -76,14 +80,14 @@ func TestFiles(t *testing.T) {
 	}
 	le.PutUint16(e[2:], sum)
 	os.WriteFile(img, b, 0o644)
-	run(t, "fsck.exfat", "-n", img)
+	fsmaptest.Run(t, "fsck.exfat", "-n", img)
 
-	fs, _ := open(t, img)
+	fs, _ := fsmaptest.Open(t, img, Open)
 	paths, err := fs.Paths()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(slices.Sorted(mapKeys(tree)), slices.Sorted(mapKeys(paths))); diff != "" {
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(tree)), slices.Sorted(maps.Keys(paths))); diff != "" {
 		t.Errorf("paths, as mounted (-) and Paths (+):\n%s", diff)
 	}
 	for p, want := range tree {
@@ -120,16 +124,6 @@ func TestFiles(t *testing.T) {
 	}
 }
 
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // A filesystem vmb did not write cannot make Paths, Stat or ReadFile panic or
 // loop, and ReadFile writes no more than the size Stat reports.
 func FuzzFiles(f *testing.F) {
@@ -154,17 +148,7 @@ func FuzzFiles(f *testing.F) {
 			if st.Type != "file" {
 				continue
 			}
-			var n countWriter
-			if err := fs.ReadFile(p, &n); err == nil && int64(n) != st.Size {
-				t.Errorf("%s: read %d bytes of %d", p, n, st.Size)
-			}
-			if int64(n) > st.Size {
-				t.Errorf("%s: read %d bytes, more than its size %d", p, n, st.Size)
-			}
+			fsmaptest.CheckRead(t, p, st.Size, func(w io.Writer) error { return fs.ReadFile(p, w) })
 		}
 	})
 }
-
-type countWriter int64
-
-func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -12,26 +11,18 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // mkfs makes an ext4 image of size bytes populated from a tree of files, as
 // mkfs.ext4 -d does, and returns its path.
 func mkfs(t testing.TB, size int64, files map[string]string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 is not installed (dev/setup installs e2fsprogs)")
-	}
+	fsmaptest.Need(t, "e2fsprogs", "mkfs.ext4")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fsmaptest.WriteFiles(t, root, files)
 	img := filepath.Join(dir, "fs.img")
 	args = append([]string{"-q", "-F", "-E", "root_owner=0:0", "-d", root}, args...)
 	args = append(args, img, strconv.FormatInt(size/1024, 10)+"k")
@@ -51,21 +42,6 @@ func debugfs(t testing.TB, img, req string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func open(t testing.TB, img string) (*FS, *os.File) {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs, f
-}
-
 // Locate agrees with debugfs on where files, inodes and the filesystem's own
 // structures lie.
 func TestLocate(t *testing.T) {
@@ -73,7 +49,7 @@ func TestLocate(t *testing.T) {
 	for _, opts := range [][]string{nil, {"-b", "1024", "-O", "^extent,^64bit,^flex_bg"}, {"-O", "^has_journal"}} {
 		t.Run(strings.Join(opts, " "), func(t *testing.T) {
 			img := mkfs(t, 32<<20, map[string]string{"etc/motd": "hello\n", "usr/share/big": big, "etc/hostname": "vmb\n"}, opts...)
-			fs, _ := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			bs := fs.BlockSize()
 			inum := func(p string) uint32 {
 				s := debugfs(t, img, "stat "+p)
@@ -143,10 +119,7 @@ func TestLocate(t *testing.T) {
 // A filesystem vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	img := mkfs(f, 128<<10, map[string]string{"a/b": "x", "c": strings.Repeat("y", 5000)}, "-b", "1024", "-N", "16", "-O", "^has_journal,^resize_inode")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	f.Add(b, int64(0), int64(len(b)))
 	f.Fuzz(func(t *testing.T, disk []byte, off, n int64) {
 		fs, err := Open(bytes.NewReader(disk), int64(len(disk)))
@@ -154,11 +127,7 @@ func FuzzLocate(f *testing.F) {
 			return
 		}
 		spans, _ := fs.Locate(off, n%(1<<20))
-		for _, s := range spans {
-			if s.Off < 0 || s.Len <= 0 || s.Off+s.Len > int64(len(disk)) {
-				t.Errorf("span %+v off a filesystem of %d bytes", s, len(disk))
-			}
-		}
+		fsmaptest.InBounds(t, spans, int64(len(disk)), "filesystem")
 		tree, _ := fs.Tree()
 		for _, ino := range tree {
 			if in, err := fs.Inode(ino); err == nil {

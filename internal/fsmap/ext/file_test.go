@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // Tree, Inode, Content and Xattrs read back what mkfs.ext4 -d and debugfs wrote,
@@ -19,7 +21,7 @@ func TestFiles(t *testing.T) {
 				"set_inode_field /etc/motd uid 1000", "set_inode_field /etc/motd mtime 20200101"} {
 				debugfsW(t, img, req)
 			}
-			fs, _ := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			tree, err := fs.Tree()
 			if err != nil {
 				t.Fatal(err)

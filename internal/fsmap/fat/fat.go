@@ -200,11 +200,7 @@ func (f *FS) at(pos int64) (s fsmap.Span, id int, next int64) {
 	if i < len(f.owners) {
 		limit = f.owners[i].start
 	}
-	name := f.unowned(c)
-	e := c + 1
-	for e < limit && f.unowned(e) == name {
-		e++
-	}
+	name, e := fsmap.Run(c, limit, f.unowned)
 	return fsmap.Span{Structure: name}, -1, cend + (e-1-c)*f.clusterSize
 }
 

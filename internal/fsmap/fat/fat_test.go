@@ -14,15 +14,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"vmb.dev/vmb/internal/fsmap"
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 func need(t testing.TB) {
 	t.Helper()
-	for _, tool := range []string{"mkfs.fat", "fsck.fat", "mcopy", "mmd", "mdel", "mshowfat"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (dev/setup installs dosfstools and mtools)", tool)
-		}
-	}
+	fsmaptest.Need(t, "dosfstools and mtools", "mkfs.fat", "fsck.fat", "mcopy", "mmd", "mdel", "mshowfat")
 }
 
 func run(t testing.TB, name string, args ...string) string {
@@ -41,12 +38,7 @@ func run(t testing.TB, name string, args ...string) string {
 func mkfat(t testing.TB, size int64, args ...string) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "fat.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(size)
-	f.Close()
+	fsmaptest.Blank(t, img, size)
 	run(t, "mkfs.fat", append(append([]string{"-i", "01234567"}, args...), img)...)
 	return img
 }
@@ -128,30 +120,6 @@ func clusters(t testing.TB, img, p string) []int64 {
 	return cs
 }
 
-func open(t testing.TB, img string) *FS {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs
-}
-
-func locate(t *testing.T, fs *FS, off, n int64) []fsmap.Span {
-	t.Helper()
-	got, err := fs.Locate(off, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
 // Locate agrees with fsck.fat on where the FATs, the root directory and the data
 // lie, and with mshowfat on which clusters hold a file: long names, a directory's
 // path and a fragmented file included.
@@ -180,14 +148,14 @@ func TestLocate(t *testing.T) {
 			put(t, img, "::/Ünïcode ñame.txt", big) // fills b's clusters, then goes on after a2's
 			run(t, "fsck.fat", "-n", img)
 			g := fsckGeometry(t, img)
-			fs := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			if fs.Type() != tc.typ {
 				t.Errorf("type %s, want %s", fs.Type(), tc.typ)
 			}
 			cs := g.cluster
 			clusterOff := func(c int64) int64 { return g.data + (c-2)*cs }
 
-			if got := locate(t, fs, 0, 1); len(got) != 1 || got[0].Structure != "boot sector" {
+			if got := fsmaptest.Locate(t, fs, 0, 1); len(got) != 1 || got[0].Structure != "boot sector" {
 				t.Errorf("byte 0: %+v", got)
 			}
 			want := []fsmap.Span{
@@ -202,26 +170,26 @@ func TestLocate(t *testing.T) {
 			if tc.typ != "FAT32" { // cluster 2 is /EFI's, not the root's
 				want[len(want)-1].Paths = []string{"/EFI"}
 			}
-			if diff := cmp.Diff(want, locate(t, fs, g.fat1-1, g.data+1-(g.fat1-1))); diff != "" {
+			if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, g.fat1-1, g.data+1-(g.fat1-1))); diff != "" {
 				t.Errorf("reserved sectors to the first cluster (-want +got):\n%s", diff)
 			}
 
 			// A file with a long name, in a directory: every cluster mshowfat lists.
 			for _, c := range clusters(t, img, "::/EFI/BOOT/A long name.bin") {
 				want := []fsmap.Span{{Off: clusterOff(c) + 1, Len: cs - 2, Structure: "file data", Paths: []string{"/EFI/BOOT/A long name.bin"}}}
-				if diff := cmp.Diff(want, locate(t, fs, clusterOff(c)+1, cs-2)); diff != "" {
+				if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, clusterOff(c)+1, cs-2)); diff != "" {
 					t.Errorf("cluster %d (-want +got):\n%s", c, diff)
 				}
 			}
 			boot := clusters(t, img, "::/EFI/BOOT")
-			if got := locate(t, fs, clusterOff(boot[0]), cs); len(got) != 1 || got[0].Structure != "directory" || !cmp.Equal(got[0].Paths, []string{"/EFI/BOOT"}) {
+			if got := fsmaptest.Locate(t, fs, clusterOff(boot[0]), cs); len(got) != 1 || got[0].Structure != "directory" || !cmp.Equal(got[0].Paths, []string{"/EFI/BOOT"}) {
 				t.Errorf("directory /EFI/BOOT at cluster %d: %+v", boot[0], got)
 			}
 
 			// A fragmented file: its clusters around a2's, one span each run.
 			uni, a2 := clusters(t, img, "::/Ünïcode ñame.txt"), clusters(t, img, "::/a2")
 			first, last := min(uni[0], a2[0]), max(uni[len(uni)-1], a2[len(a2)-1])
-			got := locate(t, fs, clusterOff(first), (last-first+1)*cs)
+			got := fsmaptest.Locate(t, fs, clusterOff(first), (last-first+1)*cs)
 			var runs []string
 			for _, s := range got {
 				runs = append(runs, fmt.Sprintf("%d+%d %s %v", (s.Off-g.data)/cs+2, s.Len/cs, s.Structure, s.Paths))
@@ -250,7 +218,7 @@ func TestLocate(t *testing.T) {
 			if end < tc.size {
 				want = append(want, fsmap.Span{Off: end, Len: tc.size - end, Structure: "past the last cluster"})
 			}
-			if diff := cmp.Diff(want, locate(t, fs, clusterOff(lastCluster), tc.size)); diff != "" {
+			if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, clusterOff(lastCluster), tc.size)); diff != "" {
 				t.Errorf("the end (-want +got):\n%s", diff)
 			}
 
@@ -262,27 +230,14 @@ func TestLocate(t *testing.T) {
 				f.Close()
 				fsInfo, backup := int64(bs[48])|int64(bs[49])<<8, int64(bs[50])|int64(bs[51])<<8
 				for sec, name := range map[int64]string{fsInfo: "FSInfo sector", backup: "backup boot sector", backup + fsInfo: "backup FSInfo sector", backup + 2: "reserved sectors"} {
-					if got := locate(t, fs, sec*512+10, 4); len(got) != 1 || got[0].Structure != name {
+					if got := fsmaptest.Locate(t, fs, sec*512+10, 4); len(got) != 1 || got[0].Structure != name {
 						t.Errorf("sector %d: %+v, want %s", sec, got, name)
 					}
 				}
 			}
 
 			// The whole filesystem: spans tile it, and no two neighbours could merge.
-			all := locate(t, fs, 0, tc.size)
-			pos := int64(0)
-			for i, s := range all {
-				if s.Off != pos || s.Len <= 0 {
-					t.Fatalf("span %d %+v: want it at %d", i, s, pos)
-				}
-				pos += s.Len
-				if i > 0 && all[i-1].Structure == s.Structure && cmp.Equal(all[i-1].Paths, s.Paths) {
-					t.Errorf("spans %+v and %+v not merged", all[i-1], s)
-				}
-			}
-			if pos != tc.size {
-				t.Errorf("spans end at %d, want %d", pos, tc.size)
-			}
+			fsmaptest.Tile(t, fsmaptest.Locate(t, fs, 0, tc.size), tc.size)
 		})
 	}
 }
@@ -294,10 +249,7 @@ func TestChainLoop(t *testing.T) {
 	put(t, img, "::/f", bytes.Repeat([]byte("x"), 8192))
 	cs := clusters(t, img, "::/f")
 	g := fsckGeometry(t, img)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	// Point the last cluster's entry back at the first, in FAT 1.
 	last, at := cs[len(cs)-1], g.fat1+cs[len(cs)-1]*3/2
 	v := int64(b[at]) | int64(b[at+1])<<8
@@ -311,7 +263,7 @@ func TestChainLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := locate(t, fs, g.data+(cs[0]-2)*g.cluster, int64(len(cs))*g.cluster)
+	got := fsmaptest.Locate(t, fs, g.data+(cs[0]-2)*g.cluster, int64(len(cs))*g.cluster)
 	if len(got) != 1 || got[0].Structure != "file data" || !cmp.Equal(got[0].Paths, []string{"/f"}) {
 		t.Errorf("the looping chain of /f: %+v", got)
 	}
@@ -323,30 +275,14 @@ func seedImage(t testing.TB) []byte {
 	run(t, "mmd", "-i", img, "::/EFI")
 	put(t, img, "::/EFI/A long name.txt", bytes.Repeat([]byte("y"), 1500))
 	put(t, img, "::/x", []byte("x"))
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	return b
 }
 
 // A filesystem vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	need(f)
-	b := seedImage(f)
-	f.Add(b, int64(0), int64(len(b)))
-	f.Fuzz(func(t *testing.T, disk []byte, off, n int64) {
-		fs, err := Open(bytes.NewReader(disk), int64(len(disk)))
-		if err != nil {
-			return
-		}
-		spans, _ := fs.Locate(off, n%(1<<20))
-		for _, s := range spans {
-			if s.Off < 0 || s.Len <= 0 || s.Off+s.Len > int64(len(disk)) {
-				t.Errorf("span %+v off a filesystem of %d bytes", s, len(disk))
-			}
-		}
-	})
+	fsmaptest.FuzzLocate(f, seedImage(f), Open, "filesystem")
 }
 
 // Open and a Locate of the whole filesystem (which walks every directory) on a
@@ -356,28 +292,7 @@ func BenchmarkLocate(b *testing.B) {
 	need(b)
 	img := mkfat(b, 256<<20, "-F", "32")
 	src := filepath.Join(b.TempDir(), "src")
-	for d := range 30 {
-		dir := filepath.Join(src, fmt.Sprintf("directory %02d", d))
-		os.MkdirAll(dir, 0o755)
-		for i := range 100 {
-			os.WriteFile(filepath.Join(dir, fmt.Sprintf("a file with a long name %03d.txt", i)), bytes.Repeat([]byte{byte(i)}, 1000+i*37), 0o644)
-		}
-	}
+	fsmaptest.BenchTree(b, src)
 	run(b, "mcopy", "-s", "-i", img, src, "::/")
-	f, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	b.ResetTimer()
-	for b.Loop() {
-		fs, err := Open(f, 256<<20)
-		if err != nil {
-			b.Fatal(err)
-		}
-		spans, err := fs.Locate(0, 256<<20)
-		if err != nil || len(spans) < 3000 {
-			b.Fatalf("%d spans, %v", len(spans), err)
-		}
-	}
+	fsmaptest.BenchLocateAll(b, img, Open)
 }

@@ -2,7 +2,6 @@ package fat
 
 import (
 	"fmt"
-	"hash/fnv"
 	"io"
 	"strings"
 
@@ -45,13 +44,7 @@ func (f *FS) Paths() (map[string]uint64, error) {
 			continue
 		}
 		cs, _ := f.chain(e) // a broken chain's clusters, as far as it goes
-		b := le.AppendUint32(make([]byte, 0, 4+8*len(cs)), le.Uint32(e[deSize:]))
-		for _, c := range cs {
-			b = le.AppendUint64(b, uint64(c))
-		}
-		h := fnv.New64a()
-		h.Write(b)
-		out[p] = h.Sum64()
+		out[p] = fsmap.Identity(le.AppendUint32(make([]byte, 0, 4+8*len(cs)), le.Uint32(e[deSize:])), cs)
 	}
 	return out, nil
 }
@@ -161,23 +154,5 @@ func (f *FS) chain(e *[32]byte) ([]int64, error) {
 	if f.mark == nil {
 		f.mark = make([]uint64, (f.clusters+2+63)/64)
 	}
-	var out []int64
-	defer func() {
-		for _, c := range out {
-			f.mark[c/64] &^= 1 << (c % 64)
-		}
-	}()
-	c := f.first(e)
-	for int64(len(out)) < n {
-		switch {
-		case !f.valid(c):
-			return out, fmt.Errorf("cluster chain ends after %d of %d clusters (at %#x)", len(out), n, c)
-		case f.mark[c/64]&(1<<(c%64)) != 0:
-			return out, fmt.Errorf("cluster chain loops back to cluster %d", c)
-		}
-		f.mark[c/64] |= 1 << (c % 64)
-		out = append(out, c)
-		c = f.entry(c)
-	}
-	return out, nil
+	return fsmap.Chain(f.first(e), n, f.mark, f.valid, f.entry)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // mattribs is what mattrib -/ says of every path: the DOS attributes set, as Stat
@@ -106,13 +109,13 @@ func TestFiles(t *testing.T) {
 			os.WriteFile(img, b, 0o644)
 			run(t, "fsck.fat", "-n", img)
 
-			fs := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			paths, err := fs.Paths()
 			if err != nil {
 				t.Fatal(err)
 			}
 			attrs := mattribs(t, img)
-			if diff := cmp.Diff(slices.Sorted(mapKeys(attrs)), slices.Sorted(mapKeys(paths))); diff != "" {
+			if diff := cmp.Diff(slices.Sorted(maps.Keys(attrs)), slices.Sorted(maps.Keys(paths))); diff != "" {
 				t.Errorf("paths, mattrib -/ (-) and Paths (+):\n%s", diff)
 			}
 			for p, want := range attrs {
@@ -167,22 +170,13 @@ func TestFiles(t *testing.T) {
 			run(t, "mdel", "-i", img, "::/a", "::/frag.txt")
 			forgetNextFree(t, img)
 			put(t, img, "::/frag.txt", frag) // the same bytes, from a's clusters on
-			paths2, _ = open(t, img).Paths()
+			fs3, _ := fsmaptest.Open(t, img, Open)
+			paths2, _ = fs3.Paths()
 			if paths2["/frag.txt"] == paths["/frag.txt"] || paths2["/a2"] != paths["/a2"] {
 				t.Errorf("identities of /frag.txt %x -> %x (want a change), of /a2 %x -> %x (want none)",
 					paths["/frag.txt"], paths2["/frag.txt"], paths["/a2"], paths2["/a2"])
 			}
 		})
-	}
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 
@@ -194,10 +188,7 @@ func TestReadFileBrokenChain(t *testing.T) {
 	put(t, img, "::/f", bytes.Repeat([]byte("x"), 8192))
 	cs := clusters(t, img, "::/f")
 	g := fsckGeometry(t, img)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	for _, tc := range []struct {
 		name string
 		next uint16 // the second cluster's FAT entry
@@ -246,17 +237,7 @@ func FuzzFiles(f *testing.F) {
 			if st.Type != "file" {
 				continue
 			}
-			var n countWriter
-			if err := fs.ReadFile(p, &n); err == nil && int64(n) != st.Size {
-				t.Errorf("%s: read %d bytes of %d", p, n, st.Size)
-			}
-			if int64(n) > st.Size {
-				t.Errorf("%s: read %d bytes, more than its size %d", p, n, st.Size)
-			}
+			fsmaptest.CheckRead(t, p, st.Size, func(w io.Writer) error { return fs.ReadFile(p, w) })
 		}
 	})
 }
-
-type countWriter int64
-
-func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -187,11 +187,7 @@ func (f *FS) at(pos int64) (s fsmap.Span, id int64, next int64) {
 	if i < len(f.runs) {
 		limit = f.runs[i].lcn
 	}
-	name := f.unowned(c)
-	e := c + 1
-	for e < limit && f.unowned(e) == name {
-		e++
-	}
+	name, e := fsmap.Run(c, limit, f.unowned)
 	return fsmap.Span{Structure: name}, -1, e * f.cluster
 }
 

@@ -155,11 +155,7 @@ func (f *FS) at(pos int64) (s fsmap.Span, id int, next int64) {
 	if i < len(f.runs) {
 		limit = f.runs[i].start
 	}
-	name := f.unowned(b)
-	e := b + 1
-	for e < limit && f.unowned(e) == name {
-		e++
-	}
+	name, e := fsmap.Run(b, limit, f.unowned)
 	return fsmap.Span{Structure: name}, -1, e * f.bs
 }
 

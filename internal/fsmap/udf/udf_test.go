@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,36 +12,16 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"vmb.dev/vmb/internal/fsmap"
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
-
-func need(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (dev/setup installs udftools and genisoimage)", tool)
-		}
-	}
-}
-
-func command(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
-}
 
 // mkudffs makes a UDF image of size bytes with mkudffs (and args), and returns
 // its path.
 func mkudffs(t testing.TB, size int64, args ...string) string {
-	need(t, "mkudffs", "udfinfo")
+	fsmaptest.Need(t, "udftools and genisoimage", "mkudffs", "udfinfo")
 	img := filepath.Join(t.TempDir(), "udf.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, size)
-	command(t, "mkudffs", append(args, img)...)
+	fsmaptest.Blank(t, img, size)
+	fsmaptest.Run(t, "mkudffs", append(args, img)...)
 	return img
 }
 
@@ -55,7 +34,7 @@ type layout struct {
 }
 
 func udfinfo(t testing.TB, img string) layout {
-	out := command(t, "udfinfo", img)
+	out := fsmaptest.Run(t, "udfinfo", img)
 	l := layout{at: map[string][][2]int64{}}
 	num := func(key string) int64 {
 		m := regexp.MustCompile(`(?m)^` + key + `=(\d+)$`).FindStringSubmatch(out)
@@ -72,48 +51,6 @@ func udfinfo(t testing.TB, img string) layout {
 		l.at[m[3]] = append(l.at[m[3]], [2]int64{start, n})
 	}
 	return l
-}
-
-func open(t testing.TB, img string) (*FS, int64) {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs, fi.Size()
-}
-
-func locate(t *testing.T, fs *FS, off, n int64) []fsmap.Span {
-	t.Helper()
-	got, err := fs.Locate(off, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
-// tile checks that spans tile [0, size) and that no two neighbours could merge.
-func tile(t *testing.T, all []fsmap.Span, size int64) {
-	t.Helper()
-	pos := int64(0)
-	for i, s := range all {
-		if s.Off != pos || s.Len <= 0 {
-			t.Fatalf("span %d %+v: want it at %d", i, s, pos)
-		}
-		pos += s.Len
-		if i > 0 && all[i-1].Structure == s.Structure && cmp.Equal(all[i-1].Paths, s.Paths) {
-			t.Errorf("spans %+v and %+v not merged", all[i-1], s)
-		}
-	}
-	if pos != size {
-		t.Errorf("spans end at %d, want %d", pos, size)
-	}
 }
 
 var names = map[string]string{
@@ -133,7 +70,7 @@ func checkLayout(t *testing.T, fs *FS, l layout) {
 		}
 		for _, e := range l.at[typ] {
 			want := []fsmap.Span{{Off: e[0] * l.bs, Len: e[1] * l.bs, Structure: name}}
-			if diff := cmp.Diff(want, locate(t, fs, e[0]*l.bs, e[1]*l.bs)); diff != "" {
+			if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, e[0]*l.bs, e[1]*l.bs)); diff != "" {
 				t.Errorf("%s at block %d (-want +got):\n%s", typ, e[0], diff)
 			}
 		}
@@ -149,14 +86,14 @@ func TestLayout(t *testing.T) {
 			const size = 32<<20 + 1000
 			img := mkudffs(t, size, args...)
 			l := udfinfo(t, img)
-			fs, _ := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			if fs.BlockSize() != l.bs {
 				t.Errorf("block size %d, udfinfo says %d", fs.BlockSize(), l.bs)
 			}
 			checkLayout(t, fs, l)
 			part := l.at["PSPACE"][0]
-			all := locate(t, fs, 0, size)
-			tile(t, all, size)
+			all := fsmaptest.Locate(t, fs, 0, size)
+			fsmaptest.Tile(t, all, size)
 			free := int64(0)
 			seen := map[string]bool{}
 			for _, s := range all {
@@ -183,22 +120,10 @@ func TestLayout(t *testing.T) {
 	}
 }
 
-// stamped is content of n bytes whose every 2 KiB block starts with its path and
-// index, so that a block's bytes say which file and which block they are.
-func stamped(p string, n int) []byte {
-	b := make([]byte, n)
-	for k := 0; k*2048 < n; k++ {
-		copy(b[k*2048:], fmt.Sprintf("vmb:%s#%d\n", p, k))
-	}
-	return b
-}
-
-var stampRE = regexp.MustCompile(`^vmb:([^#]+)#(\d+)\n`)
-
 // Locate agrees with the bytes genisoimage -udf wrote on which blocks hold which
 // file, names a file entry for every path, and agrees with udfinfo on the layout.
 func TestFiles(t *testing.T) {
-	need(t, "genisoimage", "udfinfo")
+	fsmaptest.Need(t, "udftools and genisoimage", "genisoimage", "udfinfo")
 	src := filepath.Join(t.TempDir(), "src")
 	files := map[string]int{"/d/e/f.bin": 30000, "/x": 100, "/Ünïcode ñame with a long name.txt": 5000}
 	for i := range 40 {
@@ -206,27 +131,24 @@ func TestFiles(t *testing.T) {
 	}
 	for p, n := range files {
 		os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755)
-		os.WriteFile(filepath.Join(src, p), stamped(p, n), 0o644)
+		os.WriteFile(filepath.Join(src, p), fsmaptest.Stamped(p, n, 2048), 0o644)
 	}
 	img := filepath.Join(t.TempDir(), "udf.iso")
-	command(t, "genisoimage", "-quiet", "-udf", "-input-charset", "utf-8", "-o", img, src)
+	fsmaptest.Run(t, "genisoimage", "-quiet", "-udf", "-input-charset", "utf-8", "-o", img, src)
 	l := udfinfo(t, img)
-	fs, size := open(t, img)
+	fs, size := fsmaptest.Open(t, img, Open)
 	checkLayout(t, fs, l)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(t, img)
 	found := map[string]int{}
 	for blk := int64(0); blk*2048 < size; blk++ {
-		m := stampRE.FindSubmatch(b[blk*2048:])
+		m := fsmaptest.StampRE.FindSubmatch(b[blk*2048:])
 		if m == nil {
 			continue
 		}
 		p := string(m[1])
 		found[p]++
 		want := []fsmap.Span{{Off: blk*2048 + 7, Len: 2048 - 9, Structure: "file data", Paths: []string{p}}}
-		if diff := cmp.Diff(want, locate(t, fs, want[0].Off, want[0].Len)); diff != "" {
+		if diff := cmp.Diff(want, fsmaptest.Locate(t, fs, want[0].Off, want[0].Len)); diff != "" {
 			t.Errorf("block %d, block %s of %s (-want +got):\n%s", blk, m[2], p, diff)
 		}
 	}
@@ -240,8 +162,8 @@ func TestFiles(t *testing.T) {
 		}
 	}
 	entries["/"] = true
-	all := locate(t, fs, 0, size)
-	tile(t, all, size)
+	all := fsmaptest.Locate(t, fs, 0, size)
+	fsmaptest.Tile(t, all, size)
 	got := map[string]bool{}
 	for _, s := range all {
 		if s.Structure == "file entry" {
@@ -257,21 +179,18 @@ func TestFiles(t *testing.T) {
 
 // A directory whose entry names itself, or its parent, ends the walk.
 func TestLoop(t *testing.T) {
-	need(t, "genisoimage")
+	fsmaptest.Need(t, "udftools and genisoimage", "genisoimage")
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(filepath.Join(src, "d"), 0o755)
 	os.WriteFile(filepath.Join(src, "d", "f"), []byte("f"), 0o644)
 	img := filepath.Join(t.TempDir(), "udf.iso")
-	command(t, "genisoimage", "-quiet", "-udf", "-o", img, src)
-	b, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsmaptest.Run(t, "genisoimage", "-quiet", "-udf", "-o", img, src)
+	b := fsmaptest.ReadImage(t, img)
 	// /d's file identifier of f: point its ICB at /d's own file entry (the
 	// walk reads no tag checksum of a file identifier).
-	fs, _ := open(t, img)
+	fs, _ := fsmaptest.Open(t, img, Open)
 	var dEntry, fFID int64 = -1, -1
-	for _, s := range locate(t, fs, 0, int64(len(b))) {
+	for _, s := range fsmaptest.Locate(t, fs, 0, int64(len(b))) {
 		if s.Structure == "file entry" && s.Paths[0] == "/d" {
 			dEntry = s.Off/2048 - fs.part.start
 		}
@@ -283,11 +202,11 @@ func TestLoop(t *testing.T) {
 		t.Fatalf("no /d (entry %d, file identifier at %d)", dEntry, fFID)
 	}
 	b[fFID+24], b[fFID+25], b[fFID+26], b[fFID+27] = byte(dEntry), byte(dEntry>>8), 0, 0
-	fs, err = Open(bytes.NewReader(b), int64(len(b)))
+	fs, err := Open(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range locate(t, fs, 0, int64(len(b))) {
+	for _, s := range fsmaptest.Locate(t, fs, 0, int64(len(b))) {
 		if s.Structure == "file entry" && s.Paths[0] != "/" && s.Paths[0] != "/d" {
 			t.Errorf("span %+v: /d/f is /d now", s)
 		}
@@ -297,54 +216,17 @@ func TestLoop(t *testing.T) {
 // A volume vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	img := mkudffs(f, 160<<10, "-b", "512")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(b, int64(0), int64(len(b)))
-	f.Fuzz(func(t *testing.T, disk []byte, off, n int64) {
-		fs, err := Open(bytes.NewReader(disk), int64(len(disk)))
-		if err != nil {
-			return
-		}
-		spans, _ := fs.Locate(off, n%(1<<20))
-		for _, s := range spans {
-			if s.Off < 0 || s.Len <= 0 || s.Off+s.Len > int64(len(disk)) {
-				t.Errorf("span %+v off a volume of %d bytes", s, len(disk))
-			}
-		}
-	})
+	b := fsmaptest.ReadImage(f, img)
+	fsmaptest.FuzzLocate(f, b, Open, "volume")
 }
 
 // Open and a Locate of the whole volume (which walks every directory) on an image
 // holding 3000 files in 30 directories.
 func BenchmarkLocate(b *testing.B) {
-	need(b, "genisoimage")
+	fsmaptest.Need(b, "udftools and genisoimage", "genisoimage")
 	src := filepath.Join(b.TempDir(), "src")
-	for d := range 30 {
-		dir := filepath.Join(src, fmt.Sprintf("directory %02d", d))
-		os.MkdirAll(dir, 0o755)
-		for i := range 100 {
-			os.WriteFile(filepath.Join(dir, fmt.Sprintf("a file with a long name %03d.txt", i)), bytes.Repeat([]byte{byte(i)}, 1000+i*37), 0o644)
-		}
-	}
+	fsmaptest.BenchTree(b, src)
 	img := filepath.Join(b.TempDir(), "udf.iso")
-	command(b, "genisoimage", "-quiet", "-udf", "-o", img, src)
-	f, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	b.ResetTimer()
-	for b.Loop() {
-		fs, err := Open(f, fi.Size())
-		if err != nil {
-			b.Fatal(err)
-		}
-		spans, err := fs.Locate(0, fi.Size())
-		if err != nil || len(spans) < 3000 {
-			b.Fatalf("%d spans, %v", len(spans), err)
-		}
-	}
+	fsmaptest.Run(b, "genisoimage", "-quiet", "-udf", "-o", img, src)
+	fsmaptest.BenchLocateAll(b, img, Open)
 }

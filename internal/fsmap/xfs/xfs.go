@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 
 	"vmb.dev/vmb/internal/fsmap"
@@ -216,7 +217,7 @@ func (f *FS) Locate(off, n int64) ([]Span, error) {
 	for pos := off; pos < end; {
 		next, s, si := f.classify(pos)
 		next = min(next, end)
-		if k := len(out) - 1; k >= 0 && out[k].Structure == s.Structure && (s.Structure == kindNames[kInodes] || equal(inos[k], si)) {
+		if k := len(out) - 1; k >= 0 && out[k].Structure == s.Structure && (s.Structure == kindNames[kInodes] || slices.Equal(inos[k], si)) {
 			out[k].Len += next - pos
 			if s.Structure == kindNames[kInodes] {
 				inos[k] = append(inos[k], inodesIn(si, pos, next, f.inodeSize)...)
@@ -254,18 +255,6 @@ func inodesIn(chunk []uint64, pos, next, isz int64) []uint64 {
 		out = append(out, chunk[0]+uint64(k))
 	}
 	return out
-}
-
-func equal(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // classify says what the byte at pos holds, up to where it holds it (next), and

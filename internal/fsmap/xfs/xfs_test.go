@@ -13,25 +13,18 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vmb.dev/vmb/internal/fsmap/fsmaptest"
 )
 
 // mkfs makes an XFS image of size bytes holding files (path: content; a path
 // ending in "/" is a directory) with mkfs.xfs -p, and returns its path.
 func mkfs(t testing.TB, size int64, files map[string]string, args ...string) string {
 	t.Helper()
-	for _, tool := range []string{"mkfs.xfs", "xfs_db"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (dev/setup installs xfsprogs)", tool)
-		}
-	}
+	fsmaptest.Need(t, "xfsprogs", "mkfs.xfs", "xfs_db")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "fs.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
+	fsmaptest.Blank(t, img, size)
 	proto := filepath.Join(dir, "proto")
 	if err := os.WriteFile(proto, []byte(protofile(t, dir, files)), 0o644); err != nil {
 		t.Fatal(err)
@@ -124,21 +117,6 @@ func num(t testing.TB, s, re string) int64 {
 	return n
 }
 
-func open(t testing.TB, img string) *FS {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fi, _ := f.Stat()
-	fs, err := Open(f, fi.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs
-}
-
 // geometry is what xfs_db says of the superblock.
 type geometry struct{ bs, ss, agBlocks, agCount, logStart, logBlocks int64 }
 
@@ -163,18 +141,6 @@ func where(t testing.TB, img string, g geometry, p string) (ino uint32, off int6
 	return ino, (ag*g.agBlocks + agbno) * g.bs
 }
 
-func locate1(t *testing.T, fs *FS, off, n int64) Span {
-	t.Helper()
-	got, err := fs.Locate(off, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 {
-		t.Fatalf("Locate(%d, %d): %d spans, want 1: %+v", off, n, len(got), got)
-	}
-	return got[0]
-}
-
 // Locate agrees with xfs_db on where files, inodes, directories, the headers of
 // each AG, the btrees, the log and free space lie.
 func TestLocate(t *testing.T) {
@@ -185,29 +151,29 @@ func TestLocate(t *testing.T) {
 	for _, opts := range [][]string{nil, {"-m", "rmapbt=1,reflink=1", "-b", "size=1024"}, {"-m", "crc=0", "-i", "size=512"}} {
 		t.Run(strings.Join(opts, " "), func(t *testing.T) {
 			img := mkfs(t, 48<<20, files, append(opts, "-d", "agcount=3")...)
-			fs := open(t, img)
+			fs, _ := fsmaptest.Open(t, img, Open)
 			g := sbGeometry(t, img)
 
 			bigIno, big := where(t, img, g, "/usr/share/big")
 			want := Span{Off: big + g.bs + 10, Len: 100, Structure: "file data", Inodes: []uint64{uint64(bigIno)}, Paths: []string{"/usr/share/big"}}
-			if diff := cmp.Diff(want, locate1(t, fs, big+g.bs+10, 100)); diff != "" {
+			if diff := cmp.Diff(want, fsmaptest.Locate1(t, fs, big+g.bs+10, 100)); diff != "" {
 				t.Errorf("data of /usr/share/big (-want +got):\n%s", diff)
 			}
 			motd, _ := where(t, img, g, "/etc/motd")
 			at := num(t, xfsDB(t, img, fmt.Sprintf("convert ino %d byte", motd)), `\((\d+)\)`)
 			want = Span{Off: at + 32, Len: 8, Structure: "inode chunk", Inodes: []uint64{uint64(motd)}, Paths: []string{"/etc/motd"}}
-			if diff := cmp.Diff(want, locate1(t, fs, at+32, 8)); diff != "" { // di_atime
+			if diff := cmp.Diff(want, fsmaptest.Locate1(t, fs, at+32, 8)); diff != "" { // di_atime
 				t.Errorf("inode of /etc/motd (-want +got):\n%s", diff)
 			}
 			manyIno, many := where(t, img, g, "/many")
 			want = Span{Off: many, Len: 64, Structure: "directory", Inodes: []uint64{uint64(manyIno)}, Paths: []string{"/many"}}
-			if diff := cmp.Diff(want, locate1(t, fs, many, 64)); diff != "" {
+			if diff := cmp.Diff(want, fsmaptest.Locate1(t, fs, many, 64)); diff != "" {
 				t.Errorf("directory /many (-want +got):\n%s", diff)
 			}
 			// A file named in /many's data blocks; /many's leaf blocks, from 32 GiB on.
 			lastIno, last := where(t, img, g, "/many/entry-with-a-long-name-0299")
 			want = Span{Off: last, Len: 1, Structure: "file data", Inodes: []uint64{uint64(lastIno)}, Paths: []string{"/many/entry-with-a-long-name-0299"}}
-			if diff := cmp.Diff(want, locate1(t, fs, last, 1)); diff != "" {
+			if diff := cmp.Diff(want, fsmaptest.Locate1(t, fs, last, 1)); diff != "" {
 				t.Errorf("a file in /many (-want +got):\n%s", diff)
 			}
 			m := regexp.MustCompile(`offset (\d+) startblock \d+ \((\d+)/(\d+)\)`).FindAllStringSubmatch(xfsDB(t, img, "path /many", "inode", "bmap"), -1)
@@ -218,7 +184,7 @@ func TestLocate(t *testing.T) {
 				agbno, _ := strconv.ParseInt(m[3], 10, 64)
 				if off*g.bs >= 32<<30 && off*g.bs < 64<<30 {
 					leaves++
-					if got := locate1(t, fs, (ag*g.agBlocks+agbno)*g.bs, 1); got.Structure != "directory leaf" || !cmp.Equal(got.Paths, []string{"/many"}) {
+					if got := fsmaptest.Locate1(t, fs, (ag*g.agBlocks+agbno)*g.bs, 1); got.Structure != "directory leaf" || !cmp.Equal(got.Paths, []string{"/many"}) {
 						t.Errorf("leaf block of /many at offset %d: %+v", off, got)
 					}
 				}
@@ -243,7 +209,7 @@ func TestLocate(t *testing.T) {
 					// logstart is an AG-encoded block number: convert it.
 					c.off = num(t, xfsDB(t, img, fmt.Sprintf("convert fsblock %d byte", (c.off-100)/g.bs)), `\((\d+)\)`) + 100
 				}
-				if got := locate1(t, fs, c.off, 1); got.Structure != c.want {
+				if got := fsmaptest.Locate1(t, fs, c.off, 1); got.Structure != c.want {
 					t.Errorf("byte %d: %q, want %q", c.off, got.Structure, c.want)
 				}
 			}
@@ -282,7 +248,7 @@ func TestLocate(t *testing.T) {
 				if r.root == 0 {
 					continue // no such btree
 				}
-				if got := locate1(t, fs, r.root*g.bs, g.bs); got.Structure != r.want {
+				if got := fsmaptest.Locate1(t, fs, r.root*g.bs, g.bs); got.Structure != r.want {
 					t.Errorf("block %d: %q, want %q", r.root, got.Structure, r.want)
 				}
 			}
@@ -307,10 +273,7 @@ func TestLocate(t *testing.T) {
 // FuzzLocate: a filesystem vmb did not write cannot make the mapper panic or loop.
 func FuzzLocate(f *testing.F) {
 	img := mkfs(f, 20<<20, map[string]string{"a/b": "x", "c": strings.Repeat("y", 5000)}, "-b", "size=1024", "-d", "agcount=1")
-	b, err := os.ReadFile(img)
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := fsmaptest.ReadImage(f, img)
 	// Keep the corpus small: the headers, btrees, inodes and files of AG 0
 	// lie in its first blocks; the rest is a truncated filesystem's.
 	b = b[:128<<10]
@@ -331,26 +294,7 @@ func FuzzLocate(f *testing.F) {
 
 // BenchmarkLocate opens and walks a filesystem of a few thousand files.
 func BenchmarkLocate(b *testing.B) {
-	files := map[string]string{}
-	for i := range 4000 {
-		files[fmt.Sprintf("d%02d/f%04d", i%40, i)] = strings.Repeat("z", i%9000)
-	}
-	img := mkfs(b, 256<<20, files)
-	f, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	for b.Loop() {
-		fs, err := Open(f, fi.Size())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := fs.Locate(fi.Size()/2, 4096); err != nil {
-			b.Fatal(err)
-		}
-	}
+	fsmaptest.BenchOpen(b, mkfs(b, 256<<20, fsmaptest.BenchFiles()), Open)
 }
 
 // A file of hundreds of extents keeps them in an extent btree: its blocks, and
@@ -376,7 +320,7 @@ func TestLocateExtentBtree(t *testing.T) {
 	if err != nil {
 		t.Fatalf("xfs_io: %v\n%s", err, out)
 	}
-	fs := open(t, img)
+	fs, _ := fsmaptest.Open(t, img, Open)
 	g := sbGeometry(t, img)
 	db := xfsDB(t, img, "path /etc/frag", "inode", "p core.format u3.bmbt.ptrs", "bmap")
 	if !strings.Contains(db, "core.format = 3 (btree)") {
@@ -390,7 +334,7 @@ func TestLocateExtentBtree(t *testing.T) {
 	for _, m := range ptrs {
 		at := num(t, xfsDB(t, img, "convert fsblock "+m[1]+" byte"), `\((\d+)\)`)
 		want := Span{Off: at, Len: g.bs, Structure: "extent btree (bmbt)", Inodes: []uint64{uint64(ino)}, Paths: []string{"/etc/frag"}}
-		if diff := cmp.Diff(want, locate1(t, fs, at, g.bs)); diff != "" {
+		if diff := cmp.Diff(want, fsmaptest.Locate1(t, fs, at, g.bs)); diff != "" {
 			t.Errorf("bmbt block %s (-want +got):\n%s", m[1], diff)
 		}
 	}
@@ -404,7 +348,7 @@ func TestLocateExtentBtree(t *testing.T) {
 		n, _ := strconv.ParseInt(m[3], 10, 64)
 		at := (ag*g.agBlocks + agbno) * g.bs
 		want := Span{Off: at, Len: n * g.bs, Structure: "file data", Inodes: []uint64{uint64(ino)}, Paths: []string{"/etc/frag"}}
-		if diff := cmp.Diff(want, locate1(t, fs, at, n*g.bs)); diff != "" {
+		if diff := cmp.Diff(want, fsmaptest.Locate1(t, fs, at, n*g.bs)); diff != "" {
 			t.Fatalf("extent %s/%s (-want +got):\n%s", m[1], m[2], diff)
 		}
 	}
