@@ -380,6 +380,7 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			// leave the allocator somewhere else depending on the timing.
 			opts += ",nodelalloc"
 		}
+		opts += xfsMountOptions(m.fstype, a.readOnly)
 		os.MkdirAll(dir, 0o755)
 		args := []string{"mount", "-o", opts}
 		switch m.fstype {
@@ -394,6 +395,7 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			return "", fmt.Errorf("mount %s: %w", p.Volume(), err)
 		}
 		a.mounted = append(a.mounted, m)
+		xfsMounted(m.fstype)
 		if strings.HasPrefix(m.fstype, "ext") && !a.readOnly { // ext2 and ext3 too: the ext4 driver mounts them
 			if err := ext4StreamOnly(dev); err != nil {
 				return "", fmt.Errorf("%s: %w", p.Volume(), err)
@@ -460,6 +462,7 @@ func (a *agent) unmountAll() error {
 		}
 		fixes, err := a.normalize(m)
 		keep(err)
+		keep(settleXFS(m.dir))
 		// Committed first: btrfs frees the blocks a transaction replaced only
 		// when it commits, and fstrim discards only free blocks.
 		syncfs(m.dir)
@@ -507,7 +510,7 @@ func (a *agent) tarIn(j *graph.TarIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
+	return sh("tar", "-x", tarRecord, "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 
 // imageIn extracts the image's filesystem, which the host flattened into one tar
@@ -519,7 +522,7 @@ func (a *agent) imageIn(j *graph.ImageIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
+	return sh("tar", "-x", tarRecord, "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
 		"-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 
