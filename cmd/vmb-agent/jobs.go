@@ -510,7 +510,7 @@ func (a *agent) tarIn(j *graph.TarIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", tarRecord, "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
+	return sh("tar", "-x", tarRecord(dst), "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 
 // imageIn extracts the image's filesystem, which the host flattened into one tar
@@ -522,7 +522,7 @@ func (a *agent) imageIn(j *graph.ImageIn) error {
 		return err
 	}
 	os.MkdirAll(dst, 0o755)
-	return sh("tar", "-x", tarRecord, "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
+	return sh("tar", "-x", tarRecord(dst), "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p", "--xattrs", "--xattrs-include=*",
 		"-f", filepath.Join(payloadDir, proto.PayloadSrc), "-C", dst)
 }
 

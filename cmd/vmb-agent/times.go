@@ -304,7 +304,7 @@ func copyFile(from, to string, perm fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := copyChunks(out, in); err != nil {
+	if _, err := copyData(out, in); err != nil {
 		out.Close()
 		return err
 	}
