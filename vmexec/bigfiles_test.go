@@ -119,14 +119,12 @@ func TestBigFiles(t *testing.T) {
 	}
 	for _, fs := range []string{"xfs", "btrfs", "ext4"} {
 		t.Run(fs, func(t *testing.T) {
-			if fs != "ext4" && os.Getenv("VMB_BIG_FILES") != "all" {
+			if fs == "btrfs" && os.Getenv("VMB_BIG_FILES") != "all" {
 				// btrfs: every job but the first remove differs (from 61 KB to 36
-				// MB: the root tree and file data placed elsewhere). XFS: about one
-				// build in two differs from the other at the first copy-in (2.3 MB:
-				// the AGF, the free-space btrees, an inode of the small files) or at a
-				// later remove; so before chains and write tracking too (e6f940f).
-				// BUILD.md says so under "Not covered". VMB_BIG_FILES=all runs them,
-				// for whoever fixes them.
+				// MB: the root tree and file data placed elsewhere). BUILD.md says
+				// so under "Not covered". VMB_BIG_FILES=all runs it, for whoever
+				// fixes it. (XFS differed in about one build in two until the agent
+				// mounted it with sync and waited for its background frees.)
 				t.Skipf("%s does not yet lay out files of 200 MiB the same way every time (VMB_BIG_FILES=all runs it)", fs)
 			}
 			jobs[1] = &graph.Format{Place: place("d"), FS: fs}

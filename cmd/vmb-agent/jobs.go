@@ -391,6 +391,7 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			// leave the allocator somewhere else depending on the timing.
 			opts += ",nodelalloc"
 		}
+		opts += xfsMountOptions(m.fstype, a.readOnly)
 		os.MkdirAll(dir, 0o755)
 		var err error
 		switch m.fstype {
@@ -406,6 +407,7 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			return "", fmt.Errorf("mount %s: %w", p.Volume(), err)
 		}
 		a.mounted = append(a.mounted, m)
+		xfsMounted(m.fstype)
 		if strings.HasPrefix(m.fstype, "ext") && !a.readOnly { // ext2 and ext3 too: the ext4 driver mounts them
 			if err := ext4StreamOnly(dev); err != nil {
 				return "", fmt.Errorf("%s: %w", p.Volume(), err)
@@ -555,6 +557,7 @@ func (a *agent) unmountAll() error {
 		}
 		err := a.normalize(m)
 		keep(err)
+		keep(settleXFS(m.dir))
 		// Committed first: btrfs frees the blocks a transaction replaced only
 		// when it commits, and fstrim discards only free blocks.
 		syncfs(m.dir)
@@ -613,7 +616,7 @@ func extractPayload(dst string, extra ...string) error {
 		return fmt.Errorf("payload: %w", err)
 	}
 	defer in.Close()
-	args := append([]string{"-x", "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p"}, extra...)
+	args := append([]string{"-x", tarRecord(dst), "--warning=no-timestamp", "--numeric-owner", "--same-owner", "-p"}, extra...)
 	// tar tells a compressed archive by its first bytes only in a file it can
 	// read again: on a pipe, it is told.
 	br := bufio.NewReader(in)

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -204,6 +203,9 @@ func (a *agent) copyTree(src, dst string) error {
 				return err
 			}
 		default:
+			if err := replaceXFS(to); err != nil {
+				return err
+			}
 			if err := copyFile(p, to, fi.Mode().Perm()); err != nil {
 				return err
 			}
@@ -230,7 +232,7 @@ func copyFile(from, to string, perm fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	if _, err := copyData(out, in); err != nil {
 		out.Close()
 		return err
 	}
