@@ -44,7 +44,7 @@ func (a *agent) applyBoot(j *graph.Run, b *proto.Booted) error {
 		src = fmt.Sprintf("%s%d", after, j.Root.Partition)
 	}
 	fstype := ""
-	if out, err := runEnv(nil, "blkid", "-o", "value", "-s", "TYPE", src); err == nil {
+	if out, err := runEnv(nil, "blkid", "-c", "/dev/null", "-o", "value", "-s", "TYPE", src); err == nil {
 		fstype = strings.TrimSpace(string(out))
 	}
 	if err := loadModules(moduleGroup(fstype)); err != nil {
