@@ -391,7 +391,7 @@ func (a *agent) mount(p graph.Place) (string, error) {
 			// leave the allocator somewhere else depending on the timing.
 			opts += ",nodelalloc"
 		}
-		opts += xfsMountOptions(m.fstype, a.readOnly)
+		opts += xfsMountOptions(m.fstype, a.readOnly) + btrfsMountOptions(m.fstype, a.readOnly)
 		os.MkdirAll(dir, 0o755)
 		var err error
 		switch m.fstype {
@@ -408,6 +408,9 @@ func (a *agent) mount(p graph.Place) (string, error) {
 		}
 		a.mounted = append(a.mounted, m)
 		xfsMounted(m.fstype)
+		if !a.readOnly {
+			btrfsMounted(m.fstype, dir)
+		}
 		if strings.HasPrefix(m.fstype, "ext") && !a.readOnly { // ext2 and ext3 too: the ext4 driver mounts them
 			if err := ext4StreamOnly(dev); err != nil {
 				return "", fmt.Errorf("%s: %w", p.Volume(), err)
