@@ -24,9 +24,10 @@ import "golang.org/x/sys/unix"
 //   - the agent writes its own files 1 MiB at a time (copyData, tarRecord);
 //   - normalize leaves btrfs alone, since btrfs.Fix clamps the times.
 //
-// It costs (bench/syncwrites, TCG): 1.1-1.3 times as long for files of 200
-// MiB, 2.4 times for a copy-in of 1000 files of 100 KiB, and 4.2 times for a
-// run in which busybox tar extracts them, each write of up to 64 KiB a commit.
+// It costs (RUNS=3 bench/syncwrites, TCG, medians): 0.8 to 1.4 times as long
+// for files of 200 MiB (1 MiB writes make up for the commits), 1.55 times for
+// a copy-in of 1000 files of 100 KiB, and 4.5 times for a run in which busybox
+// tar extracts them, each of its writes of up to 64 KiB a commit.
 
 // btrfsMountOptions returns the mount options a target of type fstype gets
 // besides the agent's own, as ",opt" or "".
