@@ -104,6 +104,9 @@ func (a *agent) do(job graph.Job) error {
 		if err != nil {
 			return err
 		}
+		if done, err := removeXFS(dir); done {
+			return err
+		}
 		return sh("rm", "-rf", dir)
 	case *graph.Run:
 		if a.job.Booted != nil {

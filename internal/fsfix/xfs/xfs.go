@@ -309,6 +309,9 @@ func (x *xfsFS) walkBtree(ag, root int64, levels, recSize, keySize int, fn func(
 			return fmt.Errorf("block %d: no btree block of level %d", agbno, level)
 		}
 		n := int(be.Uint16(blk[6:]))
+		if err := x.clearUnused(blk, off, level, n, recSize, keySize); err != nil {
+			return err
+		}
 		if level == 0 {
 			if hdr+n*recSize > len(blk) {
 				return fmt.Errorf("block %d: %d records", agbno, n)
@@ -336,6 +339,43 @@ func (x *xfsFS) walkBtree(ag, root int64, levels, recSize, keySize int, fn func(
 		return nil
 	}
 	return walk(root, levels-1)
+}
+
+// clearUnused zeroes the bytes of a short-form btree block (at byte off, of the
+// given level, with n records or keys) that hold none of its n records, keys or
+// pointers. The kernel moves records with memmove and leaves what they leave
+// behind: a block's tail keeps copies of records it no longer has, so its bytes
+// depend on the order of the updates that led to it, not only on its records. In
+// an AG's free-space btrees that order follows the kernel's background frees
+// (vmexec TestXFSRemove). A block whose CRC is wrong is left alone.
+func (x *xfsFS) clearUnused(blk []byte, off int64, level, n, recSize, keySize int) error {
+	const hdr = 56
+	var unused [][2]int
+	if level == 0 {
+		unused = append(unused, [2]int{hdr + n*recSize, len(blk)})
+	} else {
+		maxRecs := (len(blk) - hdr) / (keySize + 4)
+		ptrs := hdr + maxRecs*keySize
+		unused = append(unused, [2]int{hdr + n*keySize, ptrs}, [2]int{ptrs + 4*n, len(blk)})
+	}
+	dirty := false
+	for _, u := range unused {
+		if u[0] < u[1] && u[1] <= len(blk) && bytes.Count(blk[u[0]:u[1]], []byte{0}) != u[1]-u[0] {
+			dirty = true
+		}
+	}
+	if !dirty || !xfsCRCOK(blk, xfsShortBtree.crc) {
+		return nil
+	}
+	for _, u := range unused {
+		if u[0] < u[1] && u[1] <= len(blk) {
+			clear(blk[u[0]:u[1]])
+		}
+	}
+	xfsCRC(blk, xfsShortBtree.crc)
+	x.changed++
+	_, err := x.f.WriteAt(blk, off)
+	return err
 }
 
 // forks fixes the metadata blocks an inode's forks point to: the blocks of a
