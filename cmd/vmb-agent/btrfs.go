@@ -39,8 +39,8 @@ func btrfsMountOptions(fstype string, readOnly bool) string {
 }
 
 // btrfsMounted reads the free space of every block group of a writable btrfs
-// just mounted at dir: FITRIM loads each one's, and waits for it. Nothing is
-// discarded that the unmount's trim would not discard.
+// just mounted at dir: FITRIM loads each one's, and waits for it. What it
+// discards is free, and reads as zeros until the job writes it.
 func btrfsMounted(fstype, dir string) {
 	if fstype == "btrfs" {
 		fstrim(dir)
