@@ -27,10 +27,7 @@ import (
 // xfs_repair, tar, sha256sum, qemu-img, blkid). A job kind added to graph.Kinds
 // without a check here fails the test.
 func TestEveryJobKind(t *testing.T) {
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
-	}
+	bb := hostBusybox(t)
 	fetched := []byte("downloaded by the fetch job\n")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(fetched) }))
 	defer srv.Close()

@@ -97,10 +97,7 @@ func bigTar(t *testing.T, p string) {
 // its own.
 func TestBigFiles(t *testing.T) {
 	vmtest.Require(t)
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
-	}
+	bb := hostBusybox(t)
 	repo := t.TempDir()
 	writeRandom(t, filepath.Join(repo, "one/big"), 1, bigSize)
 	smallFiles(t, filepath.Join(repo, "one/small"), "s", 50)

@@ -17,10 +17,7 @@ import (
 // times out), and a root without systemd. The Debian example (cmd/vmb TestDebianExample) boots a real
 // target.
 func TestBootModeRefusals(t *testing.T) {
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
-	}
+	bb := hostBusybox(t)
 	repo := t.TempDir()
 	bin := filepath.Join(repo, "tree/bin")
 	os.MkdirAll(bin, 0o755)

@@ -35,6 +35,17 @@ type chain struct {
 	log    bytes.Buffer
 }
 
+// hostBusybox returns the host's static busybox, which tests copy into targets
+// to run there, or skips the test without one.
+func hostBusybox(t *testing.T) []byte {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
+	}
+	return bb
+}
+
 func newChain(t *testing.T, repo string) *chain {
 	store, err := cas.Open(t.TempDir())
 	if err != nil {
@@ -139,10 +150,7 @@ func TestDiskJobs(t *testing.T) {
 	os.MkdirAll(filepath.Join(repo, "tree/etc"), 0o755)
 	os.WriteFile(filepath.Join(repo, "tree/etc/motd"), []byte("hello from the test\n"), 0o644)
 	os.MkdirAll(filepath.Join(repo, "tree/bin"), 0o755)
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
-	}
+	bb := hostBusybox(t)
 	os.WriteFile(filepath.Join(repo, "tree/bin/busybox"), bb, 0o755)
 
 	c := newChain(t, repo)
@@ -349,10 +357,7 @@ const mirror = "http://deb.debian.org/debian/dists/bookworm/Release"
 // would map to its gateway; with network: "host" it reaches that server too. The
 // target's own resolv.conf is unchanged afterwards.
 func TestNetwork(t *testing.T) {
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
-	}
+	bb := hostBusybox(t)
 	var served atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
@@ -387,7 +392,7 @@ func TestNetwork(t *testing.T) {
 		return c.log.String()
 	}
 
-	_, err = c.run(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/fetch", hostURL, "/got"}})
+	_, err := c.run(&graph.Run{Root: place("d"), Mode: "chroot", Workdir: "/", Command: graph.Command{"/bin/fetch", hostURL, "/got"}})
 	if err != nil || !strings.Contains(c.log.String(), "network is unreachable") {
 		t.Fatalf("a run without network: %v\n%s", err, c.log.String())
 	}

@@ -28,10 +28,7 @@ import (
 // difference is its own.
 func TestXFSRemove(t *testing.T) {
 	vmtest.Require(t)
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skip("no static busybox on the host to run in the target (dev/setup installs busybox-static)")
-	}
+	bb := hostBusybox(t)
 	repo := t.TempDir()
 	tree := filepath.Join(repo, "tree")
 	// 8 directories of 60 files, from empty to 24 KiB, and a subdirectory of
